@@ -1,0 +1,3 @@
+from tlstudy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""The image set: scanning a `<class>/<file>` folder, the seeded split manifest and the
+decoded-image cache that training reads instead of JPEGs.
+
+Manifest columns: path, class, full, fewshot, excluded. `full` and `fewshot` hold the image's
+role in that subset (train, val, test or empty); `excluded` says why an image is left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+MANIFEST_COLUMNS = ["path", "class", "full", "fewshot", "excluded"]
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass
+class Entry:
+    path: str  # relative to the data root, `<class>/<file>`
+    cls: str
+    full: str = ""
+    fewshot: str = ""
+    excluded: str = ""
+
+
+# --- scanning and splitting --------------------------------------------------------------
+
+
+def scan(root: Path) -> tuple[list[str], list[Entry]]:
+    """Class folders (sorted, which is PACS's label order) and their image files."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder; expected <class>/<image> sub-folders")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "splits")
+    if len(classes) < 2:
+        raise DataError(f"{root}: found {len(classes)} class folder(s); need at least 2")
+    entries = []
+    for cls in classes:
+        files = sorted(
+            p for p in (root / cls).iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+        if not files:
+            raise DataError(f"{root / cls}: empty class folder; remove it or add images")
+        entries += [Entry(f"{cls}/{p.name}", cls) for p in files]
+    return classes, entries
+
+
+def read_split_list(path: Path) -> list[str]:
+    """Paths of one official PACS list (`cartoon/<class>/<file> <label>`), domain dropped."""
+    names, seen = [], set()
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        rel = line.split()[0]
+        rel = rel.split("/", 1)[1] if rel.count("/") >= 2 else rel
+        if rel in seen:
+            raise DataError(f"{path}:{lineno}: {rel} is listed twice")
+        seen.add(rel)
+        names.append(rel)
+    return names
+
+
+def find_split_lists(root: Path) -> tuple[Path, Path] | None:
+    splits = root / "splits"
+    train = sorted(splits.glob("*_train_kfold.txt"))
+    test = sorted(splits.glob("*_crossval_kfold.txt"))
+    return (train[0], test[0]) if train and test else None
+
+
+def assign_split(
+    entries: list[Entry],
+    root: Path,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    fewshot_per_class: int,
+) -> None:
+    """Fill `full` and `fewshot` of every usable entry, deterministically from the seed."""
+    usable = [e for e in entries if not e.excluded]
+    by_path = {e.path: e for e in usable}
+    lists = find_split_lists(root)
+    if lists:
+        pool_names, test_names = (read_split_list(p) for p in lists)
+        known = {e.path for e in entries}
+        for list_path, names in zip(lists, (pool_names, test_names)):
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise DataError(
+                    f"{list_path}: names {len(missing)} file(s) not under {root}, "
+                    f"e.g. {', '.join(missing[:3])}"
+                )
+        pool = [by_path[n] for n in pool_names if n in by_path]
+        test = [by_path[n] for n in test_names if n in by_path]
+        listed = set(pool_names) | set(test_names)
+        for e in usable:
+            if e.path not in listed:
+                e.excluded = "not in the split lists"
+    else:
+        rng = np.random.default_rng([seed, 0])
+        pool, test = [], []
+        for cls in sorted({e.cls for e in usable}):
+            members = [e for e in usable if e.cls == cls]
+            order = rng.permutation(len(members))
+            n_test = max(1, round(test_fraction * len(members)))
+            test += [members[i] for i in order[:n_test]]
+            pool += [members[i] for i in order[n_test:]]
+    for e in test:
+        e.full = e.fewshot = "test"
+
+    rng = np.random.default_rng([seed, 1])
+    order = rng.permutation(len(pool))
+    n_val = int(val_fraction * len(pool))
+    for rank, i in enumerate(order):
+        pool[i].full = "val" if rank < n_val else "train"
+
+    rng = np.random.default_rng([seed, 2])
+    few = []
+    for cls in sorted({e.cls for e in pool}):
+        members = [e for e in pool if e.cls == cls]
+        pick = rng.permutation(len(members))[:fewshot_per_class]
+        few += [members[i] for i in sorted(pick)]
+    order = rng.permutation(len(few))
+    n_val = int(val_fraction * len(few))
+    for rank, i in enumerate(order):
+        few[i].fewshot = "val" if rank < n_val else "train"
+
+
+def write_manifest(path: Path, entries: list[Entry]) -> None:
+    from tlstudy.atomic import replacing
+
+    with replacing(path) as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(MANIFEST_COLUMNS)
+        for e in entries:
+            w.writerow([e.path, e.cls, e.full, e.fewshot, e.excluded])
+
+
+def read_manifest(path: Path) -> list[Entry]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [Entry(r["path"], r["class"], r["full"], r["fewshot"], r["excluded"]) for r in rows]
+
+
+# --- decoding and the cache --------------------------------------------------------------
+
+
+def decode(path: Path, size: int) -> torch.Tensor:
+    """One image file as a 3×size×size uint8 tensor (grayscale, alpha and CMYK become RGB)."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2 import functional as F
+
+    data = path.read_bytes()
+    if not data:
+        raise DataError("empty file")
+    try:
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        img = _decode_with_pil(data)
+    if img.shape[-2:] != (size, size):
+        img = F.resize(img, [size, size], antialias=True)
+    return img.contiguous()
+
+
+def _decode_with_pil(data: bytes) -> torch.Tensor:
+    """Formats torchvision's decoder refuses (e.g. CMYK JPEG); PIL names what is wrong."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"not a readable image ({exc})") from exc
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def build_cache(root: Path, entries: list[Entry], classes: list[str], size: int, on_bad: str):
+    """Decode every non-excluded image once; bad files stop the stage or are excluded."""
+    images, bad = [], []
+    for e in entries:
+        if e.excluded:
+            continue
+        try:
+            images.append((e, decode(root / e.path, size)))
+        except (DataError, RuntimeError, OSError) as exc:
+            bad.append((e, str(exc).splitlines()[0]))
+    if bad and on_bad == "error":
+        listing = "\n".join(f"  {root / e.path}: {why}" for e, why in bad)
+        raise DataError(
+            f"{len(bad)} unreadable image(s) under {root}:\n{listing}\n"
+            "fix or remove them, or set data.on_bad_image: skip to leave them out"
+        )
+    for e, why in bad:
+        e.excluded = f"unreadable: {why}"
+    kept = [(e, img) for e, img in images if not e.excluded]
+    index = {c: i for i, c in enumerate(classes)}
+    return {
+        "classes": list(classes),
+        "paths": [e.path for e, _ in kept],
+        "labels": torch.tensor([index[e.cls] for e, _ in kept], dtype=torch.long),
+        "images": torch.stack([img for _, img in kept]) if kept else torch.empty(0, 3, size, size, dtype=torch.uint8),
+    }, bad
+
+
+@dataclass
+class Dataset:
+    classes: list[str]
+    paths: list[str]
+    images: torch.Tensor  # N×3×H×W uint8
+    labels: torch.Tensor  # N long
+    roles: dict[str, dict[str, torch.Tensor]]  # subset -> role -> indices into images
+
+    def part(self, subset: str, role: str) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.roles[subset][role]
+        return self.images[idx], self.labels[idx]
+
+
+def load(cache_path: Path, manifest_path: Path) -> Dataset:
+    cache = torch.load(cache_path, weights_only=True)
+    position = {p: i for i, p in enumerate(cache["paths"])}
+    roles: dict[str, dict[str, list[int]]] = {"full": {}, "fewshot": {}}
+    for e in read_manifest(manifest_path):
+        if e.excluded:
+            continue
+        if e.path not in position:
+            raise DataError(f"{manifest_path}: {e.path} is not in {cache_path}; re-run the fetch stage")
+        for subset, role in (("full", e.full), ("fewshot", e.fewshot)):
+            if role:
+                roles[subset].setdefault(role, []).append(position[e.path])
+    return Dataset(
+        classes=cache["classes"],
+        paths=cache["paths"],
+        images=cache["images"],
+        labels=cache["labels"],
+        roles={s: {r: torch.tensor(ix, dtype=torch.long) for r, ix in rs.items()} for s, rs in roles.items()},
+    )

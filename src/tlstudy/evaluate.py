@@ -1,0 +1,83 @@
+"""Stage `evaluate@<part>`: the part's selected models on the test set.
+
+Writes `metrics/<part>.json` (per optimizer, or per variant: lr, epoch, val_acc, test_acc,
+sec_per_epoch, ms_per_example, runs, diverged) and `plots/predictions/<part>/<group>.csv`
+(path, label, predicted, top-3 with probabilities) for the confusion matrix and the
+misclassified-examples figure. It only loads weights: re-running it never retrains.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from tlstudy import data, engine, models
+from tlstudy.atomic import write_json, write_text
+from tlstudy.stats import load_stats
+
+PREDICTION_COLUMNS = ["path", "label", "predicted", "top1", "p1", "top2", "p2", "top3", "p3"]
+
+
+def predictions_csv(paths, labels, probs, classes) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PREDICTION_COLUMNS)
+    k = min(3, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    for path, label, ps, ix in zip(paths, labels.tolist(), top_p.tolist(), top_i.tolist()):
+        row = [path, classes[label], classes[ix[0]]]
+        for p, i in zip(ps, ix):
+            row += [classes[i], f"{p:.4f}"]
+        w.writerow(row + [""] * (len(PREDICTION_COLUMNS) - len(row)))
+    return buf.getvalue()
+
+
+def run(params: dict, part: str) -> dict:
+    folder = Path("models") / part
+    runs_file = folder / "runs.json"
+    if not runs_file.exists():
+        raise FileNotFoundError(f"{runs_file}: missing; run the train@{part} stage first")
+    runs = json.loads(runs_file.read_text())["runs"]
+    dev = engine.device()
+    dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
+    subset = params["parts"][part]["subset"]
+    x_test, y_test = dataset.part(subset, "test")
+    test_paths = [dataset.paths[i] for i in dataset.roles[subset]["test"].tolist()]
+    mean, std = (torch.tensor(v, device=dev).view(1, 3, 1, 1) for v in load_stats())
+    x_test, y_test = x_test.to(dev), y_test.to(dev)
+
+    metrics: dict[str, dict] = {}
+    pred_dir = Path("plots/predictions") / part
+    shutil.rmtree(pred_dir, ignore_errors=True)
+    pred_dir.mkdir(parents=True)
+    for group in dict.fromkeys(r["group"] for r in runs):
+        members = [r for r in runs if r["group"] == group]
+        entry = {"runs": len(members), "diverged": sum(r["diverged_epoch"] is not None for r in members)}
+        path = folder / f"{group}.pt"
+        if path.exists():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model = models.build(len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"])
+            models.restore(model, saved["trainable"], saved["state"])
+            model.to(dev)
+            probs = engine.predict(model, x_test, mean, std).float().softmax(1)
+            test_acc = (probs.argmax(1) == y_test).float().mean().item()
+            chosen = next(r for r in members if r["lr"] == saved["lr"] and r["variant"] == saved["variant"]
+                          and r["optimizer"] == saved["optimizer"])
+            entry = {
+                "lr": saved["lr"], "epoch": saved["epoch"], "val_acc": round(saved["val_acc"], 6),
+                "test_acc": round(test_acc, 6), "sec_per_epoch": round(chosen["sec_per_epoch"], 4),
+                "ms_per_example": round(chosen["ms_per_example"], 4), **entry,
+            }
+            write_text(pred_dir / f"{group}.csv", predictions_csv(test_paths, y_test.cpu(), probs.cpu(), dataset.classes))
+            print(f"evaluate@{part}: {group}: lr {saved['lr']:g} epoch {saved['epoch']} "
+                  f"val_acc {saved['val_acc']:.4f} test_acc {test_acc:.4f}")
+        else:
+            print(f"evaluate@{part}: {group}: every run diverged; no model to test")
+        metrics[group] = entry
+    write_json(Path("metrics") / f"{part}.json", metrics)
+    return metrics

@@ -1,0 +1,157 @@
+"""Stage `fetch`: get the images (PACS download, a local folder or synthetic), split them into
+the manifest and decode them once into the cache.
+
+PACS comes from a pinned public copy (params `data.url`, `data.sha256`) and is unpacked into
+`data.path` in the `<class>/<file>.jpg` layout with the official split lists, matched to the
+official file names by the sha256 of each JPEG (resources/pacs_cartoon.csv). A folder that is
+already complete there (for example after `dvc pull data.dvc`) is used as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import shutil
+import urllib.parse
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+from tlstudy import data as D
+from tlstudy import synthetic
+from tlstudy.atomic import torch_save
+from tlstudy.download import DownloadError, download, sha256_of
+
+CACHE = Path("work/images.pt")
+MANIFEST = Path("manifest.csv")
+SYNTHETIC_ROOT = Path("work/synthetic")
+DOWNLOADS = Path("data/downloads")
+OFFLINE_HINT = (
+    "To use a copy you already have, set in params.yaml:\n"
+    "  data:\n    source: local\n    path: /path/to/pacs_cartoon   # <class>/<file>.jpg, optional splits/\n"
+    "or run `dvc pull data.dvc` from a DVC remote that holds data/, or try the demo: `make demo`."
+)
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def pacs_reference() -> list[dict]:
+    """The 2,344 cartoon images of PACS: path, official subset, sha256 of the JPEG bytes."""
+    text = resources.files("tlstudy.resources").joinpath("pacs_cartoon.csv").read_text()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def pacs_complete(root: Path) -> bool:
+    return all((root / r["path"]).is_file() for r in pacs_reference()) and D.find_split_lists(root) is not None
+
+
+def write_pacs_split_lists(root: Path, reference: list[dict]) -> None:
+    classes = sorted({r["path"].split("/")[0] for r in reference})
+    (root / "splits").mkdir(parents=True, exist_ok=True)
+    for subset in ("train", "crossval"):
+        lines = [
+            f"cartoon/{r['path']} {classes.index(r['path'].split('/')[0]) + 1}\n"
+            for r in reference
+            if r["official_subset"] == subset
+        ]
+        (root / "splits" / f"cartoon_{subset}_kfold.txt").write_text("".join(lines))
+
+
+def _iter_archive(archive: Path):
+    """(name, bytes) of every image in a PACS archive: the HF parquet or a zip of the release."""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as z:
+            for name in z.namelist():
+                if Path(name).suffix.lower() in D.IMAGE_SUFFIXES:
+                    yield name, z.read(name)
+        return
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(archive)
+    for batch in pf.iter_batches(batch_size=256, columns=["image"]):
+        for image in batch.column("image").to_pylist():
+            yield image.get("path") or "", image["bytes"]
+
+
+def unpack_pacs(archive: Path, root: Path) -> None:
+    """Keep the cartoon images whose bytes match the official ones, under their official names."""
+    reference = pacs_reference()
+    wanted = {r["sha256"]: r["path"] for r in reference}
+    staging = root.with_name(root.name + ".unpacking")
+    shutil.rmtree(staging, ignore_errors=True)
+    found = 0
+    for _, blob in _iter_archive(archive):
+        rel = wanted.get(hashlib.sha256(blob).hexdigest())
+        if rel is None:
+            continue
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(blob)
+        found += 1
+    if found < len(wanted):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise FetchError(
+            f"{archive}: holds {found} of the {len(wanted)} PACS cartoon images "
+            "(matched by sha256 of the JPEG bytes); is it the PACS release?"
+        )
+    write_pacs_split_lists(staging, reference)
+    if root.exists():
+        shutil.rmtree(root)
+    staging.rename(root)
+
+
+def get_pacs(params: dict) -> Path:
+    cfg = params["data"]
+    root = Path(cfg["path"])
+    if pacs_complete(root):
+        print(f"fetch: using the PACS cartoon images already in {root}")
+        return root
+    name = Path(urllib.parse.urlparse(cfg["url"]).path).name or "pacs.parquet"
+    try:
+        archive = download(cfg["url"], DOWNLOADS / name, sha256=cfg.get("sha256"))
+    except DownloadError as exc:
+        raise FetchError(f"could not download PACS: {exc}\n{OFFLINE_HINT}") from exc
+    print(f"fetch: {archive} ({sha256_of(archive)[:12]}…) → {root}")
+    unpack_pacs(archive, root)
+    return root
+
+
+def source_root(params: dict) -> Path:
+    cfg = params["data"]
+    if cfg["source"] == "synthetic":
+        shutil.rmtree(SYNTHETIC_ROOT, ignore_errors=True)
+        size = max(64, cfg["image_size"])
+        return synthetic.generate(SYNTHETIC_ROOT, cfg["synthetic_per_class"], size, params["seed"])
+    if cfg["source"] == "pacs":
+        return get_pacs(params)
+    return Path(cfg["path"])
+
+
+def run(params: dict) -> None:
+    cfg = params["data"]
+    root = source_root(params)
+    classes, entries = D.scan(root)
+    cache, bad = D.build_cache(root, entries, classes, cfg["image_size"], cfg.get("on_bad_image", "error"))
+    for e, why in bad:
+        print(f"fetch: warning: skipped {root / e.path}: {why}")
+    D.assign_split(
+        entries,
+        root,
+        seed=params["seed"],
+        val_fraction=cfg["val_fraction"],
+        test_fraction=cfg["test_fraction"],
+        fewshot_per_class=params["fewshot"]["per_class"],
+    )
+    torch_save(CACHE, cache)
+    D.write_manifest(MANIFEST, entries)
+    counts = {
+        s: {r: sum(getattr(e, s) == r for e in entries) for r in ("train", "val", "test")}
+        for s in ("full", "fewshot")
+    }
+    print(
+        f"fetch: {len(cache['paths'])} images, {len(classes)} classes at "
+        f"{cfg['image_size']} px from {root}; full {counts['full']}, fewshot {counts['fewshot']}"
+    )

@@ -1,0 +1,92 @@
+"""ResNet-18 with an n-class head: initialisation, freezing, and the state a part keeps.
+
+`init` is `random`, `imagenet` (torchvision's IMAGENET1K_V1, downloaded and hash-checked by
+torchvision) or a path to a ResNet-18 state dict. With `imagenet_weights: random` a seeded
+random backbone stands in for ImageNet (the offline demo). Construction is seeded, so a
+head-only part can store just its head: the backbone is rebuilt identically from `init`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+
+class WeightsError(ValueError):
+    pass
+
+
+def describe_init(init: str, imagenet_weights: str) -> str:
+    if init == "imagenet" and imagenet_weights == "random":
+        return "random (stand-in for imagenet: offline)"
+    return init
+
+
+def _backbone_state(init: str) -> dict[str, torch.Tensor]:
+    if init == "imagenet":
+        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+    path = Path(init)
+    if not path.is_file():
+        raise WeightsError(
+            f"init: {init!r} is not random, imagenet, or an existing state-dict file"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise WeightsError(f"{path}: cannot be read as a PyTorch state dict ({exc})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a ResNet-18 state dict, found {type(state).__name__}")
+    return state
+
+
+def build(n_classes: int, init: str, imagenet_weights: str, seed: int) -> nn.Module:
+    """A ResNet-18 whose weights depend only on (init, seed): same call, same model."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = resnet18(weights=None)
+        if init != "random" and not (init == "imagenet" and imagenet_weights == "random"):
+            state = _backbone_state(init)
+            own = model.state_dict()
+            backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            missing = sorted(set(own) - set(backbone) - {"fc.weight", "fc.bias"})
+            unexpected = sorted(set(backbone) - set(own))
+            wrong = sorted(k for k in backbone if k in own and backbone[k].shape != own[k].shape)
+            if missing or unexpected or wrong:
+                raise WeightsError(
+                    f"init {init!r}: not a ResNet-18 state dict "
+                    f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})"
+                )
+            model.load_state_dict(backbone, strict=False)
+        model.fc = nn.Linear(model.fc.in_features, n_classes)
+    return model
+
+
+def set_trainable(model: nn.Module, trainable: str) -> list[nn.Parameter]:
+    """Freeze the backbone for `head`; returns the parameters the optimiser updates."""
+    for name, p in model.named_parameters():
+        p.requires_grad = trainable == "all" or name.startswith("fc.")
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_mode(model: nn.Module, trainable: str) -> None:
+    """Training mode, except that a frozen backbone keeps BatchNorm in eval (running stats fixed)."""
+    if trainable == "all":
+        model.train()
+    else:
+        model.eval()
+        model.fc.train()
+
+
+def kept_state(model: nn.Module, trainable: str) -> dict[str, torch.Tensor]:
+    """What a part stores: everything, or just the head when the backbone never changed."""
+    state = model.fc.state_dict() if trainable == "head" else model.state_dict()
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def restore(model: nn.Module, trainable: str, state: dict[str, torch.Tensor]) -> None:
+    (model.fc if trainable == "head" else model).load_state_dict(state)

@@ -1,0 +1,200 @@
+"""params.yaml: loading, validation and the few normalisations every stage relies on.
+
+Every stage validates the whole file before doing any work, so a typo fails `fetch` at once
+instead of `train@augment` an hour later.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OPTIMIZERS = ("sgd", "adam")
+SOURCES = ("pacs", "local", "synthetic")
+SUBSETS = ("full", "fewshot")
+TRAINABLE = ("all", "head")
+IMAGENET_WEIGHTS = ("imagenet", "random")
+ON_BAD_IMAGE = ("error", "skip")
+
+TOP_KEYS = {
+    "seed",
+    "lr",
+    "optimizer",
+    "epochs",
+    "batch_size",
+    "sgd",
+    "adam",
+    "imagenet_weights",
+    "data",
+    "fewshot",
+    "parts",
+    "augmentations",
+}
+DATA_KEYS = {
+    "source",
+    "path",
+    "url",
+    "sha256",
+    "image_size",
+    "val_fraction",
+    "test_fraction",
+    "on_bad_image",
+    "synthetic_per_class",
+}
+PART_KEYS = {"subset", "init", "trainable", "optimizer", "lr", "augment"}
+
+
+class ParamsError(ValueError):
+    """A params.yaml value that the study cannot use; the message names the key path."""
+
+
+def load(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found (run from the project root, where params.yaml is)")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    validate(params, source=str(path))
+    return params
+
+
+def as_list(value: Any) -> list:
+    """`lr` and `optimizer` may be a scalar (what `dvc exp run -S lr=0.01` writes) or a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def part_grid(params: dict, part: str) -> tuple[list[str], list[float], list[str]]:
+    """The (optimizers, learning rates, augmentation variants) one part trains over."""
+    spec = params["parts"][part]
+    optimizers = as_list(spec.get("optimizer", params["optimizer"]))
+    lrs = [float(x) for x in as_list(spec.get("lr", params["lr"]))]
+    augment = spec.get("augment", ["none"])
+    variants = list(params["augmentations"]) if augment == "all" else as_list(augment)
+    return optimizers, lrs, variants
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def _unknown(keys, allowed, where: str) -> None:
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ParamsError(
+                f"params: unknown key '{where}{key}'{hint}; accepted: {', '.join(sorted(allowed))}"
+            )
+
+
+def _number(value, key: str, *, integer=False, minimum=None, strict_min=False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        kind = "an integer" if integer else "a number"
+        raise ParamsError(f"params: '{key}' must be {kind}, got {value!r}")
+    if minimum is not None and (value <= minimum if strict_min else value < minimum):
+        bound = f"> {minimum}" if strict_min else f">= {minimum}"
+        raise ParamsError(f"params: '{key}' must be {bound}, got {value!r}")
+
+
+def _choice(value, choices, key: str) -> None:
+    if value not in choices:
+        raise ParamsError(f"params: '{key}' is {value!r}; accepted: {', '.join(choices)}")
+
+
+def _lr_list(value, key: str) -> None:
+    values = as_list(value)
+    if not values:
+        raise ParamsError(f"params: '{key}' is empty; give at least one learning rate")
+    for v in values:
+        _number(v, key, minimum=0, strict_min=True)
+
+
+def _optimizer_list(value, key: str) -> None:
+    values = as_list(value)
+    if not values:
+        raise ParamsError(f"params: '{key}' is empty; accepted: {', '.join(OPTIMIZERS)}")
+    for v in values:
+        _choice(v, OPTIMIZERS, key)
+
+
+def validate(params: dict, source: str = "params.yaml") -> None:
+    missing = sorted(TOP_KEYS - set(params))
+    if missing:
+        raise ParamsError(f"{source}: missing section(s): {', '.join(missing)}")
+    _unknown(params, TOP_KEYS, "")
+    _number(params["seed"], "seed", integer=True, minimum=0)
+    _lr_list(params["lr"], "lr")
+    _optimizer_list(params["optimizer"], "optimizer")
+    _number(params["epochs"], "epochs", integer=True, minimum=1)
+    _number(params["batch_size"], "batch_size", integer=True, minimum=1)
+    _choice(params["imagenet_weights"], IMAGENET_WEIGHTS, "imagenet_weights")
+    for opt, keys in (("sgd", {"momentum", "weight_decay"}), ("adam", {"weight_decay"})):
+        if not isinstance(params[opt], dict):
+            raise ParamsError(f"params: '{opt}' must be a mapping with keys {sorted(keys)}")
+        _unknown(params[opt], keys, f"{opt}.")
+        for key, value in params[opt].items():
+            _number(value, f"{opt}.{key}", minimum=0)
+
+    data = params["data"]
+    _unknown(data, DATA_KEYS, "data.")
+    _choice(data.get("source"), SOURCES, "data.source")
+    _number(data.get("image_size"), "data.image_size", integer=True, minimum=8)
+    for key in ("val_fraction", "test_fraction"):
+        value = data.get(key)
+        _number(value, f"data.{key}", minimum=0, strict_min=True)
+        if value >= 1:
+            raise ParamsError(f"params: 'data.{key}' must be < 1, got {value!r}")
+    _choice(data.get("on_bad_image", "error"), ON_BAD_IMAGE, "data.on_bad_image")
+    _number(data.get("synthetic_per_class"), "data.synthetic_per_class", integer=True, minimum=4)
+    if data["source"] in ("pacs", "local") and not data.get("path"):
+        raise ParamsError(f"params: 'data.path' is required for data.source: {data['source']}")
+
+    if not isinstance(params["fewshot"], dict):
+        raise ParamsError("params: 'fewshot' must be a mapping with key per_class")
+    _unknown(params["fewshot"], {"per_class"}, "fewshot.")
+    _number(params["fewshot"].get("per_class"), "fewshot.per_class", integer=True, minimum=2)
+
+    augmentations = params["augmentations"]
+    if not isinstance(augmentations, dict) or not augmentations:
+        raise ParamsError("params: 'augmentations' must map variant names to transform lists")
+    from tlstudy.augment import build  # late: keeps torchvision off the import path of params
+
+    for name, spec in augmentations.items():
+        build(spec, where=f"augmentations.{name}")
+
+    parts = params["parts"]
+    if not isinstance(parts, dict) or not parts:
+        raise ParamsError("params: 'parts' must map part names to their settings")
+    for name, spec in parts.items():
+        where = f"parts.{name}"
+        if not isinstance(spec, dict):
+            raise ParamsError(f"params: '{where}' must be a mapping with {sorted(PART_KEYS)}")
+        _unknown(spec, PART_KEYS, f"{where}.")
+        _choice(spec.get("subset"), SUBSETS, f"{where}.subset")
+        _choice(spec.get("trainable"), TRAINABLE, f"{where}.trainable")
+        init = spec.get("init")
+        if not isinstance(init, str) or not init:
+            raise ParamsError(
+                f"params: '{where}.init' must be random, imagenet or a path to a state dict"
+            )
+        if "optimizer" in spec:
+            _optimizer_list(spec["optimizer"], f"{where}.optimizer")
+        if "lr" in spec:
+            _lr_list(spec["lr"], f"{where}.lr")
+        augment = spec.get("augment", ["none"])
+        if augment != "all":
+            for variant in as_list(augment):
+                if variant not in augmentations:
+                    close = difflib.get_close_matches(str(variant), list(augmentations), n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    raise ParamsError(
+                        f"params: '{where}.augment' names unknown variant {variant!r}{hint}; "
+                        "accepted: 'all' or names under 'augmentations'"
+                    )

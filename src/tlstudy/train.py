@@ -1,0 +1,134 @@
+"""Stage `train@<part>`: the part's grid of runs, per-epoch curves, and its selected models.
+
+Outputs, per part:
+- `plots/train/<part>.csv` — one row per (run, epoch), long format for `dvc plots`.
+- `models/<part>/runs.json` — every run's outcome (best epoch, accuracy, divergence, timing).
+- `models/<part>/<group>.pt` — the selected model of each optimizer (of each variant for a
+  part with several augmentation variants): the best (lr, epoch) by validation accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import torch
+
+from tlstudy import augment, data, engine, models, params as P
+from tlstudy.atomic import torch_save, write_json, write_text
+from tlstudy.stats import load_stats
+
+PLOT_COLUMNS = ["run", "optimizer", "lr", "variant", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+
+
+def group_key(run: engine.Run, optimizers: list[str], variants: list[str]) -> str:
+    if len(variants) == 1:
+        return run.optimizer
+    return run.variant if len(optimizers) == 1 else f"{run.variant}-{run.optimizer}"
+
+
+def run_name(run: engine.Run, variants: list[str]) -> str:
+    prefix = f"{run.variant} " if len(variants) > 1 else ""
+    return f"{prefix}{run.optimizer} lr={run.lr:g}"
+
+
+def load_split(dataset: data.Dataset, subset: str, dev: torch.device) -> engine.Split:
+    mean, std = load_stats()
+    x_train, y_train = dataset.part(subset, "train")
+    x_val, y_val = dataset.part(subset, "val")
+    as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=dev).view(1, 3, 1, 1)  # noqa: E731
+    return engine.Split(
+        x_train.to(dev), y_train.to(dev), x_val.to(dev), y_val.to(dev), as_col(mean), as_col(std)
+    )
+
+
+def plot_rows(result: engine.Result, name: str) -> list[list]:
+    r = result.run
+    return [
+        [name, r.optimizer, f"{r.lr:g}", r.variant, h["epoch"]]
+        + [f"{h[k]:.6g}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")]
+        for h in result.history
+    ]
+
+
+def run(params: dict, part: str) -> None:
+    if part not in params["parts"]:
+        raise P.ParamsError(f"params: no part {part!r} under 'parts'; known: {', '.join(params['parts'])}")
+    spec = params["parts"][part]
+    optimizers, lrs, variants = P.part_grid(params, part)
+    dev = engine.device()
+    dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
+    split = load_split(dataset, spec["subset"], dev)
+    n_train = len(split.x_train)
+    print(
+        f"train@{part}: {len(optimizers) * len(lrs) * len(variants)} runs on {dev}, "
+        f"{n_train} train / {len(split.x_val)} val images, init {models.describe_init(spec['init'], params['imagenet_weights'])}"
+    )
+
+    best: dict[str, engine.Result] = {}
+    records, rows = [], []
+    for variant in variants:
+        transform = augment.build(params["augmentations"][variant], where=f"augmentations.{variant}")
+        for optimizer in optimizers:
+            for lr in lrs:
+                r = engine.Run(optimizer, lr, variant)
+                name = run_name(r, variants)
+                model = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"]).to(dev)
+                result = engine.fit(
+                    model, spec["trainable"], r, transform, split, params["epochs"],
+                    params["batch_size"], params, params["seed"], f"{part} {name}",
+                )
+                key = group_key(r, optimizers, variants)
+                records.append(
+                    {
+                        "run": name, "group": key, "optimizer": optimizer, "lr": lr, "variant": variant,
+                        "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
+                        "epochs_run": len(result.history), "diverged_epoch": result.diverged_epoch,
+                        "sec_per_epoch": result.sec_per_epoch,
+                        "ms_per_example": 1000 * result.sec_per_epoch / n_train,
+                    }
+                )
+                rows += plot_rows(result, name)
+                current = best.get(key)
+                # Strictly better only: ties keep the earlier epoch, then the earlier grid entry.
+                if result.best_state is not None and (
+                    current is None
+                    or result.best_val_acc > current.best_val_acc
+                    or (result.best_val_acc == current.best_val_acc and result.best_epoch < current.best_epoch)
+                ):
+                    best[key] = result
+                elif current is None:
+                    best.setdefault(key, None)  # every run of the group so far diverged at once
+                del model
+
+    out = Path("models") / part
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for key, result in best.items():
+        if result is None:
+            continue
+        torch_save(
+            out / f"{key}.pt",
+            {
+                "part": part, "group": key, "trainable": spec["trainable"], "init": spec["init"],
+                "imagenet_weights": params["imagenet_weights"], "seed": params["seed"],
+                "classes": dataset.classes, "optimizer": result.run.optimizer, "lr": result.run.lr,
+                "variant": result.run.variant, "epoch": result.best_epoch, "val_acc": result.best_val_acc,
+                "state": result.best_state,
+            },
+        )
+    write_json(out / "runs.json", {"part": part, "init": models.describe_init(spec["init"], params["imagenet_weights"]),
+                                   "n_train": n_train, "runs": records})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PLOT_COLUMNS)
+    w.writerows(rows)
+    write_text(Path("plots/train") / f"{part}.csv", buf.getvalue())
+    for key, result in best.items():
+        if result is not None:
+            print(f"train@{part}: {key}: lr {result.run.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}")
+        else:
+            print(f"train@{part}: {key}: every run diverged")
