@@ -153,32 +153,27 @@ def read_manifest(path: Path) -> list[Entry]:
 
 
 def decode(path: Path, size: int) -> torch.Tensor:
-    """One image file as a 3×size×size uint8 tensor (grayscale, alpha and CMYK become RGB)."""
-    from torchvision.io import ImageReadMode, decode_image
+    """One image file as a 3×size×size uint8 tensor (grayscale, alpha and CMYK become RGB).
+
+    PIL decodes: torchvision.io's decoders are deprecated from 0.29 on, and PIL says what is
+    wrong with a file it cannot read.
+    """
+    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.v2 import functional as F
 
     data = path.read_bytes()
     if not data:
         raise DataError("empty file")
     try:
-        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except RuntimeError:
-        img = _decode_with_pil(data)
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"not a readable image ({exc})") from exc
+    img = torch.from_numpy(arr.copy()).permute(2, 0, 1)
     if img.shape[-2:] != (size, size):
         img = F.resize(img, [size, size], antialias=True)
     return img.contiguous()
-
-
-def _decode_with_pil(data: bytes) -> torch.Tensor:
-    """Formats torchvision's decoder refuses (e.g. CMYK JPEG); PIL names what is wrong."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"not a readable image ({exc})") from exc
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 def build_cache(root: Path, entries: list[Entry], classes: list[str], size: int, on_bad: str):

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_PACS = PROJECT.parent / "shared" / "data" / "pacs_cartoon"
+
+
+@pytest.fixture(scope="session")
+def study_params() -> dict:
+    return yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def params(study_params) -> dict:
+    """The study's params with small, fast settings for unit tests."""
+    p = copy.deepcopy(study_params)
+    p.update(epochs=2, batch_size=16, lr=[0.01], optimizer=["sgd"], imagenet_weights="random")
+    p["data"].update(source="synthetic", image_size=32, synthetic_per_class=12)
+    p["fewshot"]["per_class"] = 4
+    return p
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run the test with a temporary directory as the working directory (a stage's view)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def pytest_report_header(config):
+    return f"shared PACS data: {'found' if SHARED_PACS.is_dir() else 'absent'} at {SHARED_PACS}"

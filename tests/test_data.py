@@ -1,0 +1,123 @@
+import collections
+import csv
+import shutil
+
+import pytest
+import torch
+from conftest import SHARED_PACS
+
+from tlstudy import data as D
+from tlstudy import fetch, synthetic
+
+needs_pacs = pytest.mark.skipif(not SHARED_PACS.is_dir(), reason=f"real PACS data not at {SHARED_PACS}")
+
+
+def split_of(root, seed=0, per_class=34):
+    classes, entries = D.scan(root)
+    D.assign_split(entries, root, seed=seed, val_fraction=0.2, test_fraction=0.1, fewshot_per_class=per_class)
+    return classes, entries
+
+
+def roles(entries, subset):
+    return collections.Counter(getattr(e, subset) for e in entries if not e.excluded)
+
+
+@needs_pacs
+def test_pacs_split_follows_the_official_lists():
+    classes, entries = split_of(SHARED_PACS)
+    assert classes == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
+    full = roles(entries, "full")
+    assert full == {"train": 2107 - 421, "val": 421, "test": 237}
+    crossval = set(D.read_split_list(SHARED_PACS / "splits" / "cartoon_crossval_kfold.txt"))
+    assert {e.path for e in entries if e.full == "test"} == crossval
+    few = roles(entries, "fewshot")
+    assert few["train"] + few["val"] == 7 * 34 and few["val"] == int(0.2 * 7 * 34)
+    assert few["test"] == 237
+
+
+@needs_pacs
+def test_pacs_split_is_deterministic_and_depends_on_the_seed():
+    _, a = split_of(SHARED_PACS, seed=0)
+    _, b = split_of(SHARED_PACS, seed=0)
+    _, c = split_of(SHARED_PACS, seed=1)
+    key = lambda es: [(e.path, e.full, e.fewshot) for e in es]  # noqa: E731
+    assert key(a) == key(b)
+    assert key(a) != key(c)
+    # The test set is the official one whatever the seed.
+    assert {e.path for e in a if e.full == "test"} == {e.path for e in c if e.full == "test"}
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    return synthetic.generate(tmp_path_factory.mktemp("synth"), per_class=15, size=48, seed=3)
+
+
+def test_synthetic_data_is_deterministic(tmp_path, synthetic_root):
+    again = synthetic.generate(tmp_path / "again", per_class=15, size=48, seed=3)
+    files = sorted(p.relative_to(synthetic_root) for p in synthetic_root.rglob("*.jpg"))
+    assert len(files) == 7 * 15
+    assert all((synthetic_root / f).read_bytes() == (again / f).read_bytes() for f in files)
+    other = synthetic.generate(tmp_path / "other", per_class=15, size=48, seed=4)
+    assert (synthetic_root / files[0]).read_bytes() != (other / files[0]).read_bytes()
+
+
+def test_split_without_lists_is_stratified_and_sized(synthetic_root):
+    classes, entries = split_of(synthetic_root, per_class=5)
+    assert classes == sorted(synthetic.CLASSES)
+    by_class = collections.defaultdict(collections.Counter)
+    few_by_class = collections.Counter()
+    for e in entries:
+        by_class[e.cls][e.full] += 1
+        few_by_class[e.cls] += e.fewshot in ("train", "val")
+    for cls in classes:
+        assert by_class[cls]["test"] == round(0.1 * 15)
+    pool = sum(c["train"] + c["val"] for c in by_class.values())
+    assert sum(c["val"] for c in by_class.values()) == int(0.2 * pool)
+    assert set(few_by_class.values()) == {5}
+    # few-shot images come from the pool, never from the test set
+    assert all(e.full in ("train", "val") for e in entries if e.fewshot in ("train", "val"))
+
+
+def test_fewshot_takes_every_image_of_a_class_smaller_than_per_class(synthetic_root):
+    _, entries = split_of(synthetic_root, per_class=100)
+    assert sum(e.fewshot in ("train", "val") for e in entries) == sum(e.full in ("train", "val") for e in entries)
+
+
+def test_fetch_stage_writes_manifest_and_cache_from_real_jpegs(in_tmp, params):
+    fetch.run(params)
+    rows = list(csv.DictReader(open("manifest.csv")))
+    assert list(rows[0]) == D.MANIFEST_COLUMNS
+    assert len(rows) == 7 * 12
+    ds = D.load(in_tmp / "work/images.pt", in_tmp / "manifest.csv")
+    assert ds.images.dtype == torch.uint8 and ds.images.shape[1:] == (3, 32, 32)
+    assert len(ds.images) == len(rows)
+    x, y = ds.part("full", "test")
+    assert len(x) == 7 * round(0.1 * 12) and set(y.tolist()) == set(range(7))
+    # The cache holds the decoded JPEG: decoding the file again gives the same pixels.
+    i = ds.paths.index(rows[0]["path"])
+    assert torch.equal(ds.images[i], D.decode(in_tmp / "work/synthetic" / rows[0]["path"], 32))
+
+
+def test_split_lists_naming_missing_files_are_rejected(tmp_path, synthetic_root):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    (root / "splits").mkdir()
+    (root / "splits" / "x_train_kfold.txt").write_text("x/circle/img_000.jpg 1\nx/circle/nope.jpg 1\n")
+    (root / "splits" / "x_crossval_kfold.txt").write_text("x/square/img_000.jpg 2\n")
+    with pytest.raises(D.DataError, match=r"x_train_kfold.txt: names 1 file.*circle/nope.jpg"):
+        split_of(root)
+
+
+def test_unreadable_images_are_listed_together(tmp_path, synthetic_root):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    (root / "circle" / "empty.jpg").write_bytes(b"")
+    (root / "square" / "notes.txt").write_text("not an image")
+    classes, entries = D.scan(root)
+    with pytest.raises(D.DataError) as err:
+        D.build_cache(root, entries, classes, 32, "error")
+    assert "2 unreadable image(s)" in str(err.value)
+    assert "circle/empty.jpg: empty file" in str(err.value) and "square/notes.txt" in str(err.value)
+    cache, bad = D.build_cache(root, entries, classes, 32, "skip")
+    assert len(bad) == 2 and len(cache["paths"]) == 7 * 15
+    assert {e.path for e in entries if e.excluded.startswith("unreadable")} == {"circle/empty.jpg", "square/notes.txt"}

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from tlstudy import engine, models
+
+
+def tiny_split(n_train=24, n_val=14, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n_train + n_val, 3, size, size), generator=g, dtype=torch.uint8)
+    y = torch.arange(n_train + n_val) % 7
+    mean = torch.full((1, 3, 1, 1), 0.5)
+    std = torch.full((1, 3, 1, 1), 0.25)
+    return engine.Split(x[:n_train], y[:n_train], x[n_train:], y[n_train:], mean, std)
+
+
+SETTINGS = {"sgd": {"momentum": 0.0, "weight_decay": 0.0}, "adam": {"weight_decay": 0.0}}
+
+
+def fit(model, trainable="all", optimizer="sgd", lr=0.01, epochs=2, seed=0, split=None):
+    return engine.fit(
+        model, trainable, engine.Run(optimizer, lr), None, split or tiny_split(), epochs, 8, SETTINGS, seed, "test"
+    )
+
+
+def test_head_only_training_changes_only_the_head_and_keeps_batchnorm_buffers():
+    model = models.build(7, "random", "random", seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, trainable="head", optimizer="adam", lr=0.01)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("fc."))
+
+
+def test_full_training_updates_backbone_and_batchnorm_statistics():
+    model = models.build(7, "random", "random", seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, trainable="all")
+    after = model.state_dict()
+    assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
+    assert not torch.equal(before["bn1.running_mean"], after["bn1.running_mean"])
+
+
+def test_best_epoch_is_the_earliest_of_equal_validation_accuracies():
+    # With lr 0 the weights never change, so every epoch ties on validation accuracy.
+    r = fit(models.build(7, "random", "random", seed=0), trainable="head", lr=0.0, epochs=3)
+    assert [h["val_acc"] for h in r.history] == [r.history[0]["val_acc"]] * 3
+    assert r.best_epoch == 1
+
+
+def test_best_epoch_is_the_argmax_of_validation_accuracy_and_its_weights_are_kept():
+    split = tiny_split()
+    model = models.build(7, "random", "random", seed=1)
+    r = fit(model, trainable="all", optimizer="adam", lr=0.003, epochs=4, split=split)
+    accs = [h["val_acc"] for h in r.history]
+    assert r.best_epoch == accs.index(max(accs)) + 1 and r.best_val_acc == max(accs)
+    fresh = models.build(7, "random", "random", seed=1)
+    models.restore(fresh, "all", r.best_state)
+    _, acc = engine.evaluate(fresh, split.x_val, split.y_val, split.mean, split.std)
+    assert acc == pytest.approx(max(accs))
+
+
+def test_a_non_finite_loss_stops_the_run_and_records_the_epoch():
+    r = fit(models.build(7, "random", "random", seed=0), trainable="all", lr=1e30, epochs=5)
+    assert r.diverged_epoch is not None and r.diverged_epoch <= 5
+    assert len(r.history) == r.diverged_epoch - 1
+
+
+def test_same_seed_same_run():
+    a = fit(models.build(7, "random", "random", seed=0), optimizer="adam", lr=0.001)
+    b = fit(models.build(7, "random", "random", seed=0), optimizer="adam", lr=0.001)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+
+
+def test_a_trailing_batch_of_one_joins_the_previous_batch():
+    sizes = [len(b) for b in engine.batches(17, 8, torch.Generator().manual_seed(0))]
+    assert sizes == [8, 9]
+    assert sorted(torch.cat(engine.batches(17, 8, torch.Generator().manual_seed(0))).tolist()) == list(range(17))

@@ -1,0 +1,57 @@
+import copy
+
+import pytest
+import yaml
+from conftest import PROJECT
+
+from tlstudy import params as P
+
+
+def test_study_params_are_valid_and_declare_the_study(study_params):
+    P.validate(study_params)
+    assert study_params["lr"] == [0.03, 0.01, 0.003, 0.001, 0.0001]
+    assert study_params["optimizer"] == ["sgd", "adam"] and study_params["epochs"] == 50
+    assert set(study_params["parts"]) == {
+        "scratch", "classifier", "finetune", "fewshot_scratch", "fewshot_classifier", "fewshot_finetune", "augment",
+    }
+    optimizers, lrs, variants = P.part_grid(study_params, "augment")
+    assert optimizers == ["sgd"] and len(lrs) == 5 and len(variants) == 28 and variants[0] == "none"
+
+
+def test_demo_overlay_is_valid(study_params):
+    from tlstudy.demo import merge
+
+    overlay = yaml.safe_load((PROJECT / "demo-params.yaml").read_text())
+    P.validate(merge(study_params, overlay))
+
+
+def test_scalar_lr_and_optimizer_as_dvc_exp_run_writes_them(study_params):
+    p = copy.deepcopy(study_params)
+    p["lr"], p["optimizer"] = 0.01, "adam"
+    P.validate(p)
+    assert P.part_grid(p, "scratch") == (["adam"], [0.01], ["none"])
+    assert P.part_grid(p, "augment")[0] == ["sgd"]  # the part's own optimizer wins
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p.update(epoch=3), r"unknown key 'epoch' \(did you mean 'epochs'\?\)"),
+        (lambda p: p["data"].update(imgsize=3), r"unknown key 'data.imgsize'"),
+        (lambda p: p.update(lr=[0.01, 0]), r"'lr' must be > 0, got 0"),
+        (lambda p: p.update(lr="fast"), r"'lr' must be a number, got 'fast'"),
+        (lambda p: p.update(epochs=0), r"'epochs' must be >= 1"),
+        (lambda p: p.update(optimizer=["sgd", "rmsprop"]), r"'optimizer' is 'rmsprop'; accepted: sgd, adam"),
+        (lambda p: p["data"].update(source="web"), r"'data.source' is 'web'; accepted: pacs, local, synthetic"),
+        (lambda p: p["parts"]["scratch"].update(subset="half"), r"'parts.scratch.subset' is 'half'"),
+        (lambda p: p["parts"]["scratch"].update(augment=["hflp"]), r"unknown variant 'hflp' \(did you mean 'hflip'\?\)"),
+        (lambda p: p["augmentations"].update(x=[["Rotate", {}]]), r"'augmentations.x\[0\]' names unknown transform 'Rotate'"),
+        (lambda p: p["augmentations"].update(x=[["GaussianBlur", {"kernel_size": 4}]]), r"augmentations.x\[0\]' GaussianBlur"),
+        (lambda p: p["augmentations"].update(x=[["RandomAffine", {"degree": 4}]]), r"augmentations.x\[0\]' RandomAffine"),
+    ],
+)
+def test_bad_params_are_rejected_with_the_key_path(study_params, edit, message):
+    p = copy.deepcopy(study_params)
+    edit(p)
+    with pytest.raises(P.ParamsError, match=message):
+        P.validate(p)
