@@ -112,6 +112,8 @@ def assign_split(
             n_test = max(1, round(test_fraction * len(members)))
             test += [members[i] for i in order[:n_test]]
             pool += [members[i] for i in order[n_test:]]
+    # Path order, not list order: the same images give the same split from any source.
+    pool.sort(key=lambda e: e.path)
     for e in test:
         e.full = e.fewshot = "test"
 

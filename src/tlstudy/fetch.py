@@ -27,6 +27,7 @@ CACHE = Path("work/images.pt")
 MANIFEST = Path("manifest.csv")
 SYNTHETIC_ROOT = Path("work/synthetic")
 DOWNLOADS = Path("data/downloads")
+RETRIES, BACKOFF_S = 5, 2.0
 OFFLINE_HINT = (
     "To use a copy you already have, set in params.yaml:\n"
     "  data:\n    source: local\n    path: /path/to/pacs_cartoon   # <class>/<file>.jpg, optional splits/\n"
@@ -111,7 +112,7 @@ def get_pacs(params: dict) -> Path:
         return root
     name = Path(urllib.parse.urlparse(cfg["url"]).path).name or "pacs.parquet"
     try:
-        archive = download(cfg["url"], DOWNLOADS / name, sha256=cfg.get("sha256"))
+        archive = download(cfg["url"], DOWNLOADS / name, cfg.get("sha256"), retries=RETRIES, backoff=BACKOFF_S)
     except DownloadError as exc:
         raise FetchError(f"could not download PACS: {exc}\n{OFFLINE_HINT}") from exc
     print(f"fetch: {archive} ({sha256_of(archive)[:12]}…) → {root}")

@@ -1,0 +1,68 @@
+import hashlib
+import socket
+
+import pytest
+from http_fixture import Server
+
+from tlstudy.download import DownloadError, download
+
+BODY = bytes(range(256)) * 4000  # ~1 MB
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+@pytest.fixture
+def server():
+    with Server() as s:
+        s.files["/pacs.zip"] = BODY
+        yield s
+
+
+def get(server, tmp_path, **kw):
+    kw.setdefault("backoff", 0.01)
+    return download(server.url("/pacs.zip"), tmp_path / "pacs.zip", log=lambda m: None, **kw)
+
+
+def test_plain_download_with_checksum(server, tmp_path):
+    assert get(server, tmp_path, sha256=SHA).read_bytes() == BODY
+    assert not (tmp_path / "pacs.zip.part").exists()
+
+
+def test_a_dropped_connection_resumes_where_it_stopped(server, tmp_path):
+    server.faults = ["cut"]
+    assert get(server, tmp_path, sha256=SHA).read_bytes() == BODY
+    assert server.requests[0][1] is None
+    assert server.requests[1][1] == f"bytes={len(BODY) // 2}-"
+
+
+def test_server_errors_are_retried_then_succeed(server, tmp_path):
+    server.faults = ["500", "500"]
+    assert get(server, tmp_path, sha256=SHA).read_bytes() == BODY
+    assert len(server.requests) == 3
+
+
+def test_retries_are_bounded(server, tmp_path):
+    server.faults = ["500"] * 10
+    with pytest.raises(DownloadError, match="gave up after 3 attempts"):
+        get(server, tmp_path, retries=3)
+    assert len(server.requests) == 3
+
+
+def test_a_wrong_checksum_removes_the_partial_file_and_says_both_sums(server, tmp_path):
+    wrong = "0" * 64
+    with pytest.raises(DownloadError, match=f"expected sha256 {wrong}, got {SHA}"):
+        get(server, tmp_path, sha256=wrong)
+    assert not (tmp_path / "pacs.zip").exists() and not (tmp_path / "pacs.zip.part").exists()
+
+
+def test_not_found_is_not_retried(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download(server.url("/missing.zip"), tmp_path / "m.zip", log=lambda m: None, backoff=0.01)
+    assert len(server.requests) == 1
+
+
+def test_no_server_listening_fails_after_bounded_retries(tmp_path):
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match="gave up after 2 attempts"):
+        download(f"http://127.0.0.1:{port}/x.zip", tmp_path / "x.zip", retries=2, backoff=0.01, log=lambda m: None)
