@@ -94,12 +94,12 @@ def summary(metrics_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def run(dest: str, overlay: str, params_path: str = "params.yaml") -> Path:
+def run(dest: str, overlay: str, params_path: str = "params.yaml", project: Path | None = None) -> Path:
     from tlstudy import params as P
 
-    project = Path.cwd()
-    base = yaml.safe_load(Path(params_path).read_text())
-    params = merge(base, yaml.safe_load(Path(overlay).read_text()))
+    project = Path(project or Path.cwd())
+    base = yaml.safe_load((project / params_path).read_text())
+    params = merge(base, yaml.safe_load((project / overlay).read_text()))
     P.validate(params, source=f"{params_path} + {overlay}")
     dest_path = (project / dest).resolve()
     start = time.perf_counter()

@@ -1,0 +1,79 @@
+"""The real dvc.yaml, run by the real DVC in a temporary git repo (the demo's workspace builder):
+`dvc repro`, then `dvc exp run -S lr=0.01`, then the comparison commands a user would type."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import PROJECT
+
+from tlstudy import demo
+
+pytestmark = pytest.mark.slow
+PARTS = ["scratch", "classifier", "finetune", "fewshot_scratch", "fewshot_classifier", "fewshot_finetune", "augment"]
+OVERLAY = {
+    "lr": [0.03, 0.003],
+    "epochs": 1,
+    "batch_size": 16,
+    "imagenet_weights": "random",
+    "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 10},
+    "fewshot": {"per_class": 4},
+    "parts": {"augment": {"augment": ["none", "hflip"]}},
+}
+
+
+def dvc(ws, *args) -> str:
+    # As a user with the virtual environment activated: stages call `python -m tlstudy`.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    r = subprocess.run([demo.tool("dvc"), *args], cwd=ws, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def metrics(ws) -> dict:
+    return {p: json.loads((ws / "metrics" / f"{p}.json").read_text()) for p in PARTS}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    (tmp / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
+    return demo.run(str(tmp / "ws"), str(tmp / "overlay.yaml"), project=PROJECT)
+
+
+def test_repro_computes_every_part_and_leaves_a_clean_pipeline(workspace):
+    m = metrics(workspace)
+    for part in PARTS[:-1]:
+        assert set(m[part]) == {"sgd", "adam"}
+        assert all(v["lr"] in (0.03, 0.003) and 0 <= v["test_acc"] <= 1 for v in m[part].values())
+    assert set(m["augment"]) == {"none", "hflip"}
+    assert "Data and pipelines are up to date" in dvc(workspace, "status")
+    assert (workspace / "manifest.csv").exists() and (workspace / "metrics/stats.json").exists()
+
+
+def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
+    out = dvc(workspace, "exp", "run", "-S", "lr=0.01")
+    assert "Stage 'fetch' didn't change, skipping" in out
+    assert "Stage 'stats' didn't change, skipping" in out
+    assert "Running stage 'train@scratch'" in out and "Running stage 'evaluate@augment'" in out
+    assert yaml.safe_load((workspace / "params.yaml").read_text())["lr"] == 0.01
+    m = metrics(workspace)
+    assert {v["lr"] for part in m.values() for v in part.values()} == {0.01}
+    assert all(v["runs"] == 1 for v in m["scratch"].values())
+
+    diff = dvc(workspace, "metrics", "diff", "--json")
+    changed = json.loads(diff)
+    assert changed["metrics/scratch.json"]["sgd.lr"]["new"] == 0.01
+    assert changed["metrics/scratch.json"]["sgd.lr"]["old"] in (0.03, 0.003)
+
+    shown = json.loads(dvc(workspace, "exp", "show", "--json"))
+    assert shown, "dvc exp show lists the workspace and the experiment"
+
+    plots = json.loads(dvc(workspace, "plots", "diff", "HEAD", "--json"))
+    ids = set(plots["data"] if "data" in plots else plots)
+    assert {"scratch_val_acc", "augment_train_loss"} <= ids
+    assert any("predictions/scratch" in i for i in ids)
