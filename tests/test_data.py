@@ -80,7 +80,9 @@ def test_split_without_lists_is_stratified_and_sized(synthetic_root):
 
 def test_fewshot_takes_every_image_of_a_class_smaller_than_per_class(synthetic_root):
     _, entries = split_of(synthetic_root, per_class=100)
-    assert sum(e.fewshot in ("train", "val") for e in entries) == sum(e.full in ("train", "val") for e in entries)
+    assert sum(e.fewshot in ("train", "val") for e in entries) == sum(
+        e.full in ("train", "val") for e in entries
+    )
 
 
 def test_fetch_stage_writes_manifest_and_cache_from_real_jpegs(in_tmp, params):
@@ -120,4 +122,7 @@ def test_unreadable_images_are_listed_together(tmp_path, synthetic_root):
     assert "circle/empty.jpg: empty file" in str(err.value) and "square/notes.txt" in str(err.value)
     cache, bad = D.build_cache(root, entries, classes, 32, "skip")
     assert len(bad) == 2 and len(cache["paths"]) == 7 * 15
-    assert {e.path for e in entries if e.excluded.startswith("unreadable")} == {"circle/empty.jpg", "square/notes.txt"}
+    assert {e.path for e in entries if e.excluded.startswith("unreadable")} == {
+        "circle/empty.jpg",
+        "square/notes.txt",
+    }

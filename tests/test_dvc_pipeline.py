@@ -14,7 +14,15 @@ from conftest import PROJECT
 from tlstudy import demo
 
 pytestmark = pytest.mark.slow
-PARTS = ["scratch", "classifier", "finetune", "fewshot_scratch", "fewshot_classifier", "fewshot_finetune", "augment"]
+PARTS = [
+    "scratch",
+    "classifier",
+    "finetune",
+    "fewshot_scratch",
+    "fewshot_classifier",
+    "fewshot_finetune",
+    "augment",
+]
 OVERLAY = {
     "lr": [0.03, 0.003],
     "epochs": 1,

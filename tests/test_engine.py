@@ -18,7 +18,16 @@ SETTINGS = {"sgd": {"momentum": 0.0, "weight_decay": 0.0}, "adam": {"weight_deca
 
 def fit(model, trainable="all", optimizer="sgd", lr=0.01, epochs=2, seed=0, split=None):
     return engine.fit(
-        model, trainable, engine.Run(optimizer, lr), None, split or tiny_split(), epochs, 8, SETTINGS, seed, "test"
+        model,
+        trainable,
+        engine.Run(optimizer, lr),
+        None,
+        split or tiny_split(),
+        epochs,
+        8,
+        SETTINGS,
+        seed,
+        "test",
     )
 
 
@@ -76,4 +85,22 @@ def test_same_seed_same_run():
 def test_a_trailing_batch_of_one_joins_the_previous_batch():
     sizes = [len(b) for b in engine.batches(17, 8, torch.Generator().manual_seed(0))]
     assert sizes == [8, 9]
-    assert sorted(torch.cat(engine.batches(17, 8, torch.Generator().manual_seed(0))).tolist()) == list(range(17))
+    assert sorted(torch.cat(engine.batches(17, 8, torch.Generator().manual_seed(0))).tolist()) == list(
+        range(17)
+    )
+
+
+def test_selection_prefers_accuracy_then_the_earlier_epoch_then_the_earlier_run():
+    from tlstudy.train import better
+
+    def result(acc, epoch, state=True):
+        r = engine.Result(engine.Run("sgd", 0.1), best_epoch=epoch, best_val_acc=acc)
+        r.best_state = {} if state else None
+        return r
+
+    assert better(result(0.5, 3), None)
+    assert not better(result(0.0, 0, state=False), None)
+    assert better(result(0.6, 9), result(0.5, 1))
+    assert better(result(0.5, 2), result(0.5, 3))
+    assert not better(result(0.5, 3), result(0.5, 3))
+    assert not better(result(0.4, 1), result(0.5, 3))

@@ -4,14 +4,18 @@ import collections
 import csv
 import hashlib
 import io
+import subprocess
 import zipfile
 
 import pytest
-from conftest import SHARED_PACS
+import yaml
+from conftest import PROJECT, SHARED_PACS
 from http_fixture import Server
 
 from tlstudy import data as D
 from tlstudy import fetch
+from tlstudy.cli import main
+from tlstudy.demo import tool
 
 pytestmark = pytest.mark.skipif(not SHARED_PACS.is_dir(), reason=f"real PACS data not at {SHARED_PACS}")
 
@@ -32,14 +36,21 @@ def pacs_params(params, url, sha256, path):
     return params
 
 
-def test_download_unpacks_the_cartoon_domain_with_official_names_and_splits(in_tmp, params, pacs_zip, monkeypatch):
+def test_download_unpacks_the_cartoon_domain_with_official_names_and_splits(
+    in_tmp, params, pacs_zip, monkeypatch
+):
     monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
     with Server() as server:
         server.files["/PACS.zip"] = pacs_zip
         server.faults = ["cut"]  # the first response drops half-way: the download resumes
-        p = pacs_params(params, server.url("/PACS.zip"), hashlib.sha256(pacs_zip).hexdigest(), in_tmp / "data/pacs")
+        p = pacs_params(
+            params,
+            server.url("/PACS.zip"),
+            hashlib.sha256(pacs_zip).hexdigest(),
+            in_tmp / "data/pacs_cartoon",
+        )
         fetch.run(p)
-    root = in_tmp / "data/pacs"
+    root = in_tmp / "data/pacs_cartoon"
     for name in ("cartoon_train_kfold.txt", "cartoon_crossval_kfold.txt"):
         lines = lambda path: sorted(path.read_text().splitlines())  # noqa: E731
         assert lines(root / "splits" / name) == lines(SHARED_PACS / "splits" / name)
@@ -51,9 +62,16 @@ def test_download_unpacks_the_cartoon_domain_with_official_names_and_splits(in_t
     # The same split as reading the shared copy with its official lists (source: local).
     _, local = D.scan(SHARED_PACS)
     D.assign_split(local, SHARED_PACS, p["seed"], 0.2, 0.1, p["fewshot"]["per_class"])
-    assert [(r["path"], r["full"], r["fewshot"]) for r in rows] == [(e.path, e.full, e.fewshot) for e in local]
+    assert [(r["path"], r["full"], r["fewshot"]) for r in rows] == [
+        (e.path, e.full, e.fewshot) for e in local
+    ]
+    # data.dvc pins exactly the folder that the fetch stage unpacks.
+    subprocess.run([tool("dvc"), "init", "--no-scm", "-q"], cwd=in_tmp, check=True)
+    subprocess.run([tool("dvc"), "add", "-q", "data"], cwd=in_tmp, check=True)
+    pinned = yaml.safe_load((PROJECT / "data.dvc").read_text())["outs"][0]
+    assert yaml.safe_load((in_tmp / "data.dvc").read_text())["outs"][0]["md5"] == pinned["md5"]
     # A second fetch finds the complete folder and downloads nothing.
-    (in_tmp / "data/downloads/PACS.zip").unlink()
+    (in_tmp / "work/downloads/PACS.zip").unlink()
     with Server() as server:
         fetch.run(pacs_params(params, server.url("/PACS.zip"), None, root))
         assert server.requests == []
@@ -64,8 +82,12 @@ def test_parquet_copy_is_matched_by_content(tmp_path):
     import pyarrow.parquet as pq
 
     files = sorted(SHARED_PACS.glob("*/*.jpg"))
-    images = [{"bytes": p.read_bytes(), "path": None} for p in files] + [{"bytes": b"other domain", "path": "x.jpg"}]
-    table = pa.table({"image": images, "domain": ["cartoon"] * len(files) + ["photo"], "label": [0] * len(images)})
+    images = [{"bytes": p.read_bytes(), "path": None} for p in files] + [
+        {"bytes": b"other domain", "path": "x.jpg"}
+    ]
+    table = pa.table(
+        {"image": images, "domain": ["cartoon"] * len(files) + ["photo"], "label": [0] * len(images)}
+    )
     pq.write_table(table, tmp_path / "train.parquet")
     fetch.unpack_pacs(tmp_path / "train.parquet", tmp_path / "pacs")
     assert fetch.pacs_complete(tmp_path / "pacs")
@@ -82,10 +104,6 @@ def test_an_archive_without_the_cartoon_images_is_rejected_and_nothing_is_left(t
 
 
 def test_offline_fails_with_one_message_naming_the_local_route(in_tmp, params, capsys, monkeypatch):
-    import yaml
-
-    from tlstudy.cli import main
-
     with Server() as server:
         url = server.url("/gone.zip")
     params = pacs_params(params, url, None, in_tmp / "data/pacs")

@@ -12,7 +12,13 @@ def test_study_params_are_valid_and_declare_the_study(study_params):
     assert study_params["lr"] == [0.03, 0.01, 0.003, 0.001, 0.0001]
     assert study_params["optimizer"] == ["sgd", "adam"] and study_params["epochs"] == 50
     assert set(study_params["parts"]) == {
-        "scratch", "classifier", "finetune", "fewshot_scratch", "fewshot_classifier", "fewshot_finetune", "augment",
+        "scratch",
+        "classifier",
+        "finetune",
+        "fewshot_scratch",
+        "fewshot_classifier",
+        "fewshot_finetune",
+        "augment",
     }
     optimizers, lrs, variants = P.part_grid(study_params, "augment")
     assert optimizers == ["sgd"] and len(lrs) == 5 and len(variants) == 28 and variants[0] == "none"
@@ -42,12 +48,27 @@ def test_scalar_lr_and_optimizer_as_dvc_exp_run_writes_them(study_params):
         (lambda p: p.update(lr="fast"), r"'lr' must be a number, got 'fast'"),
         (lambda p: p.update(epochs=0), r"'epochs' must be >= 1"),
         (lambda p: p.update(optimizer=["sgd", "rmsprop"]), r"'optimizer' is 'rmsprop'; accepted: sgd, adam"),
-        (lambda p: p["data"].update(source="web"), r"'data.source' is 'web'; accepted: pacs, local, synthetic"),
+        (
+            lambda p: p["data"].update(source="web"),
+            r"'data.source' is 'web'; accepted: pacs, local, synthetic",
+        ),
         (lambda p: p["parts"]["scratch"].update(subset="half"), r"'parts.scratch.subset' is 'half'"),
-        (lambda p: p["parts"]["scratch"].update(augment=["hflp"]), r"unknown variant 'hflp' \(did you mean 'hflip'\?\)"),
-        (lambda p: p["augmentations"].update(x=[["Rotate", {}]]), r"'augmentations.x\[0\]' names unknown transform 'Rotate'"),
-        (lambda p: p["augmentations"].update(x=[["GaussianBlur", {"kernel_size": 4}]]), r"augmentations.x\[0\]' GaussianBlur"),
-        (lambda p: p["augmentations"].update(x=[["RandomAffine", {"degree": 4}]]), r"augmentations.x\[0\]' RandomAffine"),
+        (
+            lambda p: p["parts"]["scratch"].update(augment=["hflp"]),
+            r"unknown variant 'hflp' \(did you mean 'hflip'\?\)",
+        ),
+        (
+            lambda p: p["augmentations"].update(x=[["Rotate", {}]]),
+            r"'augmentations.x\[0\]' names unknown transform 'Rotate'",
+        ),
+        (
+            lambda p: p["augmentations"].update(x=[["GaussianBlur", {"kernel_size": 4}]]),
+            r"augmentations.x\[0\]' GaussianBlur",
+        ),
+        (
+            lambda p: p["augmentations"].update(x=[["RandomAffine", {"degree": 4}]]),
+            r"augmentations.x\[0\]' RandomAffine",
+        ),
     ],
 )
 def test_bad_params_are_rejected_with_the_key_path(study_params, edit, message):
@@ -55,3 +76,22 @@ def test_bad_params_are_rejected_with_the_key_path(study_params, edit, message):
     edit(p)
     with pytest.raises(P.ParamsError, match=message):
         P.validate(p)
+
+
+def test_the_cli_reports_a_bad_param_in_one_line_before_doing_any_work(in_tmp, study_params, capsys):
+    from tlstudy.cli import main
+
+    bad = copy.deepcopy(study_params)
+    bad["parts"]["finetune"]["trainable"] = "backbone"
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["fetch"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: params: 'parts.finetune.trainable' is 'backbone'; accepted: all, head\n"
+    assert list(in_tmp.iterdir()) == [in_tmp / "params.yaml"]  # nothing written
+
+
+def test_the_cli_names_a_missing_params_file(in_tmp, capsys):
+    from tlstudy.cli import main
+
+    assert main(["--params", "nope.yaml", "stats"]) == 2
+    assert "nope.yaml: not found" in capsys.readouterr().err

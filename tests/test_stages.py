@@ -22,7 +22,12 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
     params["lr"], params["optimizer"] = [1e30, 0.01], ["sgd", "adam"]
     train.run(params, "scratch")
     runs = json.loads(open("models/scratch/runs.json").read())["runs"]
-    assert [(r["optimizer"], r["lr"]) for r in runs] == [("sgd", 1e30), ("sgd", 0.01), ("adam", 1e30), ("adam", 0.01)]
+    assert [(r["optimizer"], r["lr"]) for r in runs] == [
+        ("sgd", 1e30),
+        ("sgd", 0.01),
+        ("adam", 1e30),
+        ("adam", 0.01),
+    ]
     assert runs[0]["diverged_epoch"] is not None and runs[1]["diverged_epoch"] is None
     saved = torch.load("models/scratch/sgd.pt", weights_only=True)
     best = max((r for r in runs if r["group"] == "sgd"), key=lambda r: r["best_val_acc"])
@@ -37,12 +42,23 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
     assert json.loads(open("metrics/scratch.json").read()) == metrics
     for opt in ("sgd", "adam"):
         m = metrics[opt]
-        assert set(m) == {"lr", "epoch", "val_acc", "test_acc", "sec_per_epoch", "ms_per_example", "runs", "diverged"}
+        assert set(m) == {
+            "lr",
+            "epoch",
+            "val_acc",
+            "test_acc",
+            "sec_per_epoch",
+            "ms_per_example",
+            "runs",
+            "diverged",
+        }
         assert 0 <= m["test_acc"] <= 1 and m["runs"] == 2 and m["diverged"] >= 1
     preds = list(csv.DictReader(open("plots/predictions/scratch/sgd.csv")))
     n_test = len([r for r in csv.DictReader(open("manifest.csv")) if r["full"] == "test"])
     assert len(preds) == n_test
-    assert all(r["predicted"] == r["top1"] and float(r["p1"]) >= float(r["p2"]) >= float(r["p3"]) for r in preds)
+    assert all(
+        r["predicted"] == r["top1"] and float(r["p1"]) >= float(r["p2"]) >= float(r["p3"]) for r in preds
+    )
     correct = sum(r["predicted"] == r["label"] for r in preds) / len(preds)
     assert correct == pytest.approx(metrics["sgd"]["test_acc"], abs=1e-6)
 
@@ -71,7 +87,9 @@ def test_augment_part_selects_one_model_per_variant(prepared):
     metrics = evaluate.run(prepared, "augment")
     assert set(metrics) == {"none", "hflip_rot10"}
     rows = list(csv.DictReader(open("plots/train/augment.csv")))
-    assert {r["variant"] for r in rows} == {"none", "hflip_rot10"} and {r["optimizer"] for r in rows} == {"sgd"}
+    assert {r["variant"] for r in rows} == {"none", "hflip_rot10"} and {r["optimizer"] for r in rows} == {
+        "sgd"
+    }
 
 
 def test_stats_match_the_training_images(prepared):

@@ -42,14 +42,11 @@ def build(spec, where: str = "augmentation") -> v2.Compose | None:
             or not isinstance(step[0], str)
             or (len(step) == 2 and not isinstance(step[1], dict))
         ):
-            raise ParamsError(
-                f"params: '{where}[{i}]' must be [Transform, {{kwargs}}], got {step!r}"
-            )
+            raise ParamsError(f"params: '{where}[{i}]' must be [Transform, {{kwargs}}], got {step!r}")
         name, kwargs = step[0], (step[1] if len(step) == 2 else {})
         if name not in ALLOWED:
             raise ParamsError(
-                f"params: '{where}[{i}]' names unknown transform {name!r}; "
-                f"accepted: {', '.join(ALLOWED)}"
+                f"params: '{where}[{i}]' names unknown transform {name!r}; accepted: {', '.join(ALLOWED)}"
             )
         try:
             steps.append(getattr(v2, name)(**kwargs))

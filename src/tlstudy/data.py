@@ -44,9 +44,7 @@ def scan(root: Path) -> tuple[list[str], list[Entry]]:
         raise DataError(f"{root}: found {len(classes)} class folder(s); need at least 2")
     entries = []
     for cls in classes:
-        files = sorted(
-            p for p in (root / cls).iterdir() if p.is_file() and not p.name.startswith(".")
-        )
+        files = sorted(p for p in (root / cls).iterdir() if p.is_file() and not p.name.startswith("."))
         if not files:
             raise DataError(f"{root / cls}: empty class folder; remove it or add images")
         entries += [Entry(f"{cls}/{p.name}", cls) for p in files]
@@ -202,7 +200,9 @@ def build_cache(root: Path, entries: list[Entry], classes: list[str], size: int,
         "classes": list(classes),
         "paths": [e.path for e, _ in kept],
         "labels": torch.tensor([index[e.cls] for e, _ in kept], dtype=torch.long),
-        "images": torch.stack([img for _, img in kept]) if kept else torch.empty(0, 3, size, size, dtype=torch.uint8),
+        "images": torch.stack([img for _, img in kept])
+        if kept
+        else torch.empty(0, 3, size, size, dtype=torch.uint8),
     }, bad
 
 

@@ -134,7 +134,9 @@ def fit(
         if split.x_train.is_cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        val_loss, val_acc = evaluate(model, split.x_val, split.y_val, split.mean, split.std) if finite else (math.nan, 0.0)
+        val_loss, val_acc = (
+            evaluate(model, split.x_val, split.y_val, split.mean, split.std) if finite else (math.nan, 0.0)
+        )
         if not finite or not math.isfinite(val_loss):
             result.diverged_epoch = epoch
             bar.write(f"{label}: loss turned non-finite at epoch {epoch}; run recorded as diverged")

@@ -61,21 +61,37 @@ def run(params: dict, part: str) -> dict:
         path = folder / f"{group}.pt"
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            model = models.build(len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"])
+            model = models.build(
+                len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"]
+            )
             models.restore(model, saved["trainable"], saved["state"])
             model.to(dev)
             probs = engine.predict(model, x_test, mean, std).float().softmax(1)
             test_acc = (probs.argmax(1) == y_test).float().mean().item()
-            chosen = next(r for r in members if r["lr"] == saved["lr"] and r["variant"] == saved["variant"]
-                          and r["optimizer"] == saved["optimizer"])
+            chosen = next(
+                r
+                for r in members
+                if r["lr"] == saved["lr"]
+                and r["variant"] == saved["variant"]
+                and r["optimizer"] == saved["optimizer"]
+            )
             entry = {
-                "lr": saved["lr"], "epoch": saved["epoch"], "val_acc": round(saved["val_acc"], 6),
-                "test_acc": round(test_acc, 6), "sec_per_epoch": round(chosen["sec_per_epoch"], 4),
-                "ms_per_example": round(chosen["ms_per_example"], 4), **entry,
+                "lr": saved["lr"],
+                "epoch": saved["epoch"],
+                "val_acc": round(saved["val_acc"], 6),
+                "test_acc": round(test_acc, 6),
+                "sec_per_epoch": round(chosen["sec_per_epoch"], 4),
+                "ms_per_example": round(chosen["ms_per_example"], 4),
+                **entry,
             }
-            write_text(pred_dir / f"{group}.csv", predictions_csv(test_paths, y_test.cpu(), probs.cpu(), dataset.classes))
-            print(f"evaluate@{part}: {group}: lr {saved['lr']:g} epoch {saved['epoch']} "
-                  f"val_acc {saved['val_acc']:.4f} test_acc {test_acc:.4f}")
+            write_text(
+                pred_dir / f"{group}.csv",
+                predictions_csv(test_paths, y_test.cpu(), probs.cpu(), dataset.classes),
+            )
+            print(
+                f"evaluate@{part}: {group}: lr {saved['lr']:g} epoch {saved['epoch']} "
+                f"val_acc {saved['val_acc']:.4f} test_acc {test_acc:.4f}"
+            )
         else:
             print(f"evaluate@{part}: {group}: every run diverged; no model to test")
         metrics[group] = entry

@@ -26,7 +26,7 @@ from tlstudy.download import DownloadError, download, sha256_of
 CACHE = Path("work/images.pt")
 MANIFEST = Path("manifest.csv")
 SYNTHETIC_ROOT = Path("work/synthetic")
-DOWNLOADS = Path("data/downloads")
+DOWNLOADS = Path("work/downloads")  # outside data/, which data.dvc pins
 RETRIES, BACKOFF_S = 5, 2.0
 OFFLINE_HINT = (
     "To use a copy you already have, set in params.yaml:\n"
@@ -46,7 +46,9 @@ def pacs_reference() -> list[dict]:
 
 
 def pacs_complete(root: Path) -> bool:
-    return all((root / r["path"]).is_file() for r in pacs_reference()) and D.find_split_lists(root) is not None
+    return (
+        all((root / r["path"]).is_file() for r in pacs_reference()) and D.find_split_lists(root) is not None
+    )
 
 
 def write_pacs_split_lists(root: Path, reference: list[dict]) -> None:
@@ -112,7 +114,9 @@ def get_pacs(params: dict) -> Path:
         return root
     name = Path(urllib.parse.urlparse(cfg["url"]).path).name or "pacs.parquet"
     try:
-        archive = download(cfg["url"], DOWNLOADS / name, cfg.get("sha256"), retries=RETRIES, backoff=BACKOFF_S)
+        archive = download(
+            cfg["url"], DOWNLOADS / name, cfg.get("sha256"), retries=RETRIES, backoff=BACKOFF_S
+        )
     except DownloadError as exc:
         raise FetchError(f"could not download PACS: {exc}\n{OFFLINE_HINT}") from exc
     print(f"fetch: {archive} ({sha256_of(archive)[:12]}…) → {root}")

@@ -30,9 +30,7 @@ def _backbone_state(init: str) -> dict[str, torch.Tensor]:
         return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
     path = Path(init)
     if not path.is_file():
-        raise WeightsError(
-            f"init: {init!r} is not random, imagenet, or an existing state-dict file"
-        )
+        raise WeightsError(f"init: {init!r} is not random, imagenet, or an existing state-dict file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file

@@ -181,9 +181,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
         _choice(spec.get("trainable"), TRAINABLE, f"{where}.trainable")
         init = spec.get("init")
         if not isinstance(init, str) or not init:
-            raise ParamsError(
-                f"params: '{where}.init' must be random, imagenet or a path to a state dict"
-            )
+            raise ParamsError(f"params: '{where}.init' must be random, imagenet or a path to a state dict")
         if "optimizer" in spec:
             _optimizer_list(spec["optimizer"], f"{where}.optimizer")
         if "lr" in spec:

@@ -15,7 +15,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bars")
-HUES = ((200, 40, 40), (40, 90, 200), (40, 150, 60), (150, 60, 170), (220, 140, 20), (20, 150, 160), (90, 90, 90))
+HUES = (
+    (200, 40, 40),
+    (40, 90, 200),
+    (40, 150, 60),
+    (150, 60, 170),
+    (220, 140, 20),
+    (20, 150, 160),
+    (90, 90, 90),
+)
 
 
 def _polygon(cx, cy, r, n, angle):
@@ -48,7 +56,9 @@ def _draw(draw: ImageDraw.ImageDraw, cls: str, cx, cy, r, angle, fill, size):
             off = k * r * 0.7
             dx, dy = r * math.cos(angle), r * math.sin(angle)
             ox, oy = -off * math.sin(angle), off * math.cos(angle)
-            draw.line([cx - dx + ox, cy - dy + oy, cx + dx + ox, cy + dy + oy], fill=fill, width=max(2, w // 2))
+            draw.line(
+                [cx - dx + ox, cy - dy + oy, cx + dx + ox, cy + dy + oy], fill=fill, width=max(2, w // 2)
+            )
 
 
 def render(cls_index: int, rng: np.random.Generator, size: int) -> Image.Image:

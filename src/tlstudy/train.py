@@ -16,11 +16,23 @@ from pathlib import Path
 
 import torch
 
-from tlstudy import augment, data, engine, models, params as P
+from tlstudy import augment, data, engine, models
+from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json, write_text
 from tlstudy.stats import load_stats
 
-PLOT_COLUMNS = ["run", "optimizer", "lr", "variant", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+PLOT_COLUMNS = [
+    "run",
+    "optimizer",
+    "lr",
+    "variant",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "seconds",
+]
 
 
 def group_key(run: engine.Run, optimizers: list[str], variants: list[str]) -> str:
@@ -44,6 +56,16 @@ def load_split(dataset: data.Dataset, subset: str, dev: torch.device) -> engine.
     )
 
 
+def better(result: engine.Result, current: engine.Result | None) -> bool:
+    """Whether a run beats the group's current pick: higher validation accuracy, then the
+    earlier epoch; a full tie keeps the current pick, i.e. the earlier grid entry."""
+    if result.best_state is None:  # diverged before finishing an epoch
+        return False
+    if current is None:
+        return True
+    return (result.best_val_acc, -result.best_epoch) > (current.best_val_acc, -current.best_epoch)
+
+
 def plot_rows(result: engine.Result, name: str) -> list[list]:
     r = result.run
     return [
@@ -62,12 +84,13 @@ def run(params: dict, part: str) -> None:
     dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
     split = load_split(dataset, spec["subset"], dev)
     n_train = len(split.x_train)
+    init = models.describe_init(spec["init"], params["imagenet_weights"])
     print(
         f"train@{part}: {len(optimizers) * len(lrs) * len(variants)} runs on {dev}, "
-        f"{n_train} train / {len(split.x_val)} val images, init {models.describe_init(spec['init'], params['imagenet_weights'])}"
+        f"{n_train} train / {len(split.x_val)} val images, init {init}"
     )
 
-    best: dict[str, engine.Result] = {}
+    best: dict[str, engine.Result | None] = {}
     records, rows = [], []
     for variant in variants:
         transform = augment.build(params["augmentations"][variant], where=f"augmentations.{variant}")
@@ -75,32 +98,41 @@ def run(params: dict, part: str) -> None:
             for lr in lrs:
                 r = engine.Run(optimizer, lr, variant)
                 name = run_name(r, variants)
-                model = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"]).to(dev)
+                model = models.build(
+                    len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"]
+                ).to(dev)
                 result = engine.fit(
-                    model, spec["trainable"], r, transform, split, params["epochs"],
-                    params["batch_size"], params, params["seed"], f"{part} {name}",
+                    model,
+                    spec["trainable"],
+                    r,
+                    transform,
+                    split,
+                    params["epochs"],
+                    params["batch_size"],
+                    params,
+                    params["seed"],
+                    f"{part} {name}",
                 )
                 key = group_key(r, optimizers, variants)
                 records.append(
                     {
-                        "run": name, "group": key, "optimizer": optimizer, "lr": lr, "variant": variant,
-                        "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
-                        "epochs_run": len(result.history), "diverged_epoch": result.diverged_epoch,
+                        "run": name,
+                        "group": key,
+                        "optimizer": optimizer,
+                        "lr": lr,
+                        "variant": variant,
+                        "best_epoch": result.best_epoch,
+                        "best_val_acc": result.best_val_acc,
+                        "epochs_run": len(result.history),
+                        "diverged_epoch": result.diverged_epoch,
                         "sec_per_epoch": result.sec_per_epoch,
                         "ms_per_example": 1000 * result.sec_per_epoch / n_train,
                     }
                 )
                 rows += plot_rows(result, name)
-                current = best.get(key)
-                # Strictly better only: ties keep the earlier epoch, then the earlier grid entry.
-                if result.best_state is not None and (
-                    current is None
-                    or result.best_val_acc > current.best_val_acc
-                    or (result.best_val_acc == current.best_val_acc and result.best_epoch < current.best_epoch)
-                ):
+                best.setdefault(key, None)
+                if better(result, best[key]):
                     best[key] = result
-                elif current is None:
-                    best.setdefault(key, None)  # every run of the group so far diverged at once
                 del model
 
     out = Path("models") / part
@@ -113,15 +145,22 @@ def run(params: dict, part: str) -> None:
         torch_save(
             out / f"{key}.pt",
             {
-                "part": part, "group": key, "trainable": spec["trainable"], "init": spec["init"],
-                "imagenet_weights": params["imagenet_weights"], "seed": params["seed"],
-                "classes": dataset.classes, "optimizer": result.run.optimizer, "lr": result.run.lr,
-                "variant": result.run.variant, "epoch": result.best_epoch, "val_acc": result.best_val_acc,
+                "part": part,
+                "group": key,
+                "trainable": spec["trainable"],
+                "init": spec["init"],
+                "imagenet_weights": params["imagenet_weights"],
+                "seed": params["seed"],
+                "classes": dataset.classes,
+                "optimizer": result.run.optimizer,
+                "lr": result.run.lr,
+                "variant": result.run.variant,
+                "epoch": result.best_epoch,
+                "val_acc": result.best_val_acc,
                 "state": result.best_state,
             },
         )
-    write_json(out / "runs.json", {"part": part, "init": models.describe_init(spec["init"], params["imagenet_weights"]),
-                                   "n_train": n_train, "runs": records})
+    write_json(out / "runs.json", {"part": part, "init": init, "n_train": n_train, "runs": records})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(PLOT_COLUMNS)
@@ -129,6 +168,7 @@ def run(params: dict, part: str) -> None:
     write_text(Path("plots/train") / f"{part}.csv", buf.getvalue())
     for key, result in best.items():
         if result is not None:
-            print(f"train@{part}: {key}: lr {result.run.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}")
+            r = result
+            print(f"train@{part}: {key}: lr {r.run.lr:g}, epoch {r.best_epoch}, val_acc {r.best_val_acc:.4f}")
         else:
             print(f"train@{part}: {key}: every run diverged")
