@@ -5,6 +5,9 @@ Outputs, per part:
 - `models/<part>/runs.json` — every run's outcome (best epoch, accuracy, divergence, timing).
 - `models/<part>/<group>.pt` — the selected model of each optimizer (of each variant for a
   part with several augmentation variants): the best (lr, epoch) by validation accuracy.
+
+Finished runs are kept in `work/runs/<part>/` until the stage ends (resume.py): a stage killed
+mid-grid and re-run continues after the last finished run and ends with the same outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tlstudy import augment, data, engine, models
+from tlstudy import augment, data, engine, models, resume
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json, write_text
 from tlstudy.stats import load_stats
@@ -59,7 +62,7 @@ def load_split(dataset: data.Dataset, subset: str, dev: torch.device) -> engine.
 def better(result: engine.Result, current: engine.Result | None) -> bool:
     """Whether a run beats the group's current pick: higher validation accuracy, then the
     earlier epoch; a full tie keeps the current pick, i.e. the earlier grid entry."""
-    if result.best_state is None:  # diverged before finishing an epoch
+    if result.best_epoch == 0:  # diverged before finishing an epoch
         return False
     if current is None:
         return True
@@ -75,16 +78,35 @@ def plot_rows(result: engine.Result, name: str) -> list[list]:
     ]
 
 
+def record(result: engine.Result, name: str, group: str, n_train: int) -> dict:
+    r = result.run
+    return {
+        "run": name,
+        "group": group,
+        "optimizer": r.optimizer,
+        "lr": r.lr,
+        "variant": r.variant,
+        "best_epoch": result.best_epoch,
+        "best_val_acc": result.best_val_acc,
+        "epochs_run": len(result.history),
+        "diverged_epoch": result.diverged_epoch,
+        "sec_per_epoch": result.sec_per_epoch,
+        "ms_per_example": 1000 * result.sec_per_epoch / n_train,
+    }
+
+
 def run(params: dict, part: str) -> None:
     if part not in params["parts"]:
         raise P.ParamsError(f"params: no part {part!r} under 'parts'; known: {', '.join(params['parts'])}")
     spec = params["parts"][part]
     optimizers, lrs, variants = P.part_grid(params, part)
     dev = engine.device()
-    dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
+    inputs = [Path("work/images.pt"), Path("manifest.csv"), Path("metrics/stats.json")]
+    dataset = data.load(*inputs[:2])
     split = load_split(dataset, spec["subset"], dev)
     n_train = len(split.x_train)
     init = models.describe_init(spec["init"], params["imagenet_weights"])
+    store = resume.RunStore(part, resume.fingerprint(params, part, inputs))
     print(
         f"train@{part}: {len(optimizers) * len(lrs) * len(variants)} runs on {dev}, "
         f"{n_train} train / {len(split.x_val)} val images, init {init}"
@@ -97,68 +119,48 @@ def run(params: dict, part: str) -> None:
         for optimizer in optimizers:
             for lr in lrs:
                 r = engine.Run(optimizer, lr, variant)
-                name = run_name(r, variants)
-                model = models.build(
-                    len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"]
-                ).to(dev)
-                result = engine.fit(
-                    model,
-                    spec["trainable"],
-                    r,
-                    transform,
-                    split,
-                    params["epochs"],
-                    params["batch_size"],
-                    params,
-                    params["seed"],
-                    f"{part} {name}",
-                )
-                key = group_key(r, optimizers, variants)
-                records.append(
-                    {
-                        "run": name,
-                        "group": key,
-                        "optimizer": optimizer,
-                        "lr": lr,
-                        "variant": variant,
-                        "best_epoch": result.best_epoch,
-                        "best_val_acc": result.best_val_acc,
-                        "epochs_run": len(result.history),
-                        "diverged_epoch": result.diverged_epoch,
-                        "sec_per_epoch": result.sec_per_epoch,
-                        "ms_per_example": 1000 * result.sec_per_epoch / n_train,
-                    }
-                )
+                name, key = run_name(r, variants), group_key(r, optimizers, variants)
+                result = store.load(r)
+                if result is None:
+                    model = models.build(
+                        len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"]
+                    )
+                    result = engine.fit(
+                        model.to(dev), spec["trainable"], r, transform, split, params["epochs"],
+                        params["batch_size"], params, params["seed"], f"{part} {name}",
+                    )  # fmt: skip
+                    store.save(result, keep_state=better(result, best.get(key)))
+                else:
+                    print(f"train@{part}: {name}: finished before the stage was interrupted; kept")
+                records.append(record(result, name, key, n_train))
                 rows += plot_rows(result, name)
-                best.setdefault(key, None)
-                if better(result, best[key]):
+                if better(result, best.get(key)):
+                    if best.get(key) is not None:
+                        store.drop_state(best[key].run)
                     best[key] = result
-                del model
+                else:
+                    best.setdefault(key, None)
 
     out = Path("models") / part
-    if out.exists():
-        shutil.rmtree(out)
+    shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     for key, result in best.items():
         if result is None:
+            print(f"train@{part}: {key}: every run diverged")
             continue
+        r = result.run
         torch_save(
             out / f"{key}.pt",
             {
-                "part": part,
-                "group": key,
-                "trainable": spec["trainable"],
-                "init": spec["init"],
-                "imagenet_weights": params["imagenet_weights"],
-                "seed": params["seed"],
-                "classes": dataset.classes,
-                "optimizer": result.run.optimizer,
-                "lr": result.run.lr,
-                "variant": result.run.variant,
-                "epoch": result.best_epoch,
-                "val_acc": result.best_val_acc,
-                "state": result.best_state,
+                "part": part, "group": key, "trainable": spec["trainable"], "init": spec["init"],
+                "imagenet_weights": params["imagenet_weights"], "seed": params["seed"],
+                "classes": dataset.classes, "optimizer": r.optimizer, "lr": r.lr, "variant": r.variant,
+                "epoch": result.best_epoch, "val_acc": result.best_val_acc,
+                "state": result.best_state if result.best_state is not None else store.state(r),
             },
+        )  # fmt: skip
+        print(
+            f"train@{part}: {key}: lr {r.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}"
         )
     write_json(out / "runs.json", {"part": part, "init": init, "n_train": n_train, "runs": records})
     buf = io.StringIO()
@@ -166,9 +168,4 @@ def run(params: dict, part: str) -> None:
     w.writerow(PLOT_COLUMNS)
     w.writerows(rows)
     write_text(Path("plots/train") / f"{part}.csv", buf.getvalue())
-    for key, result in best.items():
-        if result is not None:
-            r = result
-            print(f"train@{part}: {key}: lr {r.run.lr:g}, epoch {r.best_epoch}, val_acc {r.best_val_acc:.4f}")
-        else:
-            print(f"train@{part}: {key}: every run diverged")
+    store.clear()
