@@ -126,3 +126,65 @@ def test_unreadable_images_are_listed_together(tmp_path, synthetic_root):
         "circle/empty.jpg",
         "square/notes.txt",
     }
+
+
+def test_other_formats_and_sizes_are_converted_to_rgb_at_the_cache_size(tmp_path):
+    from PIL import Image
+
+    rgb = Image.new("RGB", (50, 80), (200, 30, 40))
+    cases = {
+        "gray.jpg": (rgb.convert("L"), {}),
+        "cmyk.jpg": (rgb.convert("CMYK"), {}),
+        "alpha.png": (rgb.convert("RGBA"), {}),
+        "small.jpg": (rgb, {"quality": 95}),
+    }
+    for name, (im, kw) in cases.items():
+        im.save(tmp_path / name, **kw)
+        x = D.decode(tmp_path / name, 32)
+        assert x.shape == (3, 32, 32) and x.dtype == torch.uint8, name
+    red = D.decode(tmp_path / "alpha.png", 32)
+    assert red[0].float().mean() > 190 and red[1].float().mean() < 40
+
+
+def test_truncated_and_non_image_files_are_reported_with_their_reason(tmp_path, synthetic_root):
+    good = (synthetic_root / "circle" / "img_000.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (tmp_path / "text.jpg").write_text("hello")
+    for name in ("truncated.jpg", "text.jpg"):
+        with pytest.raises(D.DataError, match="not a readable image"):
+            D.decode(tmp_path / name, 32)
+
+
+def test_empty_and_unlisted_class_folders_are_rejected_by_name(tmp_path, synthetic_root):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    (root / "empty").mkdir()
+    with pytest.raises(D.DataError, match=r"data/empty: empty class folder"):
+        D.scan(root)
+    (root / "empty").rmdir()
+    (root / "splits").mkdir()
+    (root / "splits" / "x_train_kfold.txt").write_text(
+        "".join(
+            f"x/{p.parent.name}/{p.name} 1\n" for p in sorted(root.glob("*/*.jpg")) if p.parent.name != "bars"
+        )
+    )
+    (root / "splits" / "x_crossval_kfold.txt").write_text("x/circle/img_001.jpg 1\n")
+    with pytest.raises(
+        D.DataError, match=r"data/bars: no image of this class folder is in x_train_kfold.txt"
+    ):
+        split_of(root)
+
+
+def test_duplicate_lines_in_a_split_list_are_rejected_with_the_line(tmp_path):
+    lst = tmp_path / "c_train_kfold.txt"
+    lst.write_text("cartoon/dog/a.jpg 1\ncartoon/dog/b.jpg 1\ncartoon/dog/a.jpg 1\n")
+    with pytest.raises(D.DataError, match=r"c_train_kfold.txt:3: dog/a.jpg is listed twice"):
+        D.read_split_list(lst)
+
+
+def test_a_cache_larger_than_memory_is_refused_before_decoding(tmp_path, synthetic_root):
+    classes, entries = D.scan(synthetic_root)
+    with pytest.raises(
+        D.DataError, match=r"decoding 105 images at 200000 px needs .* GiB but this machine has"
+    ):
+        D.build_cache(synthetic_root, entries, classes, 200_000, "error")

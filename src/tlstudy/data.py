@@ -101,6 +101,11 @@ def assign_split(
         for e in usable:
             if e.path not in listed:
                 e.excluded = "not in the split lists"
+        for cls in sorted({e.cls for e in entries} - {e.cls for e in pool + test}):
+            raise DataError(
+                f"{root / cls}: no image of this class folder is in {lists[0].name} or {lists[1].name}; "
+                "remove the folder or add its images to the lists"
+            )
     else:
         rng = np.random.default_rng([seed, 0])
         pool, test = [], []
@@ -176,8 +181,32 @@ def decode(path: Path, size: int) -> torch.Tensor:
     return img.contiguous()
 
 
+def available_memory() -> int | None:
+    """Bytes of RAM the system can still give (MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(nbytes: int, available: int | None, what: str, where: str) -> None:
+    if available is not None and nbytes > available:
+        raise DataError(
+            f"{what} needs {nbytes / 2**30:.2f} GiB but {where} has {available / 2**30:.2f} GiB free; "
+            "lower data.image_size or use a machine with more memory"
+        )
+
+
 def build_cache(root: Path, entries: list[Entry], classes: list[str], size: int, on_bad: str):
     """Decode every non-excluded image once; bad files stop the stage or are excluded."""
+    n = sum(not e.excluded for e in entries)
+    # The decoded images are held twice while they are stacked into one tensor.
+    check_fits(
+        2 * n * 3 * size * size, available_memory(), f"decoding {n} images at {size} px", "this machine"
+    )
     images, bad = [], []
     for e in entries:
         if e.excluded:

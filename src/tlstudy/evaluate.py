@@ -61,6 +61,11 @@ def run(params: dict, part: str) -> dict:
         path = folder / f"{group}.pt"
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved["classes"] != dataset.classes:
+                raise data.DataError(
+                    f"{path}: trained on classes {saved['classes']}, but the data has {dataset.classes}; "
+                    f"re-run train@{part}"
+                )
             model = models.build(
                 len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"]
             )

@@ -53,6 +53,10 @@ def load_split(dataset: data.Dataset, subset: str, dev: torch.device) -> engine.
     mean, std = load_stats()
     x_train, y_train = dataset.part(subset, "train")
     x_val, y_val = dataset.part(subset, "val")
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        # Leave room for the model, activations and the optimiser beside the images.
+        data.check_fits(x_train.nbytes + x_val.nbytes, free // 2, f"the {subset} images", str(dev))
     as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=dev).view(1, 3, 1, 1)  # noqa: E731
     return engine.Split(
         x_train.to(dev), y_train.to(dev), x_val.to(dev), y_val.to(dev), as_col(mean), as_col(std)
