@@ -80,9 +80,7 @@ def test_split_without_lists_is_stratified_and_sized(synthetic_root):
 
 def test_fewshot_takes_every_image_of_a_class_smaller_than_per_class(synthetic_root):
     _, entries = split_of(synthetic_root, per_class=100)
-    assert sum(e.fewshot in ("train", "val") for e in entries) == sum(
-        e.full in ("train", "val") for e in entries
-    )
+    assert sum(e.fewshot in ("train", "val") for e in entries) == sum(e.full in ("train", "val") for e in entries)
 
 
 def test_fetch_stage_writes_manifest_and_cache_from_real_jpegs(in_tmp, params):
@@ -164,14 +162,10 @@ def test_empty_and_unlisted_class_folders_are_rejected_by_name(tmp_path, synthet
     (root / "empty").rmdir()
     (root / "splits").mkdir()
     (root / "splits" / "x_train_kfold.txt").write_text(
-        "".join(
-            f"x/{p.parent.name}/{p.name} 1\n" for p in sorted(root.glob("*/*.jpg")) if p.parent.name != "bars"
-        )
+        "".join(f"x/{p.parent.name}/{p.name} 1\n" for p in sorted(root.glob("*/*.jpg")) if p.parent.name != "bars")
     )
     (root / "splits" / "x_crossval_kfold.txt").write_text("x/circle/img_001.jpg 1\n")
-    with pytest.raises(
-        D.DataError, match=r"data/bars: no image of this class folder is in x_train_kfold.txt"
-    ):
+    with pytest.raises(D.DataError, match=r"data/bars: no image of this class folder is in x_train_kfold.txt"):
         split_of(root)
 
 
@@ -184,7 +178,5 @@ def test_duplicate_lines_in_a_split_list_are_rejected_with_the_line(tmp_path):
 
 def test_a_cache_larger_than_memory_is_refused_before_decoding(tmp_path, synthetic_root):
     classes, entries = D.scan(synthetic_root)
-    with pytest.raises(
-        D.DataError, match=r"decoding 105 images at 200000 px needs .* GiB but this machine has"
-    ):
+    with pytest.raises(D.DataError, match=r"decoding 105 images at 200000 px needs .* GiB but this machine has"):
         D.build_cache(synthetic_root, entries, classes, 200_000, "error")

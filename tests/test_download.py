@@ -65,6 +65,4 @@ def test_no_server_listening_fails_after_bounded_retries(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(DownloadError, match="gave up after 2 attempts"):
-        download(
-            f"http://127.0.0.1:{port}/x.zip", tmp_path / "x.zip", retries=2, backoff=0.01, log=lambda m: None
-        )
+        download(f"http://127.0.0.1:{port}/x.zip", tmp_path / "x.zip", retries=2, backoff=0.01, log=lambda m: None)

@@ -85,9 +85,7 @@ def test_same_seed_same_run():
 def test_a_trailing_batch_of_one_joins_the_previous_batch():
     sizes = [len(b) for b in engine.batches(17, 8, torch.Generator().manual_seed(0))]
     assert sizes == [8, 9]
-    assert sorted(torch.cat(engine.batches(17, 8, torch.Generator().manual_seed(0))).tolist()) == list(
-        range(17)
-    )
+    assert sorted(torch.cat(engine.batches(17, 8, torch.Generator().manual_seed(0))).tolist()) == list(range(17))
 
 
 def test_selection_prefers_accuracy_then_the_earlier_epoch_then_the_earlier_run():

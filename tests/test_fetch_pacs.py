@@ -36,9 +36,7 @@ def pacs_params(params, url, sha256, path):
     return params
 
 
-def test_download_unpacks_the_cartoon_domain_with_official_names_and_splits(
-    in_tmp, params, pacs_zip, monkeypatch
-):
+def test_download_unpacks_the_cartoon_domain_with_official_names_and_splits(in_tmp, params, pacs_zip, monkeypatch):
     monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
     with Server() as server:
         server.files["/PACS.zip"] = pacs_zip
@@ -62,9 +60,7 @@ def test_download_unpacks_the_cartoon_domain_with_official_names_and_splits(
     # The same split as reading the shared copy with its official lists (source: local).
     _, local = D.scan(SHARED_PACS)
     D.assign_split(local, SHARED_PACS, p["seed"], 0.2, 0.1, p["fewshot"]["per_class"])
-    assert [(r["path"], r["full"], r["fewshot"]) for r in rows] == [
-        (e.path, e.full, e.fewshot) for e in local
-    ]
+    assert [(r["path"], r["full"], r["fewshot"]) for r in rows] == [(e.path, e.full, e.fewshot) for e in local]
     # data.dvc pins exactly the folder that the fetch stage unpacks.
     subprocess.run([tool("dvc"), "init", "--no-scm", "-q"], cwd=in_tmp, check=True)
     subprocess.run([tool("dvc"), "add", "-q", "data"], cwd=in_tmp, check=True)
@@ -82,12 +78,8 @@ def test_parquet_copy_is_matched_by_content(tmp_path):
     import pyarrow.parquet as pq
 
     files = sorted(SHARED_PACS.glob("*/*.jpg"))
-    images = [{"bytes": p.read_bytes(), "path": None} for p in files] + [
-        {"bytes": b"other domain", "path": "x.jpg"}
-    ]
-    table = pa.table(
-        {"image": images, "domain": ["cartoon"] * len(files) + ["photo"], "label": [0] * len(images)}
-    )
+    images = [{"bytes": p.read_bytes(), "path": None} for p in files] + [{"bytes": b"other domain", "path": "x.jpg"}]
+    table = pa.table({"image": images, "domain": ["cartoon"] * len(files) + ["photo"], "label": [0] * len(images)})
     pq.write_table(table, tmp_path / "train.parquet")
     fetch.unpack_pacs(tmp_path / "train.parquet", tmp_path / "pacs")
     assert fetch.pacs_complete(tmp_path / "pacs")

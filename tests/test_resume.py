@@ -40,8 +40,7 @@ def without_timing(folder):
     with open(folder / "plots/train/scratch.csv") as f:
         curves = [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
     models = {
-        p.name: torch.load(p, weights_only=True)["state"]
-        for p in sorted((folder / "models/scratch").glob("*.pt"))
+        p.name: torch.load(p, weights_only=True)["state"] for p in sorted((folder / "models/scratch").glob("*.pt"))
     }
     return runs, curves, models
 

@@ -56,9 +56,7 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
     preds = list(csv.DictReader(open("plots/predictions/scratch/sgd.csv")))
     n_test = len([r for r in csv.DictReader(open("manifest.csv")) if r["full"] == "test"])
     assert len(preds) == n_test
-    assert all(
-        r["predicted"] == r["top1"] and float(r["p1"]) >= float(r["p2"]) >= float(r["p3"]) for r in preds
-    )
+    assert all(r["predicted"] == r["top1"] and float(r["p1"]) >= float(r["p2"]) >= float(r["p3"]) for r in preds)
     correct = sum(r["predicted"] == r["label"] for r in preds) / len(preds)
     assert correct == pytest.approx(metrics["sgd"]["test_acc"], abs=1e-6)
 
@@ -87,9 +85,7 @@ def test_augment_part_selects_one_model_per_variant(prepared):
     metrics = evaluate.run(prepared, "augment")
     assert set(metrics) == {"none", "hflip_rot10"}
     rows = list(csv.DictReader(open("plots/train/augment.csv")))
-    assert {r["variant"] for r in rows} == {"none", "hflip_rot10"} and {r["optimizer"] for r in rows} == {
-        "sgd"
-    }
+    assert {r["variant"] for r in rows} == {"none", "hflip_rot10"} and {r["optimizer"] for r in rows} == {"sgd"}
 
 
 def test_stats_match_the_training_images(prepared):

@@ -15,6 +15,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
     sub.add_parser("fetch", help="get the images, write manifest.csv and the decoded cache")
     sub.add_parser("stats", help="per-channel mean and std of the training images")
+    sub.add_parser("inspect", help="study part 1: SqueezeNet 1.0 on the Samoyed photo")
+    sub.add_parser("report", help="regenerate report/ from the metrics and plots")
     for name, text in (
         ("train", "train a part's grid of runs and keep its selected models"),
         ("evaluate", "test a part's selected models; write its metrics and predictions"),
@@ -50,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
             from tlstudy import stats
 
             stats.run(params)
+        elif args.stage == "inspect":
+            from tlstudy import inspect_model
+
+            inspect_model.run(params)
+        elif args.stage == "report":
+            from tlstudy import report
+
+            report.run(params)
         elif args.stage == "train":
             from tlstudy import train
 

@@ -92,8 +92,7 @@ def assign_split(
             missing = [n for n in names if n not in known]
             if missing:
                 raise DataError(
-                    f"{list_path}: names {len(missing)} file(s) not under {root}, "
-                    f"e.g. {', '.join(missing[:3])}"
+                    f"{list_path}: names {len(missing)} file(s) not under {root}, e.g. {', '.join(missing[:3])}"
                 )
         pool = [by_path[n] for n in pool_names if n in by_path]
         test = [by_path[n] for n in test_names if n in by_path]
@@ -204,9 +203,7 @@ def build_cache(root: Path, entries: list[Entry], classes: list[str], size: int,
     """Decode every non-excluded image once; bad files stop the stage or are excluded."""
     n = sum(not e.excluded for e in entries)
     # The decoded images are held twice while they are stacked into one tensor.
-    check_fits(
-        2 * n * 3 * size * size, available_memory(), f"decoding {n} images at {size} px", "this machine"
-    )
+    check_fits(2 * n * 3 * size * size, available_memory(), f"decoding {n} images at {size} px", "this machine")
     images, bad = [], []
     for e in entries:
         if e.excluded:
@@ -229,9 +226,7 @@ def build_cache(root: Path, entries: list[Entry], classes: list[str], size: int,
         "classes": list(classes),
         "paths": [e.path for e, _ in kept],
         "labels": torch.tensor([index[e.cls] for e, _ in kept], dtype=torch.long),
-        "images": torch.stack([img for _, img in kept])
-        if kept
-        else torch.empty(0, 3, size, size, dtype=torch.uint8),
+        "images": torch.stack([img for _, img in kept]) if kept else torch.empty(0, 3, size, size, dtype=torch.uint8),
     }, bad
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-COPIED = ["dvc.yaml", "src", "pyproject.toml"]
+COPIED = ["dvc.yaml", "src", "pyproject.toml", "assets"]
 NOTE = """# Demo workspace (synthetic data)
 
 Built by `make demo` from the project beside it. The images are the procedurally generated
@@ -33,9 +33,7 @@ Try: `dvc exp run -S lr=0.01`, `dvc exp show`, `dvc metrics diff`, `dvc plots sh
 def merge(base: dict, overlay: dict) -> dict:
     out = dict(base)
     for key, value in overlay.items():
-        out[key] = (
-            merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        )
+        out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return out
 
 
@@ -91,9 +89,7 @@ def summary(metrics_dir: Path) -> str:
         if len(cells) > 3:
             tested = {g: m for g, m in groups.items() if "test_acc" in m}
             top = max(tested, key=lambda g: tested[g]["test_acc"]) if tested else None
-            cells = [
-                f"{len(groups)} variants, best {top} {tested[top]['test_acc']:.2f}" if top else "all diverged"
-            ]
+            cells = [f"{len(groups)} variants, best {top} {tested[top]['test_acc']:.2f}" if top else "all diverged"]
         lines.append(f"{path.stem:<20} " + ", ".join(cells))
     return "\n".join(lines)
 

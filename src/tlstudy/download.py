@@ -87,8 +87,7 @@ def download(
         if actual != sha256:
             part.unlink()
             raise DownloadError(
-                f"{url}: checksum mismatch: expected sha256 {sha256}, got {actual}; "
-                "the partial file was removed"
+                f"{url}: checksum mismatch: expected sha256 {sha256}, got {actual}; the partial file was removed"
             )
     part.replace(dest)
     return dest

@@ -66,9 +66,7 @@ def run(params: dict, part: str) -> dict:
                     f"{path}: trained on classes {saved['classes']}, but the data has {dataset.classes}; "
                     f"re-run train@{part}"
                 )
-            model = models.build(
-                len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"]
-            )
+            model = models.build(len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"])
             models.restore(model, saved["trainable"], saved["state"])
             model.to(dev)
             probs = engine.predict(model, x_test, mean, std).float().softmax(1)
@@ -76,9 +74,7 @@ def run(params: dict, part: str) -> dict:
             chosen = next(
                 r
                 for r in members
-                if r["lr"] == saved["lr"]
-                and r["variant"] == saved["variant"]
-                and r["optimizer"] == saved["optimizer"]
+                if r["lr"] == saved["lr"] and r["variant"] == saved["variant"] and r["optimizer"] == saved["optimizer"]
             )
             entry = {
                 "lr": saved["lr"],

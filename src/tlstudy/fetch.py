@@ -46,9 +46,7 @@ def pacs_reference() -> list[dict]:
 
 
 def pacs_complete(root: Path) -> bool:
-    return (
-        all((root / r["path"]).is_file() for r in pacs_reference()) and D.find_split_lists(root) is not None
-    )
+    return all((root / r["path"]).is_file() for r in pacs_reference()) and D.find_split_lists(root) is not None
 
 
 def write_pacs_split_lists(root: Path, reference: list[dict]) -> None:
@@ -114,9 +112,7 @@ def get_pacs(params: dict) -> Path:
         return root
     name = Path(urllib.parse.urlparse(cfg["url"]).path).name or "pacs.parquet"
     try:
-        archive = download(
-            cfg["url"], DOWNLOADS / name, cfg.get("sha256"), retries=RETRIES, backoff=BACKOFF_S
-        )
+        archive = download(cfg["url"], DOWNLOADS / name, cfg.get("sha256"), retries=RETRIES, backoff=BACKOFF_S)
     except DownloadError as exc:
         raise FetchError(f"could not download PACS: {exc}\n{OFFLINE_HINT}") from exc
     print(f"fetch: {archive} ({sha256_of(archive)[:12]}…) → {root}")
@@ -153,8 +149,7 @@ def run(params: dict) -> None:
     torch_save(CACHE, cache)
     D.write_manifest(MANIFEST, entries)
     counts = {
-        s: {r: sum(getattr(e, s) == r for e in entries) for r in ("train", "val", "test")}
-        for s in ("full", "fewshot")
+        s: {r: sum(getattr(e, s) == r for e in entries) for r in ("train", "val", "test")} for s in ("full", "fewshot")
     }
     print(
         f"fetch: {len(cache['paths'])} images, {len(classes)} classes at "

@@ -28,6 +28,7 @@ TOP_KEYS = {
     "sgd",
     "adam",
     "imagenet_weights",
+    "inspect",
     "data",
     "fewshot",
     "parts",
@@ -88,9 +89,7 @@ def _unknown(keys, allowed, where: str) -> None:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ParamsError(
-                f"params: unknown key '{where}{key}'{hint}; accepted: {', '.join(sorted(allowed))}"
-            )
+            raise ParamsError(f"params: unknown key '{where}{key}'{hint}; accepted: {', '.join(sorted(allowed))}")
 
 
 def _number(value, key: str, *, integer=False, minimum=None, strict_min=False) -> None:
@@ -141,6 +140,14 @@ def validate(params: dict, source: str = "params.yaml") -> None:
         _unknown(params[opt], keys, f"{opt}.")
         for key, value in params[opt].items():
             _number(value, f"{opt}.{key}", minimum=0)
+
+    inspect = params["inspect"]
+    if not isinstance(inspect, dict):
+        raise ParamsError("params: 'inspect' must be a mapping with keys image, weights")
+    _unknown(inspect, {"image", "weights"}, "inspect.")
+    for key in ("image", "weights"):
+        if not isinstance(inspect.get(key), str) or not inspect[key]:
+            raise ParamsError(f"params: 'inspect.{key}' must be a path (weights: also imagenet or random)")
 
     data = params["data"]
     _unknown(data, DATA_KEYS, "data.")

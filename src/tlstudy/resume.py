@@ -34,9 +34,7 @@ def fingerprint(params: dict, part: str, inputs: list[Path]) -> str:
         h.update((here / name).read_bytes())
     for path in inputs:
         h.update(
-            _sha(path.read_bytes()).encode()
-            if path.stat().st_size < 1 << 26
-            else str(path.stat().st_size).encode()
+            _sha(path.read_bytes()).encode() if path.stat().st_size < 1 << 26 else str(path.stat().st_size).encode()
         )
     keys = (
         "seed",
@@ -49,9 +47,7 @@ def fingerprint(params: dict, part: str, inputs: list[Path]) -> str:
         "fewshot",
         "augmentations",
     )
-    h.update(
-        json.dumps({k: params[k] for k in keys} | {"part": params["parts"][part]}, sort_keys=True).encode()
-    )
+    h.update(json.dumps({k: params[k] for k in keys} | {"part": params["parts"][part]}, sort_keys=True).encode())
     return h.hexdigest()
 
 

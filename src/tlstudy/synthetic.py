@@ -56,9 +56,7 @@ def _draw(draw: ImageDraw.ImageDraw, cls: str, cx, cy, r, angle, fill, size):
             off = k * r * 0.7
             dx, dy = r * math.cos(angle), r * math.sin(angle)
             ox, oy = -off * math.sin(angle), off * math.cos(angle)
-            draw.line(
-                [cx - dx + ox, cy - dy + oy, cx + dx + ox, cy + dy + oy], fill=fill, width=max(2, w // 2)
-            )
+            draw.line([cx - dx + ox, cy - dy + oy, cx + dx + ox, cy + dy + oy], fill=fill, width=max(2, w // 2))
 
 
 def render(cls_index: int, rng: np.random.Generator, size: int) -> Image.Image:

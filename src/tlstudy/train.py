@@ -58,9 +58,7 @@ def load_split(dataset: data.Dataset, subset: str, dev: torch.device) -> engine.
         # Leave room for the model, activations and the optimiser beside the images.
         data.check_fits(x_train.nbytes + x_val.nbytes, free // 2, f"the {subset} images", str(dev))
     as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=dev).view(1, 3, 1, 1)  # noqa: E731
-    return engine.Split(
-        x_train.to(dev), y_train.to(dev), x_val.to(dev), y_val.to(dev), as_col(mean), as_col(std)
-    )
+    return engine.Split(x_train.to(dev), y_train.to(dev), x_val.to(dev), y_val.to(dev), as_col(mean), as_col(std))
 
 
 def better(result: engine.Result, current: engine.Result | None) -> bool:
@@ -126,9 +124,7 @@ def run(params: dict, part: str) -> None:
                 name, key = run_name(r, variants), group_key(r, optimizers, variants)
                 result = store.load(r)
                 if result is None:
-                    model = models.build(
-                        len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"]
-                    )
+                    model = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"])
                     result = engine.fit(
                         model.to(dev), spec["trainable"], r, transform, split, params["epochs"],
                         params["batch_size"], params, params["seed"], f"{part} {name}",
@@ -163,9 +159,7 @@ def run(params: dict, part: str) -> None:
                 "state": result.best_state if result.best_state is not None else store.state(r),
             },
         )  # fmt: skip
-        print(
-            f"train@{part}: {key}: lr {r.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}"
-        )
+        print(f"train@{part}: {key}: lr {r.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}")
     write_json(out / "runs.json", {"part": part, "init": init, "n_train": n_train, "runs": records})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -1,0 +1,360 @@
+"""Stage `report`: `report/README.md` and its PNG figures, regenerated from the pipeline's
+metrics, curves, predictions and run records — no model is loaded, so it takes seconds.
+
+Every table puts the study's own numbers (resources/study.yaml) beside ours; a number the study
+did not give us is shown as "—". Runs that diverged are listed and marked in the curves.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from tlstudy import models
+from tlstudy.atomic import write_text
+
+OUT = Path("report")
+DASH = "—"
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+def study_numbers() -> dict:
+    return yaml.safe_load(resources.files("tlstudy.resources").joinpath("study.yaml").read_text())
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def pct(x) -> str:
+    return DASH if x is None else f"{100 * x:.2f} %"
+
+
+def num(x, fmt="{:g}") -> str:
+    return DASH if x is None else fmt.format(x)
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: Path) -> Path:
+    plt = _plt()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+QUANTITIES = (
+    ("train_loss", "training loss"),
+    ("val_loss", "validation loss"),
+    ("val_acc", "validation accuracy"),
+)
+
+
+def curves_figure(part: str, rows: list[dict], runs: list[dict], path: Path) -> Path | None:
+    """Per optimizer a column, per quantity a row; one line per run; diverged runs end in ×."""
+    plt = _plt()
+    if not runs:
+        return None
+    by_variant = len({r["variant"] for r in runs}) > 1
+    columns = sorted({r["variant"] if by_variant else r["optimizer"] for r in runs}, key=str)
+    if by_variant:  # 28 variants: one panel per quantity, each variant at its selected lr
+        columns = ["all variants"]
+    fig, axes = plt.subplots(3, len(columns), figsize=(5 * len(columns), 9), squeeze=False)
+    for c, column in enumerate(columns):
+        for r in runs:
+            if not by_variant and r["optimizer"] != column:
+                continue
+            pts = [row for row in rows if row["run"] == r["run"]]
+            label = r["run"] if not by_variant else r["variant"]
+            if r["diverged_epoch"] is not None:
+                label += f" (diverged @ {r['diverged_epoch']})"
+            for q, (key, title) in enumerate(QUANTITIES):
+                ax = axes[q][c]
+                xs = [int(p["epoch"]) for p in pts]
+                ys = [float(p[key]) for p in pts]
+                (line,) = ax.plot(xs, ys, marker=".", label=label)
+                if r["diverged_epoch"] is not None:
+                    ax.plot([r["diverged_epoch"]], [ys[-1] if ys else 0], "x", color=line.get_color(), ms=9)
+                ax.set_title(f"{part} — {column}: {title}" if not by_variant else f"{part}: {title}")
+                ax.set_xlabel("epoch")
+        axes[0][c].legend(fontsize=7 if not by_variant else 5, ncol=1 if not by_variant else 2)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def sgd_vs_adam_figure(part: str, rows: list[dict], metrics: dict, path: Path) -> Path | None:
+    plt = _plt()
+    picks = {opt: m for opt, m in metrics.items() if "lr" in m}
+    if not picks:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for opt, m in picks.items():
+        pts = [r for r in rows if r["optimizer"] == opt and float(r["lr"]) == m["lr"]]
+        for ax, (key, title) in zip(axes, QUANTITIES):
+            ax.plot(
+                [int(p["epoch"]) for p in pts],
+                [float(p[key]) for p in pts],
+                marker=".",
+                label=f"{opt} lr={m['lr']:g}",
+            )
+            ax.set_title(f"{part}: {title}")
+            ax.set_xlabel("epoch")
+    axes[0].legend()
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def misclassified_figure(examples: list[tuple[str, dict, object]], path: Path) -> Path | None:
+    """examples: (part, prediction row, 3×H×W uint8 image)."""
+    plt = _plt()
+    if not examples:
+        return None
+    parts = list(dict.fromkeys(p for p, _, _ in examples))
+    fig, axes = plt.subplots(len(parts), 3, figsize=(9, 4.2 * len(parts)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, part in enumerate(parts):
+        for j, (_, row, img) in enumerate([e for e in examples if e[0] == part][:3]):
+            ax = axes[i][j]
+            ax.imshow(img.permute(1, 2, 0).numpy())
+            top3 = "\n".join(
+                f"{row[f'top{k}']}: {100 * float(row[f'p{k}']):.1f} %" for k in (1, 2, 3) if row.get(f"top{k}")
+            )
+            ax.set_title(f"{part}\ntrue: {row['label']}\n{top3}", fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def part_table(part: str, metrics: dict | None, study: dict, optimizers=("sgd", "adam")) -> str:
+    header = ["optimizer", "lr", "epoch", "val acc", "test acc", "study test acc", "study lr", "study epoch",
+              "study val acc", "s/epoch", "ms/example", "runs (diverged)"]  # fmt: skip
+    rows = []
+    metrics = metrics or {}
+    for opt in list(dict.fromkeys([*optimizers, *metrics])):
+        m, s = metrics.get(opt), study.get(opt, {}) or {}
+        if m is None:
+            ours = ["not run"] + [DASH] * 3
+            timing, runs = [DASH, DASH], DASH
+        elif "lr" not in m:
+            ours = [f"all {m['runs']} runs diverged"] + [DASH] * 3
+            timing, runs = [DASH, DASH], f"{m['runs']} ({m['diverged']})"
+        else:
+            ours = [num(m["lr"]), str(m["epoch"]), pct(m["val_acc"]), pct(m["test_acc"])]
+            timing = [num(m["sec_per_epoch"], "{:.3f}"), num(m["ms_per_example"], "{:.3f}")]
+            runs = f"{m['runs']} ({m['diverged']})"
+        study_cells = [pct(s.get("test_acc")), num(s.get("lr")), num(s.get("epoch")), pct(s.get("val_acc"))]
+        rows.append([opt, *ours, *study_cells, *timing, runs])
+    return md_table(header, rows)
+
+
+def augment_table(metrics: dict | None, study: dict) -> str:
+    metrics = metrics or {}
+    tested = {v: m for v, m in metrics.items() if "test_acc" in m}
+    # Sorted as the study sorts Table VIII: by test accuracy, best first; the best in bold.
+    order = sorted(tested, key=lambda v: (-tested[v]["test_acc"], v)) + [v for v in metrics if v not in tested]
+    rows = []
+    for rank, v in enumerate(order):
+        m, s = metrics[v], study.get(v, {}) or {}
+        if v in tested:
+            cells = [num(m["lr"]), str(m["epoch"]), pct(m["val_acc"]), pct(m["test_acc"])]
+        else:
+            cells = [f"all {m['runs']} runs diverged", DASH, DASH, DASH]
+        if rank == 0 and v in tested:
+            cells = [f"**{c}**" for c in cells]
+            v = f"**{v}**"
+        rows.append([v, *cells, num(s.get("lr")), num(s.get("epoch")), pct(s.get("val_acc")), pct(s.get("test_acc"))])
+    return md_table(
+        [
+            "variant",
+            "lr",
+            "epoch",
+            "val acc",
+            "test acc",
+            "study lr",
+            "study epoch",
+            "study val acc",
+            "study test acc",
+        ],
+        rows,
+    )
+
+
+def stats_table(stats: dict | None, study: dict) -> str:
+    rows = []
+    for i, ch in enumerate(("r", "g", "b")):
+        ours = [num(stats["mean"][ch], "{:.4f}"), num(stats["std"][ch], "{:.4f}")] if stats else [DASH, DASH]
+        rows.append([ch.upper(), *ours, f"{study['stats']['mean'][i]:.4f}", f"{study['stats']['std'][i]:.4f}",
+                     f"{study['imagenet']['mean'][i]:.3f}", f"{study['imagenet']['std'][i]:.3f}"])  # fmt: skip
+    return md_table(["channel", "μ (ours)", "σ (ours)", "μ (study)", "σ (study)", "μ (ImageNet)", "σ (ImageNet)"], rows)
+
+
+def misclassified(parts: list[str], metrics: dict, images_path: Path) -> list:
+    """Three misclassified test images per part, from its optimizer with the best test accuracy."""
+    if not images_path.exists():
+        return []
+    import torch
+
+    cache = torch.load(images_path, weights_only=True)
+    index = {p: i for i, p in enumerate(cache["paths"])}
+    out = []
+    for part in parts:
+        tested = {g: m for g, m in (metrics.get(part) or {}).items() if "test_acc" in m}
+        if not tested:
+            continue
+        group = max(tested, key=lambda g: tested[g]["test_acc"])
+        wrong = [r for r in read_csv(Path("plots/predictions") / part / f"{group}.csv") if r["predicted"] != r["label"]]
+        out += [(f"{part} ({group})", r, cache["images"][index[r["path"]]]) for r in wrong[:3] if r["path"] in index]
+    return out
+
+
+def run(params: dict) -> Path:
+    study = study_numbers()
+    demo = params["data"]["source"] == "synthetic"
+    fig_dir = OUT / "figures"
+    shutil.rmtree(OUT, ignore_errors=True)
+    fig_dir.mkdir(parents=True)
+    parts = list(params["parts"])
+    metrics = {p: read_json(Path("metrics") / f"{p}.json") for p in parts}
+    runs = {p: (read_json(Path("models") / p / "runs.json") or {}).get("runs", []) for p in parts}
+    curves = {p: read_csv(Path("plots/train") / f"{p}.csv") for p in parts}
+
+    md = ["# Transfer-learning study: report", ""]
+    if demo:
+        md += ["> **Demo.** Synthetic images (7 classes of shapes), small images, few epochs, a reduced grid; "
+               "a seeded random backbone stands in for ImageNet weights. The numbers show that the pipeline "
+               "works, not what transfer learning achieves.", ""]  # fmt: skip
+    md += [f"Data: `{params['data']['source']}` at {params['data']['image_size']} px; {params['epochs']} epochs; "
+           f"batch {params['batch_size']}; seed {params['seed']}. The study's numbers stand beside ours; "
+           f"{DASH} marks one we were not given.", ""]  # fmt: skip
+
+    inspect = read_json(Path("metrics/inspect.json"))
+    md += ["## Part 1: SqueezeNet 1.0 on a Samoyed", ""]
+    if inspect:
+        if inspect["weights"] == "random":
+            md += ["> Random weights (demo or offline): the classes below are not a prediction.", ""]
+        md += ["Table I: top-5 classes", "",
+               md_table(["rank", "class", "probability"],
+                        [[i + 1, c, f"{p:.4f}"] for i, (c, p) in enumerate(inspect["top5"].items())]), ""]  # fmt: skip
+        for name, title in (("photo", "Input photo"), ("kernels", "First-layer kernels"),
+                            ("features_before_relu", "First 16 channels before ReLU"),
+                            ("features_after_relu", "First 16 channels after ReLU")):  # fmt: skip
+            src = Path("plots/inspect") / f"{name}.png"
+            if src.exists():
+                shutil.copy2(src, fig_dir / f"inspect_{name}.png")
+                md += [f"**{title}**", "", f"![{title}](figures/inspect_{name}.png)", ""]
+    else:
+        md += ["Not run (`metrics/inspect.json` is missing).", ""]
+
+    md += [
+        "## Dataset statistics (training images)",
+        "",
+        stats_table(read_json(Path("metrics/stats.json")), study),
+        "",
+    ]
+
+    md += ["## Tables II–VII: the best run per optimizer", ""]
+    for part in parts:
+        if part == "augment":
+            continue
+        s = study["parts"].get(part, {})
+        md += [f"### {s.get('title', part)} (`{part}`)", "", part_table(part, metrics[part], s), ""]
+        init = models.describe_init(params["parts"][part]["init"], params["imagenet_weights"])
+        if init.startswith("random (stand-in"):
+            md += [f"*Backbone: {init}.*", ""]
+        fig = curves_figure(part, curves[part], runs[part], fig_dir / f"curves_{part}.png")
+        if fig:
+            md += [f"![{part} curves](figures/{fig.name})", ""]
+
+    if "augment" in parts:
+        md += ["## Table VIII: few-shot full fine-tuning per augmentation variant (SGD)", "",
+               augment_table(metrics["augment"], study.get("augment", {})), ""]  # fmt: skip
+        fig = curves_figure("augment", curves["augment"], runs["augment"], fig_dir / "curves_augment.png")
+        if fig:
+            md += ["![augment curves](figures/curves_augment.png)", ""]
+
+    if metrics.get("finetune"):
+        fig = sgd_vs_adam_figure(
+            "finetune", curves["finetune"], metrics["finetune"], fig_dir / "sgd_vs_adam_finetune.png"
+        )
+        if fig:
+            md += [
+                "## SGD vs Adam, full fine-tuning (the selected run of each)",
+                "",
+                "![SGD vs Adam](figures/sgd_vs_adam_finetune.png)",
+                "",
+            ]
+
+    rows = []
+    for part in parts:
+        m = metrics[part] or {}
+        cells = []
+        for opt in ("sgd", "adam"):
+            o = m.get(opt, {})
+            cells += [num(o.get("sec_per_epoch"), "{:.3f}"), num(o.get("ms_per_example"), "{:.3f}")]
+        rows.append([part, *cells])
+    t = study["timing"]
+    rows.append(["study (SGD)", num(t["sgd_sec_per_epoch"]), num(t["sgd_ms_per_example"]), DASH, DASH])
+    md += [
+        "## Training time",
+        "",
+        md_table(["part", "SGD s/epoch", "SGD ms/example", "Adam s/epoch", "Adam ms/example"], rows),
+        "",
+    ]
+
+    examples = misclassified(
+        [p for p in ("scratch", "classifier", "finetune") if p in parts], metrics, Path("work/images.pt")
+    )
+    fig = misclassified_figure(examples, fig_dir / "misclassified.png")
+    md += ["## Misclassified test images (true label, top-3 predictions)", ""]
+    md += ["![misclassified](figures/misclassified.png)", ""] if fig else ["None to show.", ""]
+
+    diverged = [(p, r) for p in parts for r in runs[p] if r["diverged_epoch"] is not None]
+    md += ["## Diverged runs", ""]
+    md += (
+        [
+            md_table(
+                ["part", "run", "diverged at epoch"],
+                [[p, r["run"], r["diverged_epoch"]] for p, r in diverged],
+            )
+        ]
+        if diverged
+        else ["None."]
+    )
+    write_text(OUT / "README.md", "\n".join(md) + "\n")
+    print(f"report: {OUT / 'README.md'} with {len(list(fig_dir.glob('*.png')))} figures")
+    return OUT
