@@ -28,6 +28,7 @@ OVERLAY = {
     "epochs": 1,
     "batch_size": 16,
     "imagenet_weights": "random",
+    "inspect": {"weights": "random"},
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 10},
     "fewshot": {"per_class": 4},
     "parts": {"augment": {"augment": ["none", "hflip"]}},
@@ -61,12 +62,16 @@ def test_repro_computes_every_part_and_leaves_a_clean_pipeline(workspace):
     assert set(m["augment"]) == {"none", "hflip"}
     assert "Data and pipelines are up to date" in dvc(workspace, "status")
     assert (workspace / "manifest.csv").exists() and (workspace / "metrics/stats.json").exists()
+    assert len(json.loads((workspace / "metrics/inspect.json").read_text())["top5"]) == 5
+    assert "> **Demo.**" in (workspace / "report/README.md").read_text()
 
 
 def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
     out = dvc(workspace, "exp", "run", "-S", "lr=0.01")
     assert "Stage 'fetch' didn't change, skipping" in out
     assert "Stage 'stats' didn't change, skipping" in out
+    assert "Stage 'inspect' didn't change, skipping" in out
+    assert "Running stage 'report'" in out
     assert "Running stage 'train@scratch'" in out and "Running stage 'evaluate@augment'" in out
     assert yaml.safe_load((workspace / "params.yaml").read_text())["lr"] == 0.01
     m = metrics(workspace)
