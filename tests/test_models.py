@@ -3,6 +3,7 @@ import torch
 from torchvision.models import resnet18
 
 from tlstudy import models
+from tlstudy import params as P
 
 
 def test_construction_depends_only_on_init_and_seed():
@@ -15,7 +16,7 @@ def test_construction_depends_only_on_init_and_seed():
 def test_imagenet_offline_stand_in_is_a_seeded_random_backbone():
     stand_in = models.build(7, "imagenet", "random", seed=0)
     assert torch.equal(stand_in.conv1.weight, models.build(7, "random", "random", seed=0).conv1.weight)
-    assert models.describe_init("imagenet", "random").startswith("random (stand-in for imagenet")
+    assert P.describe_init("imagenet", "random").startswith("random (stand-in for imagenet")
 
 
 def test_init_from_a_state_dict_file_loads_the_backbone_and_a_new_head(tmp_path):

@@ -10,8 +10,11 @@ from pathlib import Path
 
 
 @contextmanager
-def replacing(path: str | Path, mode: str = "w"):
-    """Open a temp file beside `path`; on success it replaces `path` in one rename."""
+def replacing(path: str | Path, mode: str = "w", fsync: bool = True):
+    """Open a temp file beside `path`; on success it replaces `path` in one rename.
+
+    The rename alone makes the write atomic for a killed process; fsync adds durability
+    across a power loss, at a cost that only matters for large files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -19,7 +22,8 @@ def replacing(path: str | Path, mode: str = "w"):
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,7 +42,9 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def torch_save(path: str | Path, obj) -> None:
+    """Weights and caches: atomic, not fsynced (tens of MB each; a lost file after a power cut
+    only makes DVC or the resume store re-run the work)."""
     import torch
 
-    with replacing(path, "wb") as f:
+    with replacing(path, "wb", fsync=False) as f:
         torch.save(obj, f)

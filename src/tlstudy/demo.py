@@ -79,7 +79,7 @@ def summary(metrics_dir: Path) -> str:
 
     lines = ["part                 selected model: test accuracy (lr, epoch)"]
     for path in sorted(metrics_dir.glob("*.json")):
-        if path.stem == "stats":
+        if path.stem in ("stats", "inspect"):
             continue
         groups = json.loads(path.read_text())
         cells = [

@@ -8,6 +8,7 @@ misclassified-examples figure. It only loads weights: re-running it never retrai
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -52,6 +53,7 @@ def run(params: dict, part: str) -> dict:
     x_test, y_test = x_test.to(dev), y_test.to(dev)
 
     metrics: dict[str, dict] = {}
+    built: dict[tuple, torch.nn.Module] = {}  # one initialisation per (classes, init, seed)
     pred_dir = Path("plots/predictions") / part
     shutil.rmtree(pred_dir, ignore_errors=True)
     pred_dir.mkdir(parents=True)
@@ -66,7 +68,10 @@ def run(params: dict, part: str) -> dict:
                     f"{path}: trained on classes {saved['classes']}, but the data has {dataset.classes}; "
                     f"re-run train@{part}"
                 )
-            model = models.build(len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"])
+            spec = (len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"])
+            if spec not in built:
+                built[spec] = models.build(*spec)
+            model = copy.deepcopy(built[spec])
             models.restore(model, saved["trainable"], saved["state"])
             model.to(dev)
             probs = engine.predict(model, x_test, mean, std).float().softmax(1)

@@ -19,12 +19,6 @@ class WeightsError(ValueError):
     pass
 
 
-def describe_init(init: str, imagenet_weights: str) -> str:
-    if init == "imagenet" and imagenet_weights == "random":
-        return "random (stand-in for imagenet: offline)"
-    return init
-
-
 def _backbone_state(init: str) -> dict[str, torch.Tensor]:
     if init == "imagenet":
         return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)

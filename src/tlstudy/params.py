@@ -71,6 +71,13 @@ def as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def describe_init(init: str, imagenet_weights: str) -> str:
+    """How a part's backbone is initialised, in words for logs, run records and the report."""
+    if init == "imagenet" and imagenet_weights == "random":
+        return "random (stand-in for imagenet: offline)"
+    return init
+
+
 def part_grid(params: dict, part: str) -> tuple[list[str], list[float], list[str]]:
     """The (optimizers, learning rates, augmentation variants) one part trains over."""
     spec = params["parts"][part]

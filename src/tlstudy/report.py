@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from tlstudy import models
 from tlstudy.atomic import write_text
+from tlstudy.params import describe_init
 
 OUT = Path("report")
 DASH = "—"
@@ -69,7 +69,7 @@ def _plt():
 def save(fig, path: Path) -> Path:
     plt = _plt()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    fig.savefig(tmp, dpi=90)
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -293,7 +293,7 @@ def run(params: dict) -> Path:
             continue
         s = study["parts"].get(part, {})
         md += [f"### {s.get('title', part)} (`{part}`)", "", part_table(part, metrics[part], s), ""]
-        init = models.describe_init(params["parts"][part]["init"], params["imagenet_weights"])
+        init = describe_init(params["parts"][part]["init"], params["imagenet_weights"])
         if init.startswith("random (stand-in"):
             md += [f"*Backbone: {init}.*", ""]
         fig = curves_figure(part, curves[part], runs[part], fig_dir / f"curves_{part}.png")

@@ -12,6 +12,7 @@ mid-grid and re-run continues after the last finished run and ends with the same
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import shutil
@@ -107,13 +108,15 @@ def run(params: dict, part: str) -> None:
     dataset = data.load(*inputs[:2])
     split = load_split(dataset, spec["subset"], dev)
     n_train = len(split.x_train)
-    init = models.describe_init(spec["init"], params["imagenet_weights"])
+    init = P.describe_init(spec["init"], params["imagenet_weights"])
     store = resume.RunStore(part, resume.fingerprint(params, part, inputs))
     print(
         f"train@{part}: {len(optimizers) * len(lrs) * len(variants)} runs on {dev}, "
         f"{n_train} train / {len(split.x_val)} val images, init {init}"
     )
 
+    # Every run starts from this model; copying it is much cheaper than initialising anew.
+    initial = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"])
     best: dict[str, engine.Result | None] = {}
     records, rows = [], []
     for variant in variants:
@@ -124,9 +127,8 @@ def run(params: dict, part: str) -> None:
                 name, key = run_name(r, variants), group_key(r, optimizers, variants)
                 result = store.load(r)
                 if result is None:
-                    model = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"])
                     result = engine.fit(
-                        model.to(dev), spec["trainable"], r, transform, split, params["epochs"],
+                        copy.deepcopy(initial).to(dev), spec["trainable"], r, transform, split, params["epochs"],
                         params["batch_size"], params, params["seed"], f"{part} {name}",
                     )  # fmt: skip
                     store.save(result, keep_state=better(result, best.get(key)))
