@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
+PARTS = ["scratch", "classifier", "finetune", "fewshot_scratch", "fewshot_classifier", "fewshot_finetune", "augment"]
 SHARED_PACS = PROJECT.parent / "shared" / "data" / "pacs_cartoon"
 
 

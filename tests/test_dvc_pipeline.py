@@ -9,20 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import PARTS, PROJECT
 
 from tlstudy import demo
 
 pytestmark = pytest.mark.slow
-PARTS = [
-    "scratch",
-    "classifier",
-    "finetune",
-    "fewshot_scratch",
-    "fewshot_classifier",
-    "fewshot_finetune",
-    "augment",
-]
 OVERLAY = {
     "lr": [0.03, 0.003],
     "epochs": 1,

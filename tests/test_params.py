@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import PARTS, PROJECT
 
 from tlstudy import params as P
 
@@ -11,15 +11,7 @@ def test_study_params_are_valid_and_declare_the_study(study_params):
     P.validate(study_params)
     assert study_params["lr"] == [0.03, 0.01, 0.003, 0.001, 0.0001]
     assert study_params["optimizer"] == ["sgd", "adam"] and study_params["epochs"] == 50
-    assert set(study_params["parts"]) == {
-        "scratch",
-        "classifier",
-        "finetune",
-        "fewshot_scratch",
-        "fewshot_classifier",
-        "fewshot_finetune",
-        "augment",
-    }
+    assert list(study_params["parts"]) == PARTS
     optimizers, lrs, variants = P.part_grid(study_params, "augment")
     assert optimizers == ["sgd"] and len(lrs) == 5 and len(variants) == 28 and variants[0] == "none"
 

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from tlstudy import report
+from tlstudy.train import PLOT_COLUMNS
 
 CLASSES = ["dog", "elephant", "giraffe"]
 
@@ -60,18 +61,7 @@ def outputs(in_tmp, params):
     write_json(in_tmp / "models/scratch/runs.json", {"runs": [
         run_record("sgd lr=1e+30", "sgd", 1e30, diverged=1), run_record("sgd lr=0.01", "sgd", 0.01),
         run_record("adam lr=0.001", "adam", 0.001)]})  # fmt: skip
-    header = [
-        "run",
-        "optimizer",
-        "lr",
-        "variant",
-        "epoch",
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "seconds",
-    ]
+    header = PLOT_COLUMNS
     write_csv(in_tmp / "plots/train/scratch.csv", header,
               curve_rows("sgd lr=0.01", "sgd", "0.01", 3)
               + curve_rows("adam lr=0.001", "adam", "0.001", 3))  # fmt: skip

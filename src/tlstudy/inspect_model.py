@@ -16,7 +16,7 @@ import torch
 from torchvision.models import SqueezeNet1_0_Weights, squeezenet1_0
 
 from tlstudy.atomic import write_json
-from tlstudy.models import WeightsError
+from tlstudy.models import WeightsError, load_state_file
 
 OUT = Path("plots/inspect")
 METRICS = Path("metrics/inspect.json")
@@ -32,13 +32,7 @@ def build(weights: str, seed: int) -> torch.nn.Module:
     if weights == "imagenet":
         state = WEIGHTS.get_state_dict(progress=True, check_hash=True)
     else:
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"inspect.weights: {weights!r} is not imagenet, random or an existing file")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a corrupt or foreign file
-            raise WeightsError(f"{path}: cannot be read as a PyTorch state dict ({exc})") from exc
+        state = load_state_file(weights, "inspect.weights", "SqueezeNet 1.0")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:

@@ -19,12 +19,11 @@ class WeightsError(ValueError):
     pass
 
 
-def _backbone_state(init: str) -> dict[str, torch.Tensor]:
-    if init == "imagenet":
-        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
-    path = Path(init)
+def load_state_file(spec: str, key: str, architecture: str) -> dict[str, torch.Tensor]:
+    """A state dict from a file named by params key `key`, or an error naming file and need."""
+    path = Path(spec)
     if not path.is_file():
-        raise WeightsError(f"init: {init!r} is not random, imagenet, or an existing state-dict file")
+        raise WeightsError(f"{key}: {spec!r} is not random, imagenet, or an existing state-dict file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
@@ -32,8 +31,14 @@ def _backbone_state(init: str) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a ResNet-18 state dict, found {type(state).__name__}")
+        raise WeightsError(f"{path}: expected a {architecture} state dict, found {type(state).__name__}")
     return state
+
+
+def _backbone_state(init: str) -> dict[str, torch.Tensor]:
+    if init == "imagenet":
+        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+    return load_state_file(init, "init", "ResNet-18")
 
 
 def build(n_classes: int, init: str, imagenet_weights: str, seed: int) -> nn.Module:
