@@ -1,8 +1,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The project's .venv when there is one; the image's Python inside the container.
+PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint docker-smoke clean
 
 setup:  ## create .venv with the pinned dependencies and the package
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -11,16 +13,19 @@ setup:  ## create .venv with the pinned dependencies and the package
 	$(BIN)/python -m pip install -q --no-deps -e .
 
 demo:  ## the whole study on synthetic data, on the CPU, in demo/
-	$(BIN)/python -m tlstudy demo --dir demo
+	$(PY) -m tlstudy demo --dir demo
 
 test:  ## every test, the end-to-end DVC ones included
-	$(BIN)/python -m pytest
+	$(PY) -m pytest
 
 test-fast:
-	$(BIN)/python -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow"
 
 lint:
-	$(BIN)/pre-commit run --all-files
+	$(PY) -m pre_commit run --all-files
+
+docker-smoke:  ## build the image and run the demo in it (needs a Docker engine)
+	scripts/docker-smoke.sh
 
 clean:
 	rm -rf demo work .pytest_cache

@@ -172,7 +172,9 @@ def decode(path: Path, size: int) -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        raise DataError("not a readable image (not a format PIL knows: JPEG, PNG, BMP, …)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"not a readable image ({exc})") from exc
     img = torch.from_numpy(arr.copy()).permute(2, 0, 1)
     if img.shape[-2:] != (size, size):
