@@ -45,6 +45,8 @@ RUN python3 -m pip install --no-deps --no-build-isolation -e . \
     && chown -R 1000:1000 /repro
 
 # Not root: uid 1000, the usual owner of a checkout on a one-user machine. For another owner,
-# add --user "$(id -u):$(id -g)" to `docker run` so results land owned by you.
+# add --user "$(id -u):$(id -g)" to `docker run` so results land owned by you. USER names the
+# user for tools (DVC) that ask, since such a uid has no /etc/passwd entry.
+ENV USER=repro LOGNAME=repro
 USER 1000:1000
 CMD ["dvc", "repro"]
