@@ -48,3 +48,13 @@ def torch_save(path: str | Path, obj) -> None:
 
     with replacing(path, "wb", fsync=False) as f:
         torch.save(obj, f)
+
+
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """A matplotlib figure as PNG, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    with replacing(path, "wb", fsync=False) as f:
+        fig.savefig(f, format="png", **savefig_kwargs)
+    plt.close(fig)
+    return Path(path)

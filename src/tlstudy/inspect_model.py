@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torchvision.models import SqueezeNet1_0_Weights, squeezenet1_0
 
-from tlstudy.atomic import write_json
+from tlstudy.atomic import save_figure, write_json
 from tlstudy.models import WeightsError, load_state_file
 
 OUT = Path("plots/inspect")
@@ -73,22 +73,14 @@ def kernel_grid(weight: torch.Tensor, cols: int = 12) -> torch.Tensor:
     return grid
 
 
-def save_figures(photo, kernels, before, after, folder: Path, note: str) -> list[Path]:
+def save_figures(photo, kernels, before, after, folder: Path, note: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-
     def save(fig, name):
-        path = folder / name
-        tmp = path.with_name(f".{name}.tmp.png")
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        tmp.replace(path)
-        paths.append(path)
+        save_figure(fig, folder / name, dpi=100, bbox_inches="tight")
 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.imshow(photo.permute(1, 2, 0).numpy())
@@ -114,7 +106,6 @@ def save_figures(photo, kernels, before, after, folder: Path, note: str) -> list
             ax.axis("off")
         fig.suptitle(f"first 16 output channels of the first layer, {title}{note}")
         save(fig, name)
-    return paths
 
 
 def run(params: dict) -> dict:

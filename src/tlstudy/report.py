@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tlstudy.atomic import write_text
+from tlstudy.atomic import save_figure, write_text
 from tlstudy.params import describe_init
 
 OUT = Path("report")
@@ -67,12 +67,7 @@ def _plt():
 
 
 def save(fig, path: Path) -> Path:
-    plt = _plt()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 QUANTITIES = (
@@ -88,16 +83,15 @@ def curves_figure(part: str, rows: list[dict], runs: list[dict], path: Path) -> 
     if not runs:
         return None
     by_variant = len({r["variant"] for r in runs}) > 1
-    columns = sorted({r["variant"] if by_variant else r["optimizer"] for r in runs}, key=str)
-    if by_variant:  # 28 variants: one panel per quantity, each variant at its selected lr
-        columns = ["all variants"]
+    # Many variants: one panel per quantity holding every run; otherwise a column per optimizer.
+    columns = ["all variants"] if by_variant else sorted({r["optimizer"] for r in runs})
     fig, axes = plt.subplots(3, len(columns), figsize=(5 * len(columns), 9), squeeze=False)
     for c, column in enumerate(columns):
         for r in runs:
             if not by_variant and r["optimizer"] != column:
                 continue
             pts = [row for row in rows if row["run"] == r["run"]]
-            label = r["run"] if not by_variant else r["variant"]
+            label = r["run"]  # names the variant too when there are several
             if r["diverged_epoch"] is not None:
                 label += f" (diverged @ {r['diverged_epoch']})"
             for q, (key, title) in enumerate(QUANTITIES):
