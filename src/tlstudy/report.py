@@ -85,7 +85,8 @@ def curves_figure(part: str, rows: list[dict], runs: list[dict], path: Path) -> 
     by_variant = len({r["variant"] for r in runs}) > 1
     # Many variants: one panel per quantity holding every run; otherwise a column per optimizer.
     columns = ["all variants"] if by_variant else sorted({r["optimizer"] for r in runs})
-    fig, axes = plt.subplots(3, len(columns), figsize=(5 * len(columns), 9), squeeze=False)
+    width = 14 if by_variant else 5 * len(columns)  # many runs: the legend gets its own column
+    fig, axes = plt.subplots(3, len(columns), figsize=(width, 9), squeeze=False)
     for c, column in enumerate(columns):
         for r in runs:
             if not by_variant and r["optimizer"] != column:
@@ -103,8 +104,13 @@ def curves_figure(part: str, rows: list[dict], runs: list[dict], path: Path) -> 
                     ax.plot([r["diverged_epoch"]], [ys[-1] if ys else 0], "x", color=line.get_color(), ms=9)
                 ax.set_title(f"{part} — {column}: {title}" if not by_variant else f"{part}: {title}")
                 ax.set_xlabel("epoch")
-        axes[0][c].legend(fontsize=7 if not by_variant else 5, ncol=1 if not by_variant else 2)
-    fig.tight_layout()
+        if not by_variant:
+            axes[0][c].legend(fontsize=7)
+    if by_variant:
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center right", fontsize=5, ncol=2)
+        fig.tight_layout(rect=(0, 0, 0.62, 1))
+    else:
+        fig.tight_layout()
     return save(fig, path)
 
 
