@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from tlstudy import engine, models
+from tlstudy import augment, engine, models
 
 
 def tiny_split(n_train=24, n_val=14, size=32, seed=0):
@@ -102,3 +104,55 @@ def test_selection_prefers_accuracy_then_the_earlier_epoch_then_the_earlier_run(
     assert better(result(0.5, 2), result(0.5, 3))
     assert not better(result(0.5, 3), result(0.5, 3))
     assert not better(result(0.4, 1), result(0.5, 3))
+
+
+def test_head_only_on_cached_features_matches_the_plain_path():
+    # Same seed, same batches: only float summation order differs (features computed in other
+    # batch sizes), so losses agree to 1e-4 relative and accuracies and the best epoch exactly.
+    split = tiny_split(n_train=40, n_val=20)
+    plain = models.build(7, "random", "random", seed=2)
+    cached = models.build(7, "random", "random", seed=2)
+    a = fit(plain, trainable="head", optimizer="adam", lr=0.01, epochs=4, split=split)
+    features = engine.head_features(cached, split)
+    assert features.features and features.x_train.shape == (40, 512)
+    b = fit(cached, trainable="head", optimizer="adam", lr=0.01, epochs=4, split=features)
+    for ha, hb in zip(a.history, b.history, strict=True):
+        assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
+        assert hb["val_loss"] == pytest.approx(ha["val_loss"], rel=1e-4)
+        assert (hb["train_acc"], hb["val_acc"]) == (ha["train_acc"], ha["val_acc"])
+    assert (b.best_epoch, b.best_val_acc) == (a.best_epoch, a.best_val_acc)
+    assert b.best_state.keys() == a.best_state.keys() == {"weight", "bias"}
+    for k in a.best_state:
+        torch.testing.assert_close(b.best_state[k], a.best_state[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_features_split_refuses_full_training():
+    model = models.build(7, "random", "random", seed=0)
+    features = engine.head_features(model, tiny_split())
+    with pytest.raises(ValueError, match="head alone"):
+        fit(model, trainable="all", split=features)
+
+
+def test_bf16_channels_last_path_trains_and_keeps_float32_weights():
+    # The CUDA settings, forced on the CPU: the same code path, only slower here.
+    speed = engine.Speed(torch.device("cpu"), bf16=True, channels_last=True)
+    model = models.build(7, "random", "random", seed=0)
+    r = engine.fit(model, "all", engine.Run("adam", 0.001), None, tiny_split(), 2, 8, SETTINGS, 0, "t", speed)
+    assert len(r.history) == 2 and all(math.isfinite(h["train_loss"]) for h in r.history)
+    assert model.conv1.weight.dtype == torch.float32
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert engine.speed_for(torch.device("cpu")) == engine.Speed(torch.device("cpu"), False, False)
+    assert engine.speed_for(torch.device("cpu"), "bf16").bf16
+
+
+def test_augmented_training_draws_from_the_run_seed():
+    b = augment.batched(augment.build([["RandomHorizontalFlip", {"p": 0.5}], ["RandomAffine", {"degrees": 30}]]))
+    run = engine.Run("sgd", 0.01, "flip_rot")
+
+    def go(transform, seed=0):
+        model = models.build(7, "random", "random", seed=0)
+        return engine.fit(model, "all", run, transform, tiny_split(), 2, 8, SETTINGS, seed, "t").history
+
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(go(b)) == strip(go(b))
+    assert strip(go(b)) != strip(go(None))

@@ -1,7 +1,11 @@
 """The one training loop: a ResNet-18 run at one (optimizer, lr, augmentation) on one subset.
 
-Images stay uint8 on the device and are normalised per batch; the data order and the
-augmentation draws come from the run's seed, so a run is reproducible on the CPU.
+Images stay uint8 on the device, are augmented a batch at a time there (augment.Batched) and
+normalised per batch; the data order and the augmentation draws come from the run's seed, so a
+run is reproducible on the CPU. On CUDA the engine trains under bf16 autocast with channels_last
+tensors and cuDNN autotuning (`Speed`). A head-only run without augmentation trains its head on
+backbone features computed once (`head_features`): the frozen backbone in eval mode is a fixed
+function, so every epoch of every run would compute the same features again.
 """
 
 from __future__ import annotations
@@ -16,11 +20,43 @@ from tqdm import tqdm
 
 from tlstudy import augment, models
 
-EVAL_BATCH = 256
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How the engine computes on its device. Measured on the 2-core CPU we develop on, bf16
+    autocast is ~20x slower and channels_last no faster, so both are for CUDA only."""
+
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+
+    @property
+    def eval_batch(self) -> int:
+        return 1024 if self.device.type == "cuda" else 256
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+def speed_for(dev: torch.device, precision: str = "auto") -> Speed:
+    """`precision: auto` is bf16 on CUDA and fp32 elsewhere; fp32 / bf16 force it."""
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuned kernels pay off
+    bf16 = dev.type == "cuda" if precision == "auto" else precision == "bf16"
+    return Speed(dev, bf16=bf16, channels_last=dev.type == "cuda")
 
 
 @dataclass
@@ -33,6 +69,7 @@ class Split:
     y_val: torch.Tensor
     mean: torch.Tensor  # 1×3×1×1, in [0, 1] units
     std: torch.Tensor
+    features: bool = False  # x_train / x_val hold backbone features, not images (head_features)
 
 
 @dataclass
@@ -78,64 +115,119 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Logits for uint8 images, in large batches with the model in eval mode."""
+def predict(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, speed: Speed | None = None):
+    """Logits (float32) for uint8 images, in large batches with the model in eval mode."""
+    speed = speed or speed_for(x.device)
     model.eval()
-    outs = [model(normalise(x[i : i + EVAL_BATCH], mean, std)) for i in range(0, len(x), EVAL_BATCH)]
+    outs = []
+    for i in range(0, len(x), speed.eval_batch):
+        with speed.autocast():
+            outs.append(model(speed.layout(normalise(x[i : i + speed.eval_batch], mean, std))).float())
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evaluate(model: nn.Module, x, y, mean, std) -> tuple[float, float]:
-    logits = predict(model, x, mean, std)
-    loss = nn.functional.cross_entropy(logits.float(), y).item()
+def backbone(model: nn.Module) -> nn.Module:
+    """ResNet-18 without its head: everything up to the pooled, flattened 512 features."""
+    return nn.Sequential(*list(model.children())[:-1], nn.Flatten(1))
+
+
+def head_features(model: nn.Module, split: Split, speed: Speed | None = None) -> Split:
+    """The split with each image replaced by the frozen backbone's features (eval mode)."""
+    net = backbone(model)
+    return Split(
+        predict(net, split.x_train, split.mean, split.std, speed),
+        split.y_train,
+        predict(net, split.x_val, split.mean, split.std, speed),
+        split.y_val,
+        split.mean,
+        split.std,
+        features=True,
+    )
+
+
+def evaluate(model: nn.Module, x, y, mean, std, speed: Speed | None = None, features: bool = False):
+    """(loss, accuracy) on a labelled set; with `features`, x holds backbone features for the head."""
+    if features:
+        with torch.inference_mode(), (speed or speed_for(x.device)).autocast():
+            model.eval()
+            logits = model.fc(x).float()
+    else:
+        logits = predict(model, x, mean, std, speed)
+    loss = nn.functional.cross_entropy(logits, y).item()
     acc = (logits.argmax(1) == y).float().mean().item()
     return loss, acc
+
+
+def train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    split: Split,
+    transform: augment.Batched | None,
+    batch_size: int,
+    order_gen: torch.Generator,
+    aug_gen: torch.Generator,
+    speed: Speed,
+) -> tuple[float, int, bool]:
+    """One pass over the training images: (summed loss, correct count, whether the loss stayed
+    finite). Sums stay on the device, so a CUDA epoch synchronises once, at its end."""
+    net = model.fc if split.features else model
+    loss_sum = torch.zeros((), device=split.x_train.device)
+    correct = torch.zeros((), dtype=torch.long, device=split.x_train.device)
+    for idx in batches(len(split.x_train), batch_size, order_gen):
+        idx = idx.to(split.x_train.device, non_blocking=True)
+        x, y = split.x_train[idx], split.y_train[idx]
+        if not split.features:
+            if transform is not None:
+                x = transform(x, aug_gen)
+            x = speed.layout(normalise(x, split.mean, split.std))
+        with speed.autocast():
+            logits = net(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+    loss_total = loss_sum.item()
+    return loss_total, int(correct.item()), math.isfinite(loss_total)
 
 
 def fit(
     model: nn.Module,
     trainable: str,
     run: Run,
-    transform,
+    transform: augment.Batched | None,
     split: Split,
     epochs: int,
     batch_size: int,
     settings: dict,
     seed: int,
     label: str,
+    speed: Speed | None = None,
 ) -> Result:
     """Train one run; keeps the weights of the best epoch by validation accuracy (earliest on
-    ties) and stops at the first non-finite loss, recording the epoch as diverged."""
+    ties); an epoch whose loss turns non-finite ends the run, recorded as diverged."""
+    if split.features and (trainable != "head" or transform is not None):
+        raise ValueError("a features split trains the head alone, without augmentation")
+    speed = speed or speed_for(split.x_train.device)
+    model = speed.prepare(model)
     params = models.set_trainable(model, trainable)
     opt = make_optimizer(run.optimizer, params, run.lr, settings)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # augmentation draws come from the global generator
+    order_gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1)  # not the order's stream: independent draws
+    torch.manual_seed(seed)  # transforms run per image by torchvision draw from the global generator
     result = Result(run)
     n = len(split.x_train)
     bar = tqdm(range(1, epochs + 1), desc=label, unit="epoch", leave=False, dynamic_ncols=True)
     for epoch in bar:
         models.train_mode(model, trainable)
         start = time.perf_counter()
-        loss_sum, correct, finite = 0.0, 0, True
-        for idx in batches(n, batch_size, gen):
-            idx = idx.to(split.x_train.device)
-            x = normalise(augment.apply(transform, split.x_train[idx]), split.mean, split.std)
-            y = split.y_train[idx]
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                finite = False
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-        if split.x_train.is_cuda:
-            torch.cuda.synchronize()
+        loss_sum, correct, finite = train_epoch(model, opt, split, transform, batch_size, order_gen, aug_gen, speed)
         seconds = time.perf_counter() - start
         val_loss, val_acc = (
-            evaluate(model, split.x_val, split.y_val, split.mean, split.std) if finite else (math.nan, 0.0)
+            evaluate(model, split.x_val, split.y_val, split.mean, split.std, speed, split.features)
+            if finite
+            else (math.nan, 0.0)
         )
         if not finite or not math.isfinite(val_loss):
             result.diverged_epoch = epoch

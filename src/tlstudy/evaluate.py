@@ -45,6 +45,7 @@ def run(params: dict, part: str) -> dict:
         raise FileNotFoundError(f"{runs_file}: missing; run the train@{part} stage first")
     runs = json.loads(runs_file.read_text())["runs"]
     dev = engine.device()
+    speed = engine.speed_for(dev, params["precision"])
     dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
     subset = params["parts"][part]["subset"]
     x_test, y_test = dataset.part(subset, "test")
@@ -73,8 +74,7 @@ def run(params: dict, part: str) -> dict:
                 built[spec] = models.build(*spec)
             model = copy.deepcopy(built[spec])
             models.restore(model, saved["trainable"], saved["state"])
-            model.to(dev)
-            probs = engine.predict(model, x_test, mean, std).float().softmax(1)
+            probs = engine.predict(speed.prepare(model), x_test, mean, std, speed).softmax(1)
             test_acc = (probs.argmax(1) == y_test).float().mean().item()
             chosen = next(
                 r

@@ -18,6 +18,7 @@ SUBSETS = ("full", "fewshot")
 TRAINABLE = ("all", "head")
 IMAGENET_WEIGHTS = ("imagenet", "random")
 ON_BAD_IMAGE = ("error", "skip")
+PRECISIONS = ("auto", "fp32", "bf16")  # engine.speed_for reads it
 
 TOP_KEYS = {
     "seed",
@@ -25,6 +26,7 @@ TOP_KEYS = {
     "optimizer",
     "epochs",
     "batch_size",
+    "precision",
     "sgd",
     "adam",
     "imagenet_weights",
@@ -141,6 +143,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     _number(params["epochs"], "epochs", integer=True, minimum=1)
     _number(params["batch_size"], "batch_size", integer=True, minimum=1)
     _choice(params["imagenet_weights"], IMAGENET_WEIGHTS, "imagenet_weights")
+    _choice(params["precision"], PRECISIONS, "precision")
     for opt, keys in (("sgd", {"momentum", "weight_decay"}), ("adam", {"weight_decay"})):
         if not isinstance(params[opt], dict):
             raise ParamsError(f"params: '{opt}' must be a mapping with keys {sorted(keys)}")

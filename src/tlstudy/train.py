@@ -104,6 +104,7 @@ def run(params: dict, part: str) -> None:
     spec = params["parts"][part]
     optimizers, lrs, variants = P.part_grid(params, part)
     dev = engine.device()
+    speed = engine.speed_for(dev, params["precision"])
     inputs = [Path("work/images.pt"), Path("manifest.csv"), Path("metrics/stats.json")]
     dataset = data.load(*inputs[:2])
     split = load_split(dataset, spec["subset"], dev)
@@ -111,16 +112,22 @@ def run(params: dict, part: str) -> None:
     init = P.describe_init(spec["init"], params["imagenet_weights"])
     store = resume.RunStore(part, resume.fingerprint(params, part, inputs))
     print(
-        f"train@{part}: {len(optimizers) * len(lrs) * len(variants)} runs on {dev}, "
-        f"{n_train} train / {len(split.x_val)} val images, init {init}"
+        f"train@{part}: {len(optimizers) * len(lrs) * len(variants)} runs on {dev} "
+        f"({'bf16' if speed.bf16 else 'fp32'}), {n_train} train / {len(split.x_val)} val images, init {init}"
     )
 
     # Every run starts from this model; copying it is much cheaper than initialising anew.
     initial = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"])
+    features: engine.Split | None = None  # head-only runs without augmentation share these
     best: dict[str, engine.Result | None] = {}
     records, rows = [], []
     for variant in variants:
-        transform = augment.build(params["augmentations"][variant], where=f"augmentations.{variant}")
+        transform = augment.batched(augment.build(params["augmentations"][variant], where=f"augmentations.{variant}"))
+        run_split = split
+        if spec["trainable"] == "head" and transform is None:
+            if features is None:
+                features = engine.head_features(speed.prepare(copy.deepcopy(initial)), split, speed)
+            run_split = features
         for optimizer in optimizers:
             for lr in lrs:
                 r = engine.Run(optimizer, lr, variant)
@@ -128,8 +135,8 @@ def run(params: dict, part: str) -> None:
                 result = store.load(r)
                 if result is None:
                     result = engine.fit(
-                        copy.deepcopy(initial).to(dev), spec["trainable"], r, transform, split, params["epochs"],
-                        params["batch_size"], params, params["seed"], f"{part} {name}",
+                        copy.deepcopy(initial), spec["trainable"], r, transform, run_split, params["epochs"],
+                        params["batch_size"], params, params["seed"], f"{part} {name}", speed,
                     )  # fmt: skip
                     store.save(result, keep_state=better(result, best.get(key)))
                 else:
