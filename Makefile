@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 # The project's .venv when there is one; the image's Python inside the container.
 PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
-.PHONY: setup demo test test-fast lint docker-smoke clean
+.PHONY: setup demo test test-fast bench lint docker-smoke clean
 
 setup:  ## create .venv with the pinned dependencies and the package
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ test:  ## every test, the end-to-end DVC ones included
 
 test-fast:
 	$(PY) -m pytest -m "not slow"
+
+bench:  ## time the engine against the study's loop; writes metrics/bench.json (BENCH_ARGS="--data DIR ...")
+	$(PY) -m tlstudy bench $(BENCH_ARGS)
 
 lint:
 	$(PY) -m pre_commit run --all-files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +24,23 @@ def _parser() -> argparse.ArgumentParser:
     ):
         s = sub.add_parser(name, help=text)
         s.add_argument("--part", required=True, help="a part named under `parts` in params.yaml")
+    b = sub.add_parser("bench", help="time the engine against the study's style of loop; write metrics/bench.json")
+    b.add_argument("--data", type=Path, help="folder of class folders of JPEGs (default: data.path, else synthetic)")
+    b.add_argument("--size", type=int, help="image size in px (default: 64 on the CPU, 227 on a GPU)")
+    b.add_argument("--per-class", type=int, help="training images per class")
+    b.add_argument("--val-per-class", type=int, help="validation images per class (head-only grid)")
+    b.add_argument("--batch-size", type=int, help="default: batch_size from params")
+    b.add_argument("--repeats", type=int, help="timed repeats of each measurement")
+    b.add_argument(
+        "--workers", type=int, help="baseline DataLoader workers (default: 0 on the CPU, all cores on a GPU)"
+    )
+    b.add_argument("--head-epochs", type=int, help="epochs of each run in the head-only grid")
+    b.add_argument(
+        "--configs",
+        default="none/sgd,none/adam,hflip_rot10/sgd,blur9/sgd",
+        help="full-training cases as variant/optimizer, variants from params (default: %(default)s)",
+    )
+    b.add_argument("--out", type=Path, default=Path("metrics/bench.json"), help="default: %(default)s")
     d = sub.add_parser("demo", help="build and run the offline demo workspace on synthetic data")
     d.add_argument("--dir", default="demo", help="workspace to (re)create (default: %(default)s)")
     d.add_argument("--overlay", default="demo-params.yaml", help="params overriding params.yaml")
@@ -68,7 +86,36 @@ def main(argv: list[str] | None = None) -> int:
             from tlstudy import evaluate
 
             evaluate.run(params, args.part)
+        elif args.stage == "bench":
+            _bench(params, args)
     except (P.ParamsError, DataError, DownloadError, FetchError, WeightsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _bench(params: dict, args: argparse.Namespace) -> None:
+    from tlstudy import bench, engine
+    from tlstudy import params as P
+
+    d = bench.defaults(engine.device())
+    configs = []
+    for case in args.configs.split(","):
+        name, _, opt = case.partition("/")
+        if name not in params["augmentations"] or opt not in P.OPTIMIZERS:
+            raise P.ParamsError(
+                f"bench --configs: {case!r} is not variant/optimizer with a variant under 'augmentations' "
+                f"in {args.params} and an optimizer in {', '.join(P.OPTIMIZERS)}"
+            )
+        configs.append((name, opt, params["augmentations"][name]))
+    source = args.data
+    if source is None and params["data"]["source"] != "synthetic" and Path(params["data"]["path"]).is_dir():
+        source = Path(params["data"]["path"])
+    if source is not None and not source.is_dir():
+        raise FileNotFoundError(f"bench --data: {source} is not a folder of class folders of JPEGs")
+    pick = lambda value, key: d[key] if value is None else value  # noqa: E731
+    bench.run(
+        source, pick(args.size, "size"), pick(args.per_class, "per_class"), pick(args.val_per_class, "n_val"),
+        args.batch_size or params["batch_size"], pick(args.repeats, "repeats"), pick(args.workers, "workers"),
+        pick(args.head_epochs, "head_epochs"), configs, args.out, params["precision"],
+    )  # fmt: skip

@@ -1,0 +1,308 @@
+"""`make bench`: the engine against the study's own style of training loop, same model, batch
+size, image size and device, with interleaved repeats; prints the figures and writes
+metrics/bench.json.
+
+Baseline (the study's style): torchvision ImageFolder + DataLoader decoding the JPEGs every
+epoch, per-image torchvision transforms (resize, augmentation, to float, normalise), fp32, NCHW.
+Ours: the engine as train@<part> runs it: images decoded once and kept uint8 on the device,
+batched augmentation, bf16 + channels_last on CUDA, head-only grids on features computed once.
+
+Measured: train images/s of full fine-tuning per augmentation variant (one epoch per repeat,
+after a warm-up round that is not counted), and the wall time of a head-only grid of runs
+(lr x optimizer, validation every epoch) — the baseline grid once per repeat as well.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from tlstudy import augment, data, engine, models, synthetic
+from tlstudy.atomic import write_json
+
+STUDY_IMG_S = 330.0  # the study: 5.57 s per SGD epoch of 1,686 images (~3 ms per image)
+SETTINGS = {"sgd": {"momentum": 0.0, "weight_decay": 0.0}, "adam": {"weight_decay": 0.0}}
+GRID = [(opt, lr) for opt in ("sgd", "adam") for lr in (0.03, 0.01, 0.003, 0.001, 0.0001)]
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    model = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {model}, {torch.get_num_threads()} threads"
+
+
+def image_tree(source: Path, per_class: int, n_val: int, dest: Path) -> tuple[Path, Path]:
+    """train/ and val/ ImageFolder trees of links to the first images of each class folder."""
+    classes = sorted(p.name for p in source.iterdir() if p.is_dir() and any(p.glob("*.jpg")))
+    if not classes:
+        raise data.DataError(f"{source}: no class folders of .jpg images")
+    for cls in classes:
+        files = sorted((source / cls).glob("*.jpg"))
+        if len(files) < per_class + n_val:
+            raise data.DataError(f"{source / cls}: {len(files)} images, the benchmark needs {per_class + n_val}")
+        for role, chosen in (("train", files[:per_class]), ("val", files[per_class : per_class + n_val])):
+            (dest / role / cls).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                (dest / role / cls / f.name).symlink_to(f.resolve())
+    return dest / "train", dest / "val"
+
+
+def decoded(folder: Path, size: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """What fetch caches: every image decoded once to uint8 at `size`, on the device."""
+    ds = datasets.ImageFolder(folder)
+    x = torch.stack([data.decode(Path(p), size) for p, _ in ds.samples])
+    return x.to(dev), torch.tensor(ds.targets, device=dev)
+
+
+def baseline_loader(folder: Path, size: int, aug: list, mean, std, batch: int, workers: int, shuffle: bool):
+    tf = v2.Compose(
+        [v2.Resize([size, size]), *aug, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    )
+    return torch.utils.data.DataLoader(
+        datasets.ImageFolder(folder, transform=tf),
+        batch_size=batch,
+        shuffle=shuffle,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+    )
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def study_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """PyTorch's defaults, as the study used them (the engine's make_optimizer fuses Adam)."""
+    return (torch.optim.SGD if name == "sgd" else torch.optim.Adam)(params, lr=lr)
+
+
+def baseline_epoch(model, opt, loader, dev) -> float:
+    """One training epoch the study's way; returns seconds."""
+    start = time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(dev)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def baseline_validate(model, loader, dev) -> float:
+    model.eval()
+    correct = n = 0
+    for x, y in loader:
+        out = model(x.to(dev, non_blocking=True))
+        correct += (out.argmax(1).cpu() == y).sum().item()
+        n += len(y)
+    return correct / n
+
+
+def baseline_head_grid(initial, train_loader, val_loader, epochs: int, dev) -> float:
+    start = time.perf_counter()
+    for opt_name, lr in GRID:
+        model = copy.deepcopy(initial).to(dev)
+        opt = study_optimizer(opt_name, models.set_trainable(model, "head"), lr)
+        for _ in range(epochs):
+            models.train_mode(model, "head")
+            baseline_epoch(model, opt, train_loader, dev)
+            baseline_validate(model, val_loader, dev)
+    sync(dev)
+    return time.perf_counter() - start
+
+
+def ours_head_grid(initial, split: engine.Split, epochs: int, batch: int, speed: engine.Speed) -> float:
+    start = time.perf_counter()
+    features = engine.head_features(speed.prepare(copy.deepcopy(initial)), split, speed)
+    for opt_name, lr in GRID:
+        engine.fit(
+            copy.deepcopy(initial), "head", engine.Run(opt_name, lr), None, features, epochs, batch, SETTINGS, 0,
+            f"bench head {opt_name} {lr:g}", speed,
+        )  # fmt: skip
+    sync(speed.device)
+    return time.perf_counter() - start
+
+
+def interleaved(sides: dict, repeats: int, warmup: bool) -> dict[str, list[float]]:
+    """Each side's seconds over `repeats` rounds; the order alternates every round, so drift in
+    the machine's speed hits both alike; a warm-up round (not kept) first if asked."""
+    times = {side: [] for side in sides}
+    for r in range(repeats + warmup):
+        for side, fn in sides.items() if r % 2 == 0 else reversed(sides.items()):
+            seconds = fn()
+            if r >= warmup:
+                times[side].append(seconds)
+    return times
+
+
+def full_training(name, opt, compose, initial, split, train_dir, size, norm, batch, workers, repeats, speed) -> dict:
+    dev = speed.device
+    loader = baseline_loader(train_dir, size, list(compose.transforms) if compose else [], *norm, batch, workers, True)
+    lr = 0.01 if opt == "sgd" else 0.001
+    base_model = copy.deepcopy(initial).to(dev).train()
+    base_opt = study_optimizer(opt, base_model.parameters(), lr)
+    our_model = speed.prepare(copy.deepcopy(initial)).train()
+    our_opt = engine.make_optimizer(opt, our_model.parameters(), lr, SETTINGS)
+    transform = augment.batched(compose)
+    gens = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+
+    def ours() -> float:
+        start = time.perf_counter()
+        engine.train_epoch(our_model, our_opt, split, transform, batch, *gens, speed)
+        return time.perf_counter() - start
+
+    times = interleaved(
+        {"baseline": lambda: baseline_epoch(base_model, base_opt, loader, dev), "ours": ours}, repeats, warmup=True
+    )
+    med = {side: statistics.median(t) for side, t in times.items()}
+    n = len(split.x_train)
+    return {
+        "variant": name,
+        "optimizer": opt,
+        "baseline_s_epoch": round(med["baseline"], 4),
+        "ours_s_epoch": round(med["ours"], 4),
+        "baseline_img_s": round(n / med["baseline"], 2),
+        "ours_img_s": round(n / med["ours"], 2),
+        "ratio": round(med["baseline"] / med["ours"], 3),
+        "baseline_samples_s": [round(t, 4) for t in times["baseline"]],
+        "ours_samples_s": [round(t, 4) for t in times["ours"]],
+    }
+
+
+def head_grid(initial, split, train_dir, val_dir, size, norm, batch, workers, repeats, epochs, speed) -> dict:
+    dev = speed.device
+    train_loader = baseline_loader(train_dir, size, [], *norm, batch, workers, True)
+    val_loader = baseline_loader(val_dir, size, [], *norm, 256, workers, False)
+    times = interleaved(
+        {
+            "baseline": lambda: baseline_head_grid(initial, train_loader, val_loader, epochs, dev),
+            "ours": lambda: ours_head_grid(initial, split, epochs, batch, speed),
+        },
+        repeats,
+        warmup=False,  # each grid is tens of epochs: its own warm-up
+    )
+    med = {side: statistics.median(t) for side, t in times.items()}
+    return {
+        "head_grid_runs": len(GRID),
+        "head_grid_epochs": epochs,
+        "head_grid_baseline_s": round(med["baseline"], 3),
+        "head_grid_ours_s": round(med["ours"], 3),
+        "head_grid_ratio": round(med["baseline"] / med["ours"], 2),
+        "head_grid_samples_s": {side: [round(t, 3) for t in ts] for side, ts in times.items()},
+    }
+
+
+def run(
+    source: Path | None,
+    size: int,
+    per_class: int,
+    n_val: int,
+    batch: int,
+    repeats: int,
+    workers: int,
+    head_epochs: int,
+    configs: list[tuple[str, str, list]],
+    out: Path,
+    precision: str = "auto",
+) -> dict:
+    dev = engine.device()
+    speed = engine.speed_for(dev, precision)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="tlstudy-bench-") as tmp:
+        if source is None:  # no images given: the demo's synthetic JPEGs at PACS's size
+            source = synthetic.generate(Path(tmp) / "synthetic", per_class + n_val, 227, seed=0)
+        train_dir, val_dir = image_tree(source, per_class, n_val, Path(tmp) / "tree")
+        x_train, y_train = decoded(train_dir, size, dev)
+        x_val, y_val = decoded(val_dir, size, dev)
+        # Statistics of these training images, as the stats stage computes them for a study.
+        mean = (x_train.float() / 255).mean(dim=(0, 2, 3))
+        std = (x_train.float() / 255).std(dim=(0, 2, 3))
+        split = engine.Split(x_train, y_train, x_val, y_val, mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1))
+        norm = (mean.tolist(), std.tolist())
+        initial = models.build(int(y_train.max()) + 1, "random", "random", seed=0)
+        print(
+            f"bench: {device_name(dev)}; {len(x_train)} train / {len(x_val)} val images at {size} px, "
+            f"batch {batch}, {repeats} repeats, baseline DataLoader workers {workers}, "
+            f"ours in {'bf16' if speed.bf16 else 'fp32'}"
+        )
+        results = []
+        for name, opt, spec in configs:
+            compose = augment.build(spec, where=f"bench variant {name}")
+            c = full_training(name, opt, compose, initial, split, train_dir, size, norm, batch, workers, repeats, speed)
+            results.append(c)
+            print(
+                f"bench: full training, {name:>12} {opt:>4}: baseline {c['baseline_img_s']:8.1f} img/s "
+                f"({c['baseline_s_epoch']:.2f} s/epoch), ours {c['ours_img_s']:8.1f} img/s "
+                f"({c['ours_s_epoch']:.2f} s/epoch), ratio {c['ratio']:.3f}"
+            )
+        grid = head_grid(initial, split, train_dir, val_dir, size, norm, batch, workers, repeats, head_epochs, speed)
+    # The headline is the study's own timing case: SGD without augmentation.
+    plain = next((c for c in results if (c["variant"], c["optimizer"]) == ("none", "sgd")), results[0])
+    result = {
+        "device": device_name(dev),
+        "torch": torch.__version__,
+        "image_size": size,
+        "batch_size": batch,
+        "n_train": len(x_train),
+        "n_val": len(x_val),
+        "repeats": repeats,
+        "baseline_workers": workers,
+        "precision": "bf16" if speed.bf16 else "fp32",
+        "baseline_img_s": plain["baseline_img_s"],
+        "ours_img_s": plain["ours_img_s"],
+        "ratio": plain["ratio"],
+        "ratio_min": min(c["ratio"] for c in results),
+        "ours_vs_study": round(plain["ours_img_s"] / STUDY_IMG_S, 3),
+        "full_training": results,
+        **grid,
+    }
+    print(
+        f"bench: head-only grid of {len(GRID)} runs x {head_epochs} epochs: baseline "
+        f"{result['head_grid_baseline_s']:.1f} s, ours {result['head_grid_ours_s']:.2f} s, "
+        f"ratio {result['head_grid_ratio']:.1f}"
+    )
+    print(
+        f"bench: full training (SGD, no augmentation) ratio {result['ratio']:.3f}, lowest over configurations "
+        f"{result['ratio_min']:.3f}; ours {result['ours_img_s']:.0f} img/s = {result['ours_vs_study']:.2f}x the "
+        f"study's ~{STUDY_IMG_S:.0f} img/s"
+    )
+    write_json(out, result)
+    print(f"bench: wrote {out}")
+    return result
+
+
+def defaults(dev: torch.device) -> dict:
+    """CPU: the 64 px setting the issue fixes, sized to finish in minutes on 2 cores. GPU: the
+    study's 227 px and its whole training split's size, workers = the machine's cores."""
+    if dev.type == "cuda":
+        return {
+            "size": 227,
+            "per_class": 240,
+            "n_val": 60,
+            "repeats": 5,
+            "workers": os.cpu_count() or 1,
+            "head_epochs": 50,
+        }
+    return {"size": 64, "per_class": 32, "n_val": 8, "repeats": 3, "workers": 0, "head_epochs": 3}
