@@ -7,9 +7,10 @@ epoch, per-image torchvision transforms (resize, augmentation, to float, normali
 Ours: the engine as train@<part> runs it: images decoded once and kept uint8 on the device,
 batched augmentation, bf16 + channels_last on CUDA, head-only grids on features computed once.
 
-Measured: train images/s of full fine-tuning per augmentation variant (one epoch per repeat,
-after a warm-up round that is not counted), and the wall time of a head-only grid of runs
-(lr x optimizer, validation every epoch) — the baseline grid once per repeat as well.
+Measured: train images/s of full fine-tuning per (augmentation variant, optimizer), one epoch
+per repeat after a warm-up epoch that is not counted, the two loops taking turns batch by batch
+on the CPU (see side_by_side); and the wall time of a head-only grid of 10 runs (lr x optimizer,
+validation every epoch), the two grids alternating, once each per repeat.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -96,15 +98,46 @@ def study_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return (torch.optim.SGD if name == "sgd" else torch.optim.Adam)(params, lr=lr)
 
 
-def baseline_epoch(model, opt, loader, dev) -> float:
-    """One training epoch the study's way; returns seconds."""
-    start = time.perf_counter()
+def baseline_steps(model, opt, loader, dev) -> Iterator[None]:
+    """One training epoch the study's way, a batch at a time."""
     for x, y in loader:
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        yield
+
+
+def side_by_side(epochs: dict[str, Iterator], dev: torch.device) -> dict[str, float]:
+    """Seconds each side's epoch took. On the CPU the sides take turns a batch at a time (who
+    goes first alternates), so the drift of a shared machine's speed, tens of percent over a
+    minute here, costs both alike. On a GPU each epoch runs whole, synchronised at its end
+    (a sync per batch would stall the engine's asynchronous queue)."""
+    spent = dict.fromkeys(epochs, 0.0)
+    if dev.type == "cuda":
+        for name, steps in epochs.items():
+            start = time.perf_counter()
+            for _ in steps:
+                pass
+            sync(dev)
+            spent[name] = time.perf_counter() - start
+        return spent
+    live, turn = dict(epochs), 0
+    while live:
+        for name in list(live) if turn % 2 == 0 else list(live)[::-1]:
+            start = time.perf_counter()
+            if next(live[name], StopIteration) is StopIteration:
+                del live[name]
+            spent[name] += time.perf_counter() - start
+        turn += 1
+    return spent
+
+
+def baseline_epoch(model, opt, loader, dev) -> float:
+    start = time.perf_counter()
+    for _ in baseline_steps(model, opt, loader, dev):
+        pass
     sync(dev)
     return time.perf_counter() - start
 
@@ -167,15 +200,17 @@ def full_training(name, opt, compose, initial, split, train_dir, size, norm, bat
     our_opt = engine.make_optimizer(opt, our_model.parameters(), lr, SETTINGS)
     transform = augment.batched(compose)
     gens = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
-
-    def ours() -> float:
-        start = time.perf_counter()
-        engine.train_epoch(our_model, our_opt, split, transform, batch, *gens, speed)
-        return time.perf_counter() - start
-
-    times = interleaved(
-        {"baseline": lambda: baseline_epoch(base_model, base_opt, loader, dev), "ours": ours}, repeats, warmup=True
-    )
+    times = {"baseline": [], "ours": []}
+    for r in range(repeats + 1):  # the first round warms up and is not counted
+        epochs = {
+            "baseline": baseline_steps(base_model, base_opt, loader, dev),
+            "ours": engine.train_steps(our_model, our_opt, split, transform, batch, *gens, speed),
+        }
+        if r % 2:
+            epochs = dict(reversed(epochs.items()))
+        for side, seconds in side_by_side(epochs, dev).items():
+            if r > 0:
+                times[side].append(seconds)
     med = {side: statistics.median(t) for side, t in times.items()}
     n = len(split.x_train)
     return {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -163,7 +164,7 @@ def evaluate(model: nn.Module, x, y, mean, std, speed: Speed | None = None, feat
     return loss, acc
 
 
-def train_epoch(
+def train_steps(
     model: nn.Module,
     opt: torch.optim.Optimizer,
     split: Split,
@@ -172,12 +173,10 @@ def train_epoch(
     order_gen: torch.Generator,
     aug_gen: torch.Generator,
     speed: Speed,
-) -> tuple[float, int, bool]:
-    """One pass over the training images: (summed loss, correct count, whether the loss stayed
-    finite). Sums stay on the device, so a CUDA epoch synchronises once, at its end."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One pass over the training images, a step at a time: yields each batch's summed loss and
+    correct count as device tensors (reading them would synchronise a CUDA stream)."""
     net = model.fc if split.features else model
-    loss_sum = torch.zeros((), device=split.x_train.device)
-    correct = torch.zeros((), dtype=torch.long, device=split.x_train.device)
     for idx in batches(len(split.x_train), batch_size, order_gen):
         idx = idx.to(split.x_train.device, non_blocking=True)
         x, y = split.x_train[idx], split.y_train[idx]
@@ -191,10 +190,17 @@ def train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_sum += loss.detach() * len(idx)
-        correct += (logits.argmax(1) == y).sum()
-    loss_total = loss_sum.item()
-    return loss_total, int(correct.item()), math.isfinite(loss_total)
+        yield loss.detach() * len(idx), (logits.argmax(1) == y).sum()
+
+
+def train_epoch(model, opt, split, transform, batch_size, order_gen, aug_gen, speed) -> tuple[float, int, bool]:
+    """(summed loss, correct count, whether the loss stayed finite) of one epoch; a CUDA epoch
+    synchronises once, at its end."""
+    loss_sum, correct = 0, 0
+    for loss, right in train_steps(model, opt, split, transform, batch_size, order_gen, aug_gen, speed):
+        loss_sum, correct = loss + loss_sum, right + correct
+    loss_total = float(loss_sum)
+    return loss_total, int(correct), math.isfinite(loss_total)
 
 
 def fit(
