@@ -229,7 +229,8 @@ def fit(
     torch.manual_seed(seed)  # transforms run per image by torchvision draw from the global generator
     result = Result(run)
     n = len(split.x_train)
-    bar = tqdm(range(1, epochs + 1), desc=label, unit="epoch", leave=False, dynamic_ncols=True)
+    # Bars on a terminal only: in logs (CI, `dvc repro > log`) they are noise.
+    bar = tqdm(range(1, epochs + 1), desc=label, unit="epoch", leave=False, dynamic_ncols=True, disable=None)
     for epoch in bar:
         models.train_mode(model, trainable)
         start = time.perf_counter()
