@@ -178,15 +178,13 @@ def ours_head_grid(initial, split: engine.Split, epochs: int, batch: int, speed:
     return time.perf_counter() - start
 
 
-def interleaved(sides: dict, repeats: int, warmup: bool) -> dict[str, list[float]]:
-    """Each side's seconds over `repeats` rounds; the order alternates every round, so drift in
-    the machine's speed hits both alike; a warm-up round (not kept) first if asked."""
+def interleaved(sides: dict, repeats: int) -> dict[str, list[float]]:
+    """Each side's seconds over `repeats` rounds; who goes first alternates every round, so
+    drift in the machine's speed hits both alike."""
     times = {side: [] for side in sides}
-    for r in range(repeats + warmup):
+    for r in range(repeats):
         for side, fn in sides.items() if r % 2 == 0 else reversed(sides.items()):
-            seconds = fn()
-            if r >= warmup:
-                times[side].append(seconds)
+            times[side].append(fn())
     return times
 
 
@@ -235,8 +233,7 @@ def head_grid(initial, split, train_dir, val_dir, size, norm, batch, workers, re
             "baseline": lambda: baseline_head_grid(initial, train_loader, val_loader, epochs, dev),
             "ours": lambda: ours_head_grid(initial, split, epochs, batch, speed),
         },
-        repeats,
-        warmup=False,  # each grid is tens of epochs: its own warm-up
+        repeats,  # no warm-up round: each grid is tens of epochs, its first ones warm it up
     )
     med = {side: statistics.median(t) for side, t in times.items()}
     return {
