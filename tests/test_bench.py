@@ -22,6 +22,7 @@ def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
     assert cli.main(argv) == 0
     result = json.loads((in_tmp / "metrics/bench.json").read_text())
     assert KEYS <= result.keys()
+    assert result["data"].startswith("synthetic JPEGs")  # no data/pacs_cartoon in the temporary folder
     assert result["image_size"] == 32 and result["device"].startswith("CPU") != torch.cuda.is_available()
     assert (result["n_train"], result["n_val"], result["head_grid_runs"]) == (21, 7, 10)
     cases = [(c["variant"], c["optimizer"]) for c in result["full_training"]]

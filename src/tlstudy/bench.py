@@ -263,6 +263,7 @@ def run(
     speed = engine.speed_for(dev, precision)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="tlstudy-bench-") as tmp:
+        described = str(source) if source is not None else "synthetic JPEGs (the demo's shapes), 227 px"
         if source is None:  # no images given: the demo's synthetic JPEGs at PACS's size
             source = synthetic.generate(Path(tmp) / "synthetic", per_class + n_val, 227, seed=0)
         train_dir, val_dir = image_tree(source, per_class, n_val, Path(tmp) / "tree")
@@ -275,7 +276,7 @@ def run(
         norm = (mean.tolist(), std.tolist())
         initial = models.build(int(y_train.max()) + 1, "random", "random", seed=0)
         print(
-            f"bench: {device_name(dev)}; {len(x_train)} train / {len(x_val)} val images at {size} px, "
+            f"bench: {device_name(dev)}; {described}: {len(x_train)} train / {len(x_val)} val images at {size} px, "
             f"batch {batch}, {repeats} repeats, baseline DataLoader workers {workers}, "
             f"ours in {'bf16' if speed.bf16 else 'fp32'}"
         )
@@ -295,6 +296,7 @@ def run(
     result = {
         "device": device_name(dev),
         "torch": torch.__version__,
+        "data": described,
         "image_size": size,
         "batch_size": batch,
         "n_train": len(x_train),
