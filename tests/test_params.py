@@ -36,6 +36,10 @@ def test_scalar_lr_and_optimizer_as_dvc_exp_run_writes_them(study_params):
     [
         (lambda p: p.update(epoch=3), r"unknown key 'epoch' \(did you mean 'epochs'\?\)"),
         (lambda p: p.update(precision="fp16"), r"'precision' is 'fp16'; accepted: auto, fp32, bf16"),
+        (
+            lambda p: p["augmentations"].update(gray=[["Grayscale", {}]]),
+            r"'augmentations.gray\[0\]' Grayscale must keep 3 channels",
+        ),
         (lambda p: p["data"].update(imgsize=3), r"unknown key 'data.imgsize'"),
         (lambda p: p.update(lr=[0.01, 0]), r"'lr' must be > 0, got 0"),
         (lambda p: p.update(lr="fast"), r"'lr' must be a number, got 'fast'"),

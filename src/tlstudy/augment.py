@@ -69,6 +69,11 @@ def build(spec, where: str = "augmentation") -> v2.Compose | None:
             steps.append(getattr(v2, name)(**kwargs))
         except (TypeError, ValueError) as exc:
             raise ParamsError(f"params: '{where}[{i}]' {name}({kwargs}): {exc}") from exc
+        if name == "Grayscale" and steps[-1].num_output_channels != 3:
+            raise ParamsError(
+                f"params: '{where}[{i}]' Grayscale must keep 3 channels for the RGB model; "
+                "write [Grayscale, {num_output_channels: 3}]"
+            )
     return v2.Compose(steps) if steps else None
 
 
