@@ -77,3 +77,14 @@ def test_killed_mid_grid_then_rerun_equals_an_uninterrupted_run(tmp_path, params
     assert killed[2].keys() == straight[2].keys() == {"sgd.pt", "adam.pt"}
     for name, state in straight[2].items():
         assert all(torch.equal(state[k], killed[2][name][k]) for k in state)
+
+
+def test_stored_runs_are_keyed_by_every_setting_that_decides_their_results(params, in_tmp):
+    from tlstudy import resume
+
+    (in_tmp / "images.pt").write_bytes(b"images")
+    base = resume.fingerprint(params, "scratch", [in_tmp / "images.pt"])
+    assert resume.fingerprint(params, "scratch", [in_tmp / "images.pt"]) == base
+    for key, value in [("precision", "bf16"), ("batch_size", 8), ("epochs", 3), ("seed", 1)]:
+        changed = dict(params, **{key: value})
+        assert resume.fingerprint(changed, "scratch", [in_tmp / "images.pt"]) != base, key

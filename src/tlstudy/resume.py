@@ -40,6 +40,7 @@ def fingerprint(params: dict, part: str, inputs: list[Path]) -> str:
         "seed",
         "epochs",
         "batch_size",
+        "precision",
         "sgd",
         "adam",
         "imagenet_weights",
