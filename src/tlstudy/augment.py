@@ -117,16 +117,20 @@ def _col(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 # Pixel kernels with one parameter per image; each mirrors the torchvision kernel named.
 
 
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's float grayscale of uint8 RGB: N×1×H×W."""
+    r, g, b = x.unbind(dim=-3)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3)
+
+
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """F.rgb_to_grayscale(x, 3) for uint8 RGB."""
-    r, g, b = x.unbind(dim=-3)
-    lum = r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3)
-    return lum.to(x.dtype).expand(x.shape).contiguous()
+    return _luminance(x).to(x.dtype).expand(x.shape).contiguous()
 
 
 def _gray_float(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x.unbind(dim=-3)
-    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3).floor_()
+    """The grayscale that adjust_contrast / adjust_saturation blend with (floored, float)."""
+    return _luminance(x).floor_()
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
