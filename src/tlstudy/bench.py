@@ -134,14 +134,6 @@ def side_by_side(epochs: dict[str, Iterator], dev: torch.device) -> dict[str, fl
     return spent
 
 
-def baseline_epoch(model, opt, loader, dev) -> float:
-    start = time.perf_counter()
-    for _ in baseline_steps(model, opt, loader, dev):
-        pass
-    sync(dev)
-    return time.perf_counter() - start
-
-
 @torch.no_grad()
 def baseline_validate(model, loader, dev) -> float:
     model.eval()
@@ -160,7 +152,8 @@ def baseline_head_grid(initial, train_loader, val_loader, epochs: int, dev) -> f
         opt = study_optimizer(opt_name, models.set_trainable(model, "head"), lr)
         for _ in range(epochs):
             models.train_mode(model, "head")
-            baseline_epoch(model, opt, train_loader, dev)
+            for _ in baseline_steps(model, opt, train_loader, dev):
+                pass
             baseline_validate(model, val_loader, dev)
     sync(dev)
     return time.perf_counter() - start
