@@ -48,7 +48,7 @@ class Speed:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 def speed_for(dev: torch.device, precision: str = "auto") -> Speed:
