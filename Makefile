@@ -4,7 +4,11 @@ BIN := $(VENV)/bin
 # The project's .venv when there is one; the image's Python inside the container.
 PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
-.PHONY: setup demo test test-fast bench lint docker-smoke clean
+# Where `make offline` finds PACS: the cartoon images and the other three domains.
+PACS_CARTOON ?= ../shared/data/pacs_cartoon
+PACS_SOURCES ?= ../shared/data/pacs_sources
+
+.PHONY: setup demo offline test test-fast bench lint docker-smoke clean
 
 setup:  ## create .venv with the pinned dependencies and the package
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +18,9 @@ setup:  ## create .venv with the pinned dependencies and the package
 
 demo:  ## the whole study on synthetic data, on the CPU, in demo/
 	$(PY) -m tlstudy demo --dir demo
+
+offline:  ## the study on real PACS sized for a CPU (profiles/offline.yaml); publishes results/offline/
+	$(PY) -m tlstudy profile offline --data $(PACS_CARTOON) --sources $(PACS_SOURCES) --publish
 
 test:  ## every test, the end-to-end DVC ones included
 	$(PY) -m pytest

@@ -1,4 +1,4 @@
-"""The real dvc.yaml, run by the real DVC in a temporary git repo (the demo's workspace builder):
+"""The real dvc.yaml, run by the real DVC in a temporary git repo (the profiles' workspace builder):
 `dvc repro`, then `dvc exp run -S lr=0.01`, then the comparison commands a user would type."""
 
 import json
@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import PARTS, PROJECT
 
-from tlstudy import demo
+from tlstudy import profile
 
 pytestmark = pytest.mark.slow
 OVERLAY = {
@@ -23,38 +23,44 @@ OVERLAY = {
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 10},
     "fewshot": {"per_class": 4},
     "parts": {"augment": {"augment": ["none", "hflip"]}},
+    "pretrain": {"pacs_sources": {"source": "synthetic", "epochs": 2, "batch_size": 16, "lr": 0.01}},
 }
+TRANSFER = ["finetune_pacs", "fewshot_finetune_pacs"]
 
 
 def dvc(ws, *args) -> str:
     # As a user with the virtual environment activated: stages call `python -m tlstudy`.
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    r = subprocess.run([demo.tool("dvc"), *args], cwd=ws, capture_output=True, text=True, env=env)
+    r = subprocess.run([profile.tool("dvc"), *args], cwd=ws, capture_output=True, text=True, env=env)
     assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
     return r.stdout + r.stderr
 
 
 def metrics(ws) -> dict:
-    return {p: json.loads((ws / "metrics" / f"{p}.json").read_text()) for p in PARTS}
+    return {p: json.loads((ws / "metrics" / f"{p}.json").read_text()) for p in PARTS + TRANSFER}
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     (tmp / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    return demo.run(str(tmp / "ws"), str(tmp / "overlay.yaml"), project=PROJECT)
+    return profile.run(str(tmp / "overlay.yaml"), str(tmp / "ws"), project=PROJECT, fresh=True)
 
 
 def test_repro_computes_every_part_and_leaves_a_clean_pipeline(workspace):
     m = metrics(workspace)
-    for part in PARTS[:-1]:
+    for part in PARTS[:-1] + TRANSFER:
         assert set(m[part]) == {"sgd", "adam"}
         assert all(v["lr"] in (0.03, 0.003) and 0 <= v["test_acc"] <= 1 for v in m[part].values())
     assert set(m["augment"]) == {"none", "hflip"}
     assert "Data and pipelines are up to date" in dvc(workspace, "status")
     assert (workspace / "manifest.csv").exists() and (workspace / "metrics/stats.json").exists()
     assert len(json.loads((workspace / "metrics/inspect.json").read_text())["top5"]) == 5
-    assert "> **Demo.**" in (workspace / "report/README.md").read_text()
+    report = (workspace / "report/README.md").read_text()
+    assert "> **Demo.**" in report and "Leave-one-domain-out" in report
+    pre = json.loads((workspace / "metrics/pretrain/pacs_sources.json").read_text())
+    assert set(pre["val_acc_per_domain"]) == {"art_painting", "photo", "sketch"} and 0 <= pre["cartoon_test_acc"] <= 1
+    assert (workspace / "backbones/pacs_sources.pt").exists()
 
 
 def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
@@ -79,5 +85,16 @@ def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
 
     plots = json.loads(dvc(workspace, "plots", "diff", "HEAD", "--json"))
     ids = set(plots["data"] if "data" in plots else plots)
-    assert {"scratch_val_acc", "augment_train_loss"} <= ids
+    # One chart per part's curves file from one declaration in dvc.yaml, rows per quantity.
+    assert {f"plots/train/{p}.csv" for p in PARTS + TRANSFER} | {"plots/pretrain/pacs_sources.csv"} <= ids
+    fields = {row["field"] for row in plots["data"]["plots/train/scratch.csv"][0]["content"]["data"]["values"]}
+    assert fields == {"train_loss", "val_loss", "val_acc"}
     assert any("predictions/scratch" in i for i in ids)
+
+
+def test_changing_pretraining_reruns_only_the_parts_that_start_from_it(workspace):
+    out = dvc(workspace, "exp", "run", "-S", "pretrain.pacs_sources.epochs=1")
+    assert "Running stage 'pretrain@pacs_sources'" in out
+    assert "Running stage 'transfer@finetune_pacs'" in out and "Running stage 'evaluate_transfer@finetune_pacs'" in out
+    assert "Running stage 'train@scratch'" not in out and "Running stage 'train@finetune'" not in out
+    assert "Stage 'train@scratch' didn't change, skipping" in out

@@ -15,7 +15,7 @@ from http_fixture import Server
 from tlstudy import data as D
 from tlstudy import fetch
 from tlstudy.cli import main
-from tlstudy.demo import tool
+from tlstudy.profile import tool
 
 pytestmark = pytest.mark.skipif(not SHARED_PACS.is_dir(), reason=f"real PACS data not at {SHARED_PACS}")
 

@@ -16,11 +16,32 @@ def test_study_params_are_valid_and_declare_the_study(study_params):
     assert optimizers == ["sgd"] and len(lrs) == 5 and len(variants) == 28 and variants[0] == "none"
 
 
-def test_demo_overlay_is_valid(study_params):
-    from tlstudy.demo import merge
+@pytest.mark.parametrize("name", ["demo", "offline"])
+def test_profiles_are_valid(name):
+    from tlstudy.profile import profile_params
 
-    overlay = yaml.safe_load((PROJECT / "demo-params.yaml").read_text())
-    P.validate(merge(study_params, overlay))
+    params = profile_params(PROJECT, name)
+    assert params["pretrain"] and params["transfer"]
+
+
+def test_offline_profile_starts_every_imagenet_part_from_the_pacs_sources_backbone(study_params):
+    from tlstudy.profile import profile_params
+
+    params = profile_params(PROJECT, "offline")
+    asked = [p for p, spec in study_params["parts"].items() if spec["init"] == "imagenet"]
+    assert asked and all(p in params["transfer"] and p not in params["parts"] for p in asked)
+    assert all(params["transfer"][p]["init"] == "pacs_sources" for p in asked)
+    for p in asked:  # the same part otherwise
+        assert {k: v for k, v in params["transfer"][p].items() if k not in ("init", "epochs", "lr")} == {
+            k: v for k, v in study_params["parts"][p].items() if k != "init"
+        }
+    assert not [p for p in P.all_parts(params) if P.part_spec(params, p)["init"] == "imagenet"]
+
+
+def test_overlay_null_removes_a_key():
+    from tlstudy.profile import merge
+
+    assert merge({"a": {"x": 1, "y": 2}, "b": 3}, {"a": {"x": None}, "b": None, "c": 4}) == {"a": {"y": 2}, "c": 4}
 
 
 def test_scalar_lr_and_optimizer_as_dvc_exp_run_writes_them(study_params):
@@ -66,6 +87,19 @@ def test_scalar_lr_and_optimizer_as_dvc_exp_run_writes_them(study_params):
             lambda p: p["augmentations"].update(x=[["RandomAffine", {"degree": 4}]]),
             r"augmentations.x\[0\]' RandomAffine",
         ),
+        (
+            lambda p: p["transfer"]["finetune_pacs"].update(init="imagenet"),
+            r"'transfer.finetune_pacs.init' is 'imagenet'; accepted: a backbone under 'pretrain' \(pacs_sources\)",
+        ),
+        (
+            lambda p: p.update(transfer={}),
+            r"'pretrain.pacs_sources' is the init of no part under 'transfer'; remove it",
+        ),
+        (lambda p: p["pretrain"]["pacs_sources"].update(schedule="step"), r"'pretrain.pacs_sources.schedule' is 'step'"),
+        (lambda p: p["pretrain"]["pacs_sources"].update(augment="flip"), r"'pretrain.pacs_sources.augment' names unknown"),
+        (lambda p: p["pretrain"]["pacs_sources"].pop("domains"), r"'pretrain.pacs_sources' lacks domains"),
+        (lambda p: p["transfer"].update(scratch=p["parts"]["scratch"]), r"part 'scratch' is under both"),
+        (lambda p: p["parts"]["scratch"].update(epochs=0), r"'parts.scratch.epochs' must be >= 1"),
     ],
 )
 def test_bad_params_are_rejected_with_the_key_path(study_params, edit, message):

@@ -83,8 +83,9 @@ def test_stored_runs_are_keyed_by_every_setting_that_decides_their_results(param
     from tlstudy import resume
 
     (in_tmp / "images.pt").write_bytes(b"images")
-    base = resume.fingerprint(params, "scratch", [in_tmp / "images.pt"])
-    assert resume.fingerprint(params, "scratch", [in_tmp / "images.pt"]) == base
+    spec = params["parts"]["scratch"]
+    base = resume.fingerprint(params, spec, [in_tmp / "images.pt"])
+    assert resume.fingerprint(params, spec, [in_tmp / "images.pt"]) == base
     for key, value in [("precision", "bf16"), ("batch_size", 8), ("epochs", 3), ("seed", 1)]:
         changed = dict(params, **{key: value})
-        assert resume.fingerprint(changed, "scratch", [in_tmp / "images.pt"]) != base, key
+        assert resume.fingerprint(changed, spec, [in_tmp / "images.pt"]) != base, key

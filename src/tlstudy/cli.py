@@ -18,12 +18,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", help="per-channel mean and std of the training images")
     sub.add_parser("inspect", help="study part 1: SqueezeNet 1.0 on the Samoyed photo")
     sub.add_parser("report", help="regenerate report/ from the metrics and plots")
+    s = sub.add_parser("pretrain", help="pretrain a backbone on PACS's other domains")
+    s.add_argument("--backbone", required=True, help="a backbone named under `pretrain` in params.yaml")
     for name, text in (
         ("train", "train a part's grid of runs and keep its selected models"),
         ("evaluate", "test a part's selected models; write its metrics and predictions"),
     ):
         s = sub.add_parser(name, help=text)
-        s.add_argument("--part", required=True, help="a part named under `parts` in params.yaml")
+        s.add_argument("--part", required=True, help="a part named under `parts` or `transfer` in params.yaml")
     b = sub.add_parser("bench", help="time the engine against the study's style of loop; write metrics/bench.json")
     b.add_argument("--data", type=Path, help="folder of class folders of JPEGs (default: data.path, else synthetic)")
     b.add_argument("--size", type=int, help="image size in px (default: 64 on the CPU, 227 on a GPU)")
@@ -41,9 +43,15 @@ def _parser() -> argparse.ArgumentParser:
         help="full-training cases as variant/optimizer, variants from params (default: %(default)s)",
     )
     b.add_argument("--out", type=Path, default=Path("metrics/bench.json"), help="default: %(default)s")
-    d = sub.add_parser("demo", help="build and run the offline demo workspace on synthetic data")
-    d.add_argument("--dir", default="demo", help="workspace to (re)create (default: %(default)s)")
-    d.add_argument("--overlay", default="demo-params.yaml", help="params overriding params.yaml")
+    d = sub.add_parser("demo", help="the demo profile on synthetic data, rebuilt in demo/ (make demo)")
+    d.add_argument("--dir", default="demo", help="workspace to rebuild (default: %(default)s)")
+    r = sub.add_parser("profile", help="run a profile (profiles/<name>.yaml over params.yaml) in its own workspace")
+    r.add_argument("name", help="a profile under profiles/ (demo, offline) or an overlay file")
+    r.add_argument("--dir", help="workspace (default: work/profiles/<name>); an existing one continues")
+    r.add_argument("--fresh", action="store_true", help="rebuild the workspace from scratch")
+    r.add_argument("--data", type=Path, help="PACS cartoon folder, linked in at data.path (no download)")
+    r.add_argument("--sources", type=Path, help="PACS's other domains, <domain>/<class>/<image>, linked in")
+    r.add_argument("--publish", action="store_true", help="copy the results to results/<name>/")
     return p
 
 
@@ -56,10 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     from tlstudy.models import WeightsError
 
     try:
-        if args.stage == "demo":
-            from tlstudy import demo
+        if args.stage in ("demo", "profile"):
+            from tlstudy import profile
 
-            demo.run(args.dir, args.overlay, args.params)
+            if args.stage == "demo":
+                profile.run("demo", args.dir, args.params, fresh=True)
+            else:
+                command = "python -m tlstudy " + " ".join(argv if argv is not None else sys.argv[1:])
+                profile.run(
+                    args.name, args.dir, args.params, fresh=args.fresh, data=args.data, sources=args.sources,
+                    publish_results=args.publish, command=command,
+                )  # fmt: skip
             return 0
         params = P.load(args.params)
         if args.stage == "fetch":
@@ -78,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             from tlstudy import report
 
             report.run(params)
+        elif args.stage == "pretrain":
+            from tlstudy import pretrain
+
+            pretrain.run(params, args.backbone)
         elif args.stage == "train":
             from tlstudy import train
 

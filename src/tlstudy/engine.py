@@ -214,15 +214,19 @@ def fit(
     seed: int,
     label: str,
     speed: Speed | None = None,
+    schedule: str = "constant",
 ) -> Result:
     """Train one run; keeps the weights of the best epoch by validation accuracy (earliest on
-    ties); an epoch whose loss turns non-finite ends the run, recorded as diverged."""
+    ties); an epoch whose loss turns non-finite ends the run, recorded as diverged. `schedule`
+    cosine anneals the learning rate to 0 over the epochs (pretraining); the study's parts keep
+    it constant."""
     if split.features and (trainable != "head" or transform is not None):
         raise ValueError("a features split trains the head alone, without augmentation")
     speed = speed or speed_for(split.x_train.device)
     model = speed.prepare(model)
     params = models.set_trainable(model, trainable)
     opt = make_optimizer(run.optimizer, params, run.lr, settings)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if schedule == "cosine" else None
     order_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator().manual_seed(seed + 1)  # not the order's stream: independent draws
     torch.manual_seed(seed)  # transforms run per image by torchvision draw from the global generator
@@ -235,6 +239,8 @@ def fit(
         start = time.perf_counter()
         loss_sum, correct, finite = train_epoch(model, opt, split, transform, batch_size, order_gen, aug_gen, speed)
         seconds = time.perf_counter() - start
+        if scheduler is not None:
+            scheduler.step()
         val_loss, val_acc = (
             evaluate(model, split.x_val, split.y_val, split.mean, split.std, speed, split.features)
             if finite

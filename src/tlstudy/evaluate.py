@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from tlstudy import data, engine, models
+from tlstudy import params as P
 from tlstudy.atomic import write_json, write_text
 from tlstudy.stats import load_stats
 
@@ -47,7 +48,7 @@ def run(params: dict, part: str) -> dict:
     dev = engine.device()
     speed = engine.speed_for(dev, params["precision"])
     dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
-    subset = params["parts"][part]["subset"]
+    subset = P.part_spec(params, part)["subset"]
     x_test, y_test = dataset.part(subset, "test")
     test_paths = [dataset.paths[i] for i in dataset.roles[subset]["test"].tolist()]
     mean, std = (torch.tensor(v, device=dev).view(1, 3, 1, 1) for v in load_stats())

@@ -39,10 +39,15 @@ class FetchError(RuntimeError):
     pass
 
 
-def pacs_reference() -> list[dict]:
-    """The 2,344 cartoon images of PACS: path, official subset, sha256 of the JPEG bytes."""
-    text = resources.files("tlstudy.resources").joinpath("pacs_cartoon.csv").read_text()
+def reference(name: str = "pacs_cartoon.csv") -> list[dict]:
+    """Official images of PACS, path and sha256 of the file's bytes: the 2,344 cartoon ones (with
+    their official subset) or, in pacs_sources.csv, the 7,647 of the three other domains."""
+    text = resources.files("tlstudy.resources").joinpath(name).read_text()
     return list(csv.DictReader(io.StringIO(text)))
+
+
+def pacs_reference() -> list[dict]:
+    return reference("pacs_cartoon.csv")
 
 
 def pacs_complete(root: Path) -> bool:
@@ -79,8 +84,14 @@ def _iter_archive(archive: Path):
 
 def unpack_pacs(archive: Path, root: Path) -> None:
     """Keep the cartoon images whose bytes match the official ones, under their official names."""
-    reference = pacs_reference()
-    wanted = {r["sha256"]: r["path"] for r in reference}
+    ref = pacs_reference()
+    extract(archive, root, ref, "PACS cartoon", lambda staging: write_pacs_split_lists(staging, ref))
+
+
+def extract(archive: Path, root: Path, ref: list[dict], what: str, finish=None) -> None:
+    """Write the archive's images whose sha256 is in `ref` under their reference paths; the
+    folder appears complete or not at all."""
+    wanted = {r["sha256"]: r["path"] for r in ref}
     staging = root.with_name(root.name + ".unpacking")
     shutil.rmtree(staging, ignore_errors=True)
     found = 0
@@ -95,10 +106,11 @@ def unpack_pacs(archive: Path, root: Path) -> None:
     if found < len(wanted):
         shutil.rmtree(staging, ignore_errors=True)
         raise FetchError(
-            f"{archive}: holds {found} of the {len(wanted)} PACS cartoon images "
-            "(matched by sha256 of the JPEG bytes); is it the PACS release?"
+            f"{archive}: holds {found} of the {len(wanted)} {what} images "
+            "(matched by sha256 of the image bytes); is it the PACS release?"
         )
-    write_pacs_split_lists(staging, reference)
+    if finish is not None:
+        finish(staging)
     if root.exists():
         shutil.rmtree(root)
     staging.rename(root)
@@ -110,14 +122,20 @@ def get_pacs(params: dict) -> Path:
     if pacs_complete(root):
         print(f"fetch: using the PACS cartoon images already in {root}")
         return root
-    name = Path(urllib.parse.urlparse(cfg["url"]).path).name or "pacs.parquet"
-    try:
-        archive = download(cfg["url"], DOWNLOADS / name, cfg.get("sha256"), retries=RETRIES, backoff=BACKOFF_S)
-    except DownloadError as exc:
-        raise FetchError(f"could not download PACS: {exc}\n{OFFLINE_HINT}") from exc
+    archive = download_pacs(params, OFFLINE_HINT)
     print(f"fetch: {archive} ({sha256_of(archive)[:12]}…) → {root}")
     unpack_pacs(archive, root)
     return root
+
+
+def download_pacs(params: dict, hint: str) -> Path:
+    """The PACS archive (all four domains) in work/downloads/; a complete one is not fetched again."""
+    cfg = params["data"]
+    name = Path(urllib.parse.urlparse(cfg["url"]).path).name or "pacs.parquet"
+    try:
+        return download(cfg["url"], DOWNLOADS / name, cfg.get("sha256"), retries=RETRIES, backoff=BACKOFF_S)
+    except DownloadError as exc:
+        raise FetchError(f"could not download PACS: {exc}\n{hint}") from exc
 
 
 def source_root(params: dict) -> Path:

@@ -34,6 +34,8 @@ TOP_KEYS = {
     "data",
     "fewshot",
     "parts",
+    "pretrain",
+    "transfer",
     "augmentations",
 }
 DATA_KEYS = {
@@ -47,7 +49,23 @@ DATA_KEYS = {
     "on_bad_image",
     "synthetic_per_class",
 }
-PART_KEYS = {"subset", "init", "trainable", "optimizer", "lr", "augment"}
+PART_KEYS = {"subset", "init", "trainable", "optimizer", "lr", "augment", "epochs"}
+PRETRAIN_KEYS = {
+    "source",
+    "path",
+    "domains",
+    "epochs",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "batch_size",
+    "augment",
+    "val_fraction",
+}
+SCHEDULES = ("constant", "cosine")
+BACKBONES = Path("backbones")  # pretrain@<name> writes backbones/<name>.pt
 
 
 class ParamsError(ValueError):
@@ -73,16 +91,49 @@ def as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def describe_init(init: str, imagenet_weights: str) -> str:
+def describe_init(init: str, imagenet_weights: str, params: dict | None = None, part: str | None = None) -> str:
     """How a part's backbone is initialised, in words for logs, run records and the report."""
+    if params is not None and part is not None and (name := backbone_of(params, part)) is not None:
+        domains = ", ".join(as_list(params["pretrain"][name]["domains"]))
+        return f"pretrained here: {name} ({domains})"
     if init == "imagenet" and imagenet_weights == "random":
         return "random (stand-in for imagenet: offline)"
     return init
 
 
+def all_parts(params: dict) -> list[str]:
+    """Every part, those under `parts` first, then those under `transfer`."""
+    return [*params["parts"], *params["transfer"]]
+
+
+def backbone_file(name: str) -> Path:
+    return BACKBONES / f"{name}.pt"
+
+
+def part_spec(params: dict, part: str) -> dict:
+    """A part's settings; a `transfer` part's init names its pretrained backbone's file."""
+    if part in params["parts"]:
+        return params["parts"][part]
+    if part in params["transfer"]:
+        spec = params["transfer"][part]
+        return {**spec, "init": str(backbone_file(spec["init"]))}
+    raise ParamsError(
+        f"params: no part {part!r} under 'parts' or 'transfer'; known: {', '.join(all_parts(params))}"
+    )
+
+
+def backbone_of(params: dict, part: str) -> str | None:
+    """The name of the pretrained backbone a part starts from, if any."""
+    return params["transfer"][part]["init"] if part in params["transfer"] else None
+
+
+def part_epochs(params: dict, part: str) -> int:
+    return part_spec(params, part).get("epochs", params["epochs"])
+
+
 def part_grid(params: dict, part: str) -> tuple[list[str], list[float], list[str]]:
     """The (optimizers, learning rates, augmentation variants) one part trains over."""
-    spec = params["parts"][part]
+    spec = part_spec(params, part)
     optimizers = as_list(spec.get("optimizer", params["optimizer"]))
     lrs = [float(x) for x in as_list(spec.get("lr", params["lr"]))]
     augment = spec.get("augment", ["none"])
@@ -189,27 +240,87 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     parts = params["parts"]
     if not isinstance(parts, dict) or not parts:
         raise ParamsError("params: 'parts' must map part names to their settings")
-    for name, spec in parts.items():
-        where = f"parts.{name}"
-        if not isinstance(spec, dict):
-            raise ParamsError(f"params: '{where}' must be a mapping with {sorted(PART_KEYS)}")
-        _unknown(spec, PART_KEYS, f"{where}.")
-        _choice(spec.get("subset"), SUBSETS, f"{where}.subset")
-        _choice(spec.get("trainable"), TRAINABLE, f"{where}.trainable")
-        init = spec.get("init")
-        if not isinstance(init, str) or not init:
-            raise ParamsError(f"params: '{where}.init' must be random, imagenet or a path to a state dict")
-        if "optimizer" in spec:
-            _optimizer_list(spec["optimizer"], f"{where}.optimizer")
-        if "lr" in spec:
-            _lr_list(spec["lr"], f"{where}.lr")
-        augment = spec.get("augment", ["none"])
-        if augment != "all":
-            for variant in as_list(augment):
-                if variant not in augmentations:
-                    close = difflib.get_close_matches(str(variant), list(augmentations), n=1)
-                    hint = f" (did you mean '{close[0]}'?)" if close else ""
-                    raise ParamsError(
-                        f"params: '{where}.augment' names unknown variant {variant!r}{hint}; "
-                        "accepted: 'all' or names under 'augmentations'"
-                    )
+    pretrain = params["pretrain"]
+    if not isinstance(pretrain, dict):
+        raise ParamsError("params: 'pretrain' must map backbone names to their settings ({} trains none)")
+    for name, spec in pretrain.items():
+        _pretrain(name, spec, augmentations)
+    transfer = params["transfer"]
+    if not isinstance(transfer, dict):
+        raise ParamsError("params: 'transfer' must map part names to their settings ({} for none)")
+    for group, entries in (("parts", parts), ("transfer", transfer)):
+        for name, spec in entries.items():
+            _part(f"{group}.{name}", spec, augmentations)
+    for name in set(parts) & set(transfer):
+        raise ParamsError(f"params: part {name!r} is under both 'parts' and 'transfer'; a part name must be unique")
+    for name, spec in transfer.items():
+        if spec["init"] not in pretrain:
+            raise ParamsError(
+                f"params: 'transfer.{name}.init' is {spec['init']!r}; accepted: a backbone under 'pretrain' "
+                f"({', '.join(pretrain) or 'none declared'})"
+            )
+    used = {spec["init"] for spec in transfer.values()}
+    for name in pretrain:
+        if name not in used:
+            # A declared backbone is a DVC stage: it would train for nothing.
+            raise ParamsError(
+                f"params: 'pretrain.{name}' is the init of no part under 'transfer'; remove it "
+                "(or set pretrain: {}) so that pretraining does not run for nothing"
+            )
+
+
+def _variant(name, augmentations: dict, where: str) -> None:
+    if name not in augmentations:
+        close = difflib.get_close_matches(str(name), list(augmentations), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ParamsError(
+            f"params: '{where}' names unknown variant {name!r}{hint}; accepted: 'all' or names under 'augmentations'"
+        )
+
+
+def _part(where: str, spec, augmentations: dict) -> None:
+    if not isinstance(spec, dict):
+        raise ParamsError(f"params: '{where}' must be a mapping with {sorted(PART_KEYS)}")
+    _unknown(spec, PART_KEYS, f"{where}.")
+    _choice(spec.get("subset"), SUBSETS, f"{where}.subset")
+    _choice(spec.get("trainable"), TRAINABLE, f"{where}.trainable")
+    init = spec.get("init")
+    if not isinstance(init, str) or not init:
+        raise ParamsError(f"params: '{where}.init' must be random, imagenet or a path to a state dict")
+    if "optimizer" in spec:
+        _optimizer_list(spec["optimizer"], f"{where}.optimizer")
+    if "lr" in spec:
+        _lr_list(spec["lr"], f"{where}.lr")
+    if "epochs" in spec:
+        _number(spec["epochs"], f"{where}.epochs", integer=True, minimum=1)
+    augment = spec.get("augment", ["none"])
+    if augment != "all":
+        for variant in as_list(augment):
+            _variant(variant, augmentations, f"{where}.augment")
+
+
+def _pretrain(name: str, spec, augmentations: dict) -> None:
+    where = f"pretrain.{name}"
+    if not isinstance(spec, dict):
+        raise ParamsError(f"params: '{where}' must be a mapping with {sorted(PRETRAIN_KEYS)}")
+    _unknown(spec, PRETRAIN_KEYS, f"{where}.")
+    missing = sorted(PRETRAIN_KEYS - set(spec))
+    if missing:
+        raise ParamsError(f"params: '{where}' lacks {', '.join(missing)}")
+    _choice(spec["source"], SOURCES, f"{where}.source")
+    if not isinstance(spec["path"], str) or not spec["path"]:
+        raise ParamsError(f"params: '{where}.path' must be a folder path")
+    domains = spec["domains"]
+    if not isinstance(domains, list) or not domains or not all(isinstance(d, str) and d for d in domains):
+        raise ParamsError(f"params: '{where}.domains' must be a non-empty list of domain folder names")
+    _number(spec["epochs"], f"{where}.epochs", integer=True, minimum=1)
+    _number(spec["batch_size"], f"{where}.batch_size", integer=True, minimum=2)
+    _choice(spec["optimizer"], OPTIMIZERS, f"{where}.optimizer")
+    _number(spec["lr"], f"{where}.lr", minimum=0, strict_min=True)
+    for key in ("momentum", "weight_decay"):
+        _number(spec[key], f"{where}.{key}", minimum=0)
+    _choice(spec["schedule"], SCHEDULES, f"{where}.schedule")
+    _variant(spec["augment"], augmentations, f"{where}.augment")
+    _number(spec["val_fraction"], f"{where}.val_fraction", minimum=0, strict_min=True)
+    if spec["val_fraction"] >= 1:
+        raise ParamsError(f"params: '{where}.val_fraction' must be < 1, got {spec['val_fraction']!r}")

@@ -20,14 +20,15 @@ import torch
 from tlstudy import engine
 from tlstudy.atomic import torch_save, write_json
 
-CODE = ("engine.py", "models.py", "augment.py", "train.py", "resume.py")
+CODE = ("engine.py", "models.py", "augment.py", "train.py", "pretrain.py", "resume.py")
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def fingerprint(params: dict, part: str, inputs: list[Path]) -> str:
+def fingerprint(params: dict, spec: dict, inputs: list[Path]) -> str:
+    """A key for the runs of one part (or backbone) whose settings are `spec`."""
     here = Path(__file__).parent
     h = hashlib.sha256()
     for name in CODE:
@@ -48,7 +49,7 @@ def fingerprint(params: dict, part: str, inputs: list[Path]) -> str:
         "fewshot",
         "augmentations",
     )
-    h.update(json.dumps({k: params[k] for k in keys} | {"part": params["parts"][part]}, sort_keys=True).encode())
+    h.update(json.dumps({k: params[k] for k in keys} | {"part": spec}, sort_keys=True).encode())
     return h.hexdigest()
 
 

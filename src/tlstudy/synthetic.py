@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bars")
 HUES = (
@@ -73,13 +73,24 @@ def render(cls_index: int, rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(arr).filter(ImageFilter.GaussianBlur(radius=size / 128))
 
 
-def generate(root: str | Path, per_class: int, size: int, seed: int) -> Path:
-    """Write `per_class` JPEGs per class under `root/<class>/img_NNN.jpg`; returns root."""
+# The demo's stand-ins for PACS's other domains: the same shapes, drawn in another style each.
+STYLES = {
+    "inverted": ImageOps.invert,  # dark backgrounds, complementary hues
+    "gray": lambda im: ImageOps.grayscale(im).convert("RGB"),
+    "sketch": lambda im: ImageOps.invert(im.convert("L").filter(ImageFilter.FIND_EDGES)).convert("RGB"),
+}
+
+
+def generate(root: str | Path, per_class: int, size: int, seed: int, style: str | None = None) -> Path:
+    """Write `per_class` JPEGs per class under `root/<class>/img_NNN.jpg`; returns root. A
+    `style` (one of STYLES) redraws them as another domain would."""
     root = Path(root)
+    restyle = STYLES[style] if style else None
     for k, cls in enumerate(CLASSES):
-        rng = np.random.default_rng([seed, k])
+        rng = np.random.default_rng([seed, k] if style is None else [seed, k, 1 + list(STYLES).index(style)])
         folder = root / cls
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            render(k, rng, size).save(folder / f"img_{i:03d}.jpg", quality=90)
+            img = render(k, rng, size)
+            (restyle(img) if restyle else img).save(folder / f"img_{i:03d}.jpg", quality=90)
     return root

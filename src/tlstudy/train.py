@@ -99,18 +99,18 @@ def record(result: engine.Result, name: str, group: str, n_train: int) -> dict:
 
 
 def run(params: dict, part: str) -> None:
-    if part not in params["parts"]:
-        raise P.ParamsError(f"params: no part {part!r} under 'parts'; known: {', '.join(params['parts'])}")
-    spec = params["parts"][part]
+    spec = P.part_spec(params, part)
     optimizers, lrs, variants = P.part_grid(params, part)
     dev = engine.device()
     speed = engine.speed_for(dev, params["precision"])
     inputs = [Path("work/images.pt"), Path("manifest.csv"), Path("metrics/stats.json")]
+    if P.backbone_of(params, part) is not None:
+        inputs.append(Path(spec["init"]))
     dataset = data.load(*inputs[:2])
     split = load_split(dataset, spec["subset"], dev)
     n_train = len(split.x_train)
-    init = P.describe_init(spec["init"], params["imagenet_weights"])
-    store = resume.RunStore(part, resume.fingerprint(params, part, inputs))
+    init = P.describe_init(spec["init"], params["imagenet_weights"], params, part)
+    store = resume.RunStore(part, resume.fingerprint(params, spec, inputs))
     print(
         f"train@{part}: {len(optimizers) * len(lrs) * len(variants)} runs on {dev} "
         f"({'bf16' if speed.bf16 else 'fp32'}), {n_train} train / {len(split.x_val)} val images, init {init}"
@@ -135,7 +135,7 @@ def run(params: dict, part: str) -> None:
                 result = store.load(r)
                 if result is None:
                     result = engine.fit(
-                        copy.deepcopy(initial), spec["trainable"], r, transform, run_split, params["epochs"],
+                        copy.deepcopy(initial), spec["trainable"], r, transform, run_split, P.part_epochs(params, part),
                         params["batch_size"], params, params["seed"], f"{part} {name}", speed,
                     )  # fmt: skip
                     store.save(result, keep_state=better(result, best.get(key)))

@@ -1,0 +1,190 @@
+"""Stage `pretrain@<name>`: a ResNet-18 trained from random init on PACS's other domains, the
+backbone that `transfer` parts start from (leave-one-domain-out: cartoon is never seen).
+
+Sources (params `pretrain.<name>`): `pacs` — the archive `fetch` downloads holds all four
+domains; the three others are unpacked to `path`, matched by the sha256 of each file
+(resources/pacs_sources.csv), and a folder already complete there is used as it is; `local` — a
+folder `<domain>/<class>/<image>`; `synthetic` — the demo's shapes in one style per domain.
+
+One run of the engine on all source images but a validation share stratified by domain × class,
+which picks the best epoch. Writes `backbones/<name>.pt` (the state dict and its normalisation),
+`metrics/pretrain/<name>.json` (validation accuracy overall and per domain, images per domain,
+the selected epoch, s/epoch, and the model's accuracy on the cartoon test set with no cartoon
+training at all) and `plots/pretrain/<name>.csv` (curves, as the parts write them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tlstudy import augment, data, engine, models, resume, synthetic
+from tlstudy import params as P
+from tlstudy.atomic import torch_save, write_json, write_text
+from tlstudy.fetch import download_pacs, extract, reference
+from tlstudy.stats import channel_stats
+from tlstudy.train import PLOT_COLUMNS, plot_rows
+
+SYNTHETIC_ROOT = Path("work/synthetic_sources")
+SOURCES_HINT = (
+    "To use a copy you already have, point the backbone at a folder of <domain>/<class>/<image>:\n"
+    "  pretrain:\n    <name>:\n      source: local\n      path: /path/to/pacs_sources\n"
+    "or try the demo: `make demo`."
+)
+
+
+def sources_complete(root: Path) -> bool:
+    return all((root / r["path"]).is_file() for r in reference("pacs_sources.csv"))
+
+
+def source_root(params: dict, name: str) -> Path:
+    spec = params["pretrain"][name]
+    root = Path(spec["path"])
+    if spec["source"] == "local":
+        return root
+    if spec["source"] == "synthetic":
+        shutil.rmtree(SYNTHETIC_ROOT, ignore_errors=True)
+        size = max(64, params["data"]["image_size"])
+        per_class = params["data"]["synthetic_per_class"]
+        for domain, style in zip(spec["domains"], synthetic.STYLES):
+            synthetic.generate(SYNTHETIC_ROOT / domain, per_class, size, params["seed"], style)
+        return SYNTHETIC_ROOT
+    if sources_complete(root):
+        print(f"pretrain@{name}: using the PACS source domains already in {root}")
+        return root
+    archive = download_pacs(params, SOURCES_HINT)
+    print(f"pretrain@{name}: unpacking PACS's other domains from {archive} → {root}")
+    extract(archive, root, reference("pacs_sources.csv"), "PACS source-domain")
+    return root
+
+
+def scan(root: Path, domains: list[str], classes: list[str]) -> list[data.Entry]:
+    """Images of the chosen domains; each domain must hold exactly the cartoon classes."""
+    entries = []
+    for domain in domains:
+        found, domain_entries = data.scan(root / domain)
+        if found != classes:
+            raise data.DataError(
+                f"{root / domain}: class folders {found}; the cartoon data has {classes} and the pretrained "
+                "head must predict the same classes"
+            )
+        entries += [data.Entry(f"{domain}/{e.path}", e.cls) for e in domain_entries]
+    return entries
+
+
+def stratified_val(keys: list[tuple[str, str]], fraction: float, seed: int) -> torch.Tensor:
+    """A boolean mask: `fraction` of each (domain, class) group, at least one, seeded."""
+    rng = np.random.default_rng([seed, 3])
+    mask = np.zeros(len(keys), dtype=bool)
+    for key in sorted(set(keys)):
+        members = [i for i, k in enumerate(keys) if k == key]
+        take = max(1, int(fraction * len(members))) if len(members) > 1 else 0
+        mask[[members[j] for j in rng.permutation(len(members))[:take]]] = True
+    return torch.from_numpy(mask)
+
+
+def cartoon_accuracy(model, mean, std, speed) -> tuple[float, int]:
+    """The pretrained 7-way model on the cartoon test set, normalised as it was trained."""
+    dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
+    x, y = dataset.part("full", "test")
+    logits = engine.predict(model, x.to(speed.device), mean, std, speed)
+    return (logits.argmax(1).cpu() == y).float().mean().item(), len(y)
+
+
+def run(params: dict, name: str) -> dict:
+    if name not in params["pretrain"]:
+        raise P.ParamsError(f"params: no backbone {name!r} under 'pretrain'; known: {', '.join(params['pretrain'])}")
+    spec = params["pretrain"][name]
+    size = params["data"]["image_size"]
+    dev = engine.device()
+    speed = engine.speed_for(dev, params["precision"])
+    classes = torch.load("work/images.pt", weights_only=True)["classes"]
+
+    root = source_root(params, name)
+    entries = scan(root, spec["domains"], classes)
+    cache, _ = data.build_cache(root, entries, classes, size, "error")
+    domains = [p.split("/")[0] for p in cache["paths"]]
+    keys = list(zip(domains, [p.split("/")[1] for p in cache["paths"]]))
+    is_val = stratified_val(keys, spec["val_fraction"], params["seed"])
+    x, y = cache["images"], cache["labels"]
+    stats = channel_stats(x[~is_val])
+    col = lambda v: v.float().view(1, 3, 1, 1).to(dev)  # noqa: E731
+    split = engine.Split(
+        x[~is_val].to(dev), y[~is_val].to(dev), x[is_val].to(dev), y[is_val].to(dev), col(stats.mean), col(stats.var.sqrt())
+    )
+    counts = {d: {"train": 0, "val": 0} for d in spec["domains"]}
+    for d, v in zip(domains, is_val.tolist()):
+        counts[d]["val" if v else "train"] += 1
+    print(
+        f"pretrain@{name}: {len(split.x_train)} train / {len(split.x_val)} val images from "
+        f"{', '.join(spec['domains'])} at {size} px on {dev}"
+    )
+
+    r = engine.Run(spec["optimizer"], float(spec["lr"]), spec["augment"])
+    settings = {
+        "sgd": {"momentum": spec["momentum"], "weight_decay": spec["weight_decay"]},
+        "adam": {"weight_decay": spec["weight_decay"]},
+    }
+    inputs = [Path("work/images.pt"), Path("manifest.csv")]
+    store = resume.RunStore(f"pretrain_{name}", resume.fingerprint(params, spec, inputs))
+    result = store.load(r)
+    if result is None:
+        transform = augment.batched(augment.build(params["augmentations"][spec["augment"]], where=spec["augment"]))
+        model = models.build(len(classes), "random", params["imagenet_weights"], params["seed"])
+        result = engine.fit(
+            model, "all", r, transform, split, spec["epochs"], spec["batch_size"], settings, params["seed"],
+            f"pretrain {name}", speed, schedule=spec["schedule"],
+        )  # fmt: skip
+        store.save(result, keep_state=True)
+    else:
+        print(f"pretrain@{name}: finished before the stage was interrupted; kept")
+    if result.best_epoch == 0:
+        raise RuntimeError(f"pretrain@{name}: the run diverged at epoch {result.diverged_epoch}; lower pretrain.{name}.lr")
+    state = result.best_state if result.best_state is not None else store.state(r)
+
+    model = models.build(len(classes), "random", params["imagenet_weights"], params["seed"])
+    model.load_state_dict(state)
+    model = speed.prepare(model)
+    val_pred = engine.predict(model, split.x_val, split.mean, split.std, speed).argmax(1).cpu()
+    val_right = (val_pred == y[is_val]).numpy()
+    val_domains = np.array([d for d, v in zip(domains, is_val.tolist()) if v])
+    cartoon_acc, n_cartoon = cartoon_accuracy(model, split.mean, split.std, speed)
+
+    torch_save(
+        P.backbone_file(name),
+        {
+            "state_dict": state, "classes": classes, "domains": spec["domains"], "image_size": size,
+            "mean": stats.mean.tolist(), "std": stats.var.sqrt().tolist(), "epoch": result.best_epoch,
+            "val_acc": result.best_val_acc,
+        },
+    )  # fmt: skip
+    metrics = {
+        "domains": spec["domains"],
+        "images": counts,
+        "epoch": result.best_epoch,
+        "epochs": spec["epochs"],
+        "val_acc": round(result.best_val_acc, 6),
+        "val_n": int(is_val.sum()),
+        "val_acc_per_domain": {d: round(float(val_right[val_domains == d].mean()), 6) for d in spec["domains"]},
+        "cartoon_test_acc": round(cartoon_acc, 6),
+        "cartoon_test_n": n_cartoon,
+        "sec_per_epoch": round(result.sec_per_epoch, 4),
+    }
+    write_json(Path("metrics/pretrain") / f"{name}.json", metrics)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PLOT_COLUMNS)
+    w.writerows(plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}"))
+    write_text(Path("plots/pretrain") / f"{name}.csv", buf.getvalue())
+    store.clear()
+    print(
+        f"pretrain@{name}: epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f} "
+        f"({', '.join(f'{d} {a:.3f}' for d, a in metrics['val_acc_per_domain'].items())}); "
+        f"cartoon test with no cartoon training {cartoon_acc:.4f}"
+    )
+    return metrics

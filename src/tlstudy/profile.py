@@ -1,0 +1,263 @@
+"""Profiles: the real dvc.yaml run in a workspace of its own, on params.yaml plus an overlay.
+
+A profile is `profiles/<name>.yaml`, an overlay on params.yaml (a mapping merges key by key; a
+null removes the key). `demo` is the offline demo on synthetic data (`make demo`); `offline`
+is the study on the real PACS images sized for a CPU, with every part that asks for ImageNet
+starting from the PACS-sources backbone instead (`make offline`).
+
+The workspace (default `work/profiles/<name>`, `demo/` for the demo) is a git + DVC repo with a
+copy of the code, dvc.yaml, the plot templates and the merged params.yaml, so the project's own
+files are never touched and `dvc exp run`, `dvc exp show`, `dvc metrics diff` and `dvc plots
+show` work in it. Data folders given on the command line are linked in where params expect
+them, so the params stay the same on every machine. An existing workspace is refreshed, not
+rebuilt (unless `fresh`): `dvc repro` skips finished stages and a train stage resumes after its
+last finished run, so an interrupted profile continues where it stopped. `publish` copies the
+results (params, dvc.lock, metrics, curves, predictions, report, timing) to `results/<name>/`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+COPIED = ["dvc.yaml", "src", "pyproject.toml", "assets"]
+PUBLISHED = ["params.yaml", "dvc.lock", "metrics", "plots/train", "plots/pretrain", "plots/predictions", "report"]
+NOTE = """# Workspace of the `{name}` profile
+
+Built by `python -m tlstudy profile {name}` from the project beside it: this project's dvc.yaml
+and code with params.yaml = the project's params plus `profiles/{name}.yaml`. Re-running the
+command refreshes it and continues where it stopped.
+
+Try: `dvc exp run -S lr=0.01`, `dvc exp show`, `dvc metrics diff`, `dvc plots show`.
+"""
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """`overlay` on `base`: mappings merge key by key, a null removes the key, anything else replaces."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = merge(base[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def profile_params(project: Path, name_or_path: str, params_path: str = "params.yaml") -> dict:
+    """params.yaml with a profile's overlay applied, validated."""
+    from tlstudy import params as P
+
+    overlay_path = overlay_file(project, name_or_path)
+    base = yaml.safe_load((project / params_path).read_text())
+    params = merge(base, yaml.safe_load(overlay_path.read_text()) or {})
+    P.validate(params, source=f"{params_path} + {overlay_path.name}")
+    return params
+
+
+def overlay_file(project: Path, name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path if path.is_absolute() else project / path
+    path = project / "profiles" / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in (project / "profiles").glob("*.yaml")))
+        raise FileNotFoundError(f"{path}: no such profile; known: {known}")
+    return path
+
+
+def tool(name: str) -> str:
+    """The venv's own dvc beside this Python, whichever PATH the caller has."""
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else name
+
+
+def sh(cwd: Path, *cmd: str) -> None:
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def _copy_code(dest: Path, project: Path) -> None:
+    for name in COPIED:
+        src, target = project / name, dest / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, target)
+    shutil.copytree(project / ".dvc" / "plots", dest / ".dvc" / "plots", dirs_exist_ok=True)
+
+
+def _link(dest: Path, where: str, folder: Path) -> None:
+    """Put a data folder where params expect it, as a link (the params stay machine-independent)."""
+    link = dest / where
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.exists():
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(folder.resolve(), target_is_directory=True)
+
+
+def prepare(dest: Path, project: Path, params: dict, name: str, fresh: bool, links: dict[str, Path]) -> None:
+    from tlstudy.atomic import write_text
+
+    if fresh and dest.exists():
+        shutil.rmtree(dest)
+    new = not (dest / ".dvc").is_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    if new:
+        sh(dest, "git", "init", "-q")
+        if subprocess.run(["git", "config", "user.email"], cwd=dest, capture_output=True).returncode:
+            sh(dest, "git", "config", "user.email", "profile@tlstudy.invalid")
+            sh(dest, "git", "config", "user.name", "tlstudy profile")
+        sh(dest, tool("dvc"), "init", "-q")
+        sh(dest, tool("dvc"), "config", "core.analytics", "false")
+    _copy_code(dest, project)
+    write_text(dest / "params.yaml", yaml.safe_dump(params, sort_keys=False, width=120))
+    write_text(dest / "README.md", NOTE.format(name=name))
+    write_text(dest / ".gitignore", "__pycache__/\n*.egg-info/\n/work/\n/data/\n")
+    for where, folder in links.items():
+        _link(dest, where, folder)
+    sh(dest, "git", "add", "-A")
+    if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=dest).returncode:
+        sh(dest, "git", "commit", "-q", "-m", f"{name} profile: the study's pipeline and params")
+
+
+def repro(dest: Path) -> dict[str, float]:
+    """`dvc repro`, its output passed through; returns the seconds each stage that ran took."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.Popen(
+        [tool("dvc"), "repro"], cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seconds: dict[str, float] = {}
+    stage, started = None, time.perf_counter()
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        m = re.match(r"Running stage '([^']+)'", line)
+        if m:
+            now = time.perf_counter()
+            if stage is not None:
+                seconds[stage] = round(now - started, 1)
+            stage, started = m.group(1), now
+    if proc.wait():
+        raise subprocess.CalledProcessError(proc.returncode, "dvc repro")
+    if stage is not None:
+        seconds[stage] = round(time.perf_counter() - started, 1)
+    return seconds
+
+
+def record_timing(dest: Path, seconds: dict[str, float], wall: float) -> dict:
+    """Stage times over every invocation that ran them (an interrupted profile resumes)."""
+    path = dest / "work" / "timing.json"
+    timing = json.loads(path.read_text()) if path.exists() else {"invocations": [], "stages": {}}
+    timing["stages"].update(seconds)
+    timing["invocations"].append({"wall_s": round(wall, 1), "stages_run": len(seconds)})
+    timing["stage_total_s"] = round(sum(timing["stages"].values()), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(timing, indent=2) + "\n")
+    return timing
+
+
+def publish(dest: Path, project: Path, name: str, timing: dict, command: str) -> Path:
+    """Copy the workspace's results to results/<name>/, replacing the previous ones whole."""
+    out = project / "results" / name
+    staging = out.with_name(f".{name}.publishing")
+    shutil.rmtree(staging, ignore_errors=True)
+    for rel in PUBLISHED:
+        src = dest / rel
+        if src.is_dir():
+            shutil.copytree(src, staging / rel)
+        elif src.exists():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, staging / rel)
+    import torch
+
+    info = {
+        "command": command,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        **timing,
+    }
+    (staging / "timing.json").write_text(json.dumps(info, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def summary(metrics_dir: Path) -> str:
+    """Test accuracy of each part's selected models, one line per part."""
+    lines = ["part                   selected model: test accuracy (lr, epoch)"]
+    for path in sorted(metrics_dir.glob("*.json")):
+        if path.stem in ("stats", "inspect"):
+            continue
+        groups = json.loads(path.read_text())
+        cells = [
+            f"{g} {m['test_acc']:.2f} ({m['lr']:g}, {m['epoch']})" if "test_acc" in m else f"{g} diverged"
+            for g, m in groups.items()
+        ]
+        if len(cells) > 3:
+            tested = {g: m for g, m in groups.items() if "test_acc" in m}
+            top = max(tested, key=lambda g: tested[g]["test_acc"]) if tested else None
+            cells = [f"{len(groups)} variants, best {top} {tested[top]['test_acc']:.2f}" if top else "all diverged"]
+        lines.append(f"{path.stem:<22} " + ", ".join(cells))
+    for path in sorted((metrics_dir / "pretrain").glob("*.json")):
+        m = json.loads(path.read_text())
+        lines.append(
+            f"{'pretrain@' + path.stem:<22} val {m['val_acc']:.2f} (epoch {m['epoch']}), "
+            f"cartoon test with no cartoon training {m['cartoon_test_acc']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def run(
+    name: str,
+    dest: str | None = None,
+    params_path: str = "params.yaml",
+    project: Path | None = None,
+    fresh: bool = False,
+    data: Path | None = None,
+    sources: Path | None = None,
+    publish_results: bool = False,
+    command: str = "",
+) -> Path:
+    project = Path(project or Path.cwd())
+    params = profile_params(project, name, params_path)
+    label = Path(name).stem
+    dest_path = (project / (dest or f"work/profiles/{label}")).resolve()
+    links = {}
+    if data is not None:
+        links[params["data"]["path"]] = data
+    if sources is not None:
+        for spec in params["pretrain"].values():
+            links[spec["path"]] = sources
+    start = time.perf_counter()
+    prepare(dest_path, project, params, label, fresh, links)
+    seconds = repro(dest_path)
+    sh(dest_path, "git", "add", "-A")
+    if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=dest_path).returncode:
+        sh(dest_path, "git", "commit", "-q", "-m", f"{label} profile: results")
+    wall = time.perf_counter() - start
+    timing = record_timing(dest_path, seconds, wall)
+    print(summary(dest_path / "metrics"))
+    if publish_results:
+        out = publish(dest_path, project, label, timing, command)
+        print(f"profile {label}: results published to {out}")
+    print(f"profile {label}: done in {wall:.0f} s (stages run this time: {len(seconds)}). Workspace:")
+    print(dest_path)
+    return dest_path
