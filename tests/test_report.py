@@ -110,13 +110,16 @@ def test_report_tables_put_the_studys_numbers_beside_ours(outputs):
         line for line in md.split(f"(`{part}`)")[1].splitlines() if line.startswith(f"| {opt} |")
     )
     assert row("sgd", "scratch") == (
-        "| sgd | 0.01 | 2 | 55.00 % | 50.00 % | 60.60 % | — | — | — | 1.500 | 2.250 | 2 (1) |"
+        "| sgd | 0.01 | 2 | 55.00 % | 50.00 % | 60.60 % | 0.03 | 18 | 77.43 % | 1.500 | 2.250 | 2 (1) |"
     )
     assert row("adam", "scratch").startswith("| adam | 0.001 | 3 | 65.00 % | 62.50 % | 64.41 % |")
-    assert row("adam", "classifier") == "| adam | not run | — | — | — | 81.78 % | — | — | — | — | — | — |"
+    assert row("adam", "classifier") == "| adam | not run | — | — | — | 81.78 % | 0.0001 | 38 | 88.36 % | — | — | — |"
     assert row("adam", "finetune").startswith("| adam | all 1 runs diverged | — | — | — | 93.22 % |")
     assert "| R | 0.8100 | 0.2700 | 0.8116 | 0.2730 | 0.485 | 0.229 |" in md
-    assert "| 1 | Samoyed | 0.5000 |" in md and "Random weights" in md
+    assert "| 1 | Samoyed | 0.5000 | Samoyed | 0.9504 |" in md and "Random weights" in md
+    summary = md.split("## Summary")[1]
+    assert "| `scratch` | random | 50.00 % (lr 0.01, epoch 2) | 62.50 % (lr 0.001, epoch 3) | 60.60 % (lr 0.03, epoch 18) |" in summary
+    assert Path("report/summary.md").read_text() in md
 
 
 def test_table_viii_is_sorted_by_test_accuracy_with_the_best_in_bold(outputs):
@@ -124,7 +127,7 @@ def test_table_viii_is_sorted_by_test_accuracy_with_the_best_in_bold(outputs):
     md = Path("report/README.md").read_text()
     table = md.split("## Table VIII")[1].split("\n\n")[1].splitlines()[2:]
     assert [line.split(" | ")[0].strip("| *") for line in table] == ["hflip", "none", "blur3"]
-    assert table[0].startswith("| **hflip** | **0.01** | **3** | **60.00 %** | **75.00 %** |")
+    assert table[0] == "| **hflip** | **0.01** | **3** | **60.00 %** | **75.00 %** | 0.03 | 12 | 97.87 % | 82.78 % |"
 
 
 def test_diverged_runs_are_listed_and_every_figure_is_a_real_png(outputs):
@@ -140,4 +143,4 @@ def test_diverged_runs_are_listed_and_every_figure_is_a_real_png(outputs):
             assert im.format == "PNG" and im.width > 300 and im.height > 150, rel
         assert path.stat().st_size > 5_000, rel
     assert sorted(p.name for p in Path("report/figures").iterdir()) == sorted(Path(f).name for f in figures)
-    assert "| study (SGD) | 5.57 | 3 | — | — |" in md
+    assert "| study (full fine-tuning, 227 px) | 5.57 | 3 | 7.49 | — |" in md

@@ -97,6 +97,9 @@ def _copy_code(dest: Path, project: Path) -> None:
         else:
             shutil.copy2(src, target)
     shutil.copytree(project / ".dvc" / "plots", dest / ".dvc" / "plots", dirs_exist_ok=True)
+    # The project's published results are not in a workspace: drop their declaration there.
+    pipeline = (dest / "dvc.yaml").read_text()
+    (dest / "dvc.yaml").write_text(re.sub(r"(?m)^metrics:\n(?:  - .*\n)+\n?", "", pipeline))
 
 
 def _link(dest: Path, where: str, folder: Path) -> None:

@@ -429,7 +429,7 @@ def run(params: dict) -> Path:
             cells += [num(o.get("sec_per_epoch"), "{:.3f}"), num(o.get("ms_per_example"), "{:.3f}")]
         rows.append([part, *cells])
     t = study["timing"]
-    rows.append(["study (full fine-tuning, 227 px, its GPU)", num(t["sgd_sec_per_epoch"]), num(t["sgd_ms_per_example"]),
+    rows.append(["study (full fine-tuning, 227 px)", num(t["sgd_sec_per_epoch"]), num(t["sgd_ms_per_example"]),
                  num(t["adam_sec_per_epoch"]), DASH])  # fmt: skip
     md += [
         "## Training time",
