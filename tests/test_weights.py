@@ -62,15 +62,27 @@ def test_downloaded_once_then_loaded_from_the_cache_with_the_server_gone(torch_h
     assert torch.equal(model.conv1.weight, expected["conv1.weight"])
 
 
-def test_a_placed_file_whose_bytes_do_not_match_its_name_is_refused(torch_home, state_bytes):
+def test_a_placed_file_whose_bytes_do_not_match_its_name_is_named_before_it_is_used(torch_home, capsys):
+    other = io.BytesIO()
+    torch.save(resnet18(weights=None).state_dict() | {"extra": torch.zeros(1)}, other)
+    name = "resnet18-0123abcd.pth"  # a name promising other bytes
+    torch_home.mkdir(parents=True)
+    (torch_home / name).write_bytes(other.getvalue())
+    state = weights.state_dict(entry(f"http://127.0.0.1:9/models/{name}"), "test weights", "init")
+    assert "extra" in state  # loaded as it is, with no network
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {torch_home / name}: these test weights are not torchvision's file: ")
+    assert f"their sha256 is {hashlib.sha256(other.getvalue()).hexdigest()}, their name says it starts with 0123abcd" in err
+
+
+def test_a_placed_file_that_is_no_state_dict_is_one_message_with_the_ways_out(torch_home, state_bytes):
     name = named(state_bytes)
     torch_home.mkdir(parents=True)
-    (torch_home / name).write_bytes(damaged(state_bytes))
+    (torch_home / name).write_bytes(state_bytes[: len(state_bytes) // 2])  # a download cut short, copied by hand
     with pytest.raises(weights.WeightsError) as err:
         weights.state_dict(entry(f"http://127.0.0.1:9/models/{name}"), "test weights", "init")
     text = str(err.value)
-    assert f"{torch_home / name}: the test weights found there do not match their name" in text
-    assert f"its name says it starts with {name[9:17]}" in text
+    assert text.startswith(f"could not load the test weights from {torch_home / name}: ")
     assert f"put the file {name} in {torch_home}" in text and "`init: <path>`" in text
     assert "`imagenet_weights: random`" in text
 
@@ -108,11 +120,11 @@ def test_a_failed_download_is_one_message_with_the_ways_out(torch_home, state_by
     "stage, entry_, key",
     [("inspect", SqueezeNet1_0_Weights.IMAGENET1K_V1, "inspect.weights"), ("train", ResNet18_Weights.IMAGENET1K_V1, "init")],
 )
-def test_a_stage_stops_on_a_bad_cached_file_with_one_message_and_no_traceback(
+def test_a_stage_stops_on_a_cached_file_that_is_no_state_dict_with_one_message_and_no_traceback(
     tmp_path, torch_home, params, stage, entry_, key
 ):
-    """The real weights' names, a file placed by hand that is not them: the stage says so before
-    any network is tried (these machines have none)."""
+    """The real weights' names, a file placed by hand that is not them: the stage says so and
+    stops, and never tries the network (these machines have none)."""
     name = entry_.url.rsplit("/", 1)[1]
     torch_home.mkdir(parents=True)
     (torch_home / name).write_bytes(b"not the weights")
@@ -126,5 +138,6 @@ def test_a_stage_stops_on_a_bad_cached_file_with_one_message_and_no_traceback(
     r = subprocess.run([sys.executable, "-m", "tlstudy", *args], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
-    assert r.stderr.startswith(f"error: {torch_home / name}: the ") and "do not match their name" in r.stderr
-    assert f"`{key}: <path>`" in r.stderr
+    assert r.stderr.startswith(f"warning: {torch_home / name}: these ") and "are not torchvision's file" in r.stderr
+    assert f"\nerror: could not load the " in r.stderr and f"from {torch_home / name}: " in r.stderr
+    assert f"`{key}: <path>`" in r.stderr and r.stderr.count("error:") == 1

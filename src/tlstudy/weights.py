@@ -3,9 +3,10 @@
 torchvision downloads a weights file once into `$TORCH_HOME/hub/checkpoints/` and checks its
 sha256 against the prefix in the file's name (`resnet18-f37072fd.pth`: `f37072fd…`) — but only
 when it downloads. A file found there is loaded as it is, so a file placed by hand (an offline
-machine, a container whose cache is a volume) is checked here, against the same prefix. Any
-failure — no network, a refused connection, an HTTP error, a bad hash, a corrupt file — ends in
-one WeightsError that says what was fetched, from where, why it failed, and the ways out.
+machine, a container whose cache is a volume) is checked here against the same prefix, and a
+mismatch is said out loud before it is used. Any failure — no network, a refused connection, an
+HTTP error, a corrupt download, a file that is no state dict — ends in one WeightsError that says
+what was fetched, from where, why it failed, and the ways out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -66,10 +68,14 @@ def state_dict(weights, what: str, key: str) -> dict[str, torch.Tensor]:
     if cached.is_file() and prefix is not None:
         actual = _sha256(cached)
         if not actual.startswith(prefix):
-            raise WeightsError(
-                f"{cached}: the {what} found there do not match their name: the file's sha256 is {actual}, "
-                f"its name says it starts with {prefix}. It is another or a damaged file; replace it with the "
-                f"file from {weights.url}, or remove it to download it again.\n{ways_out(file_name, prefix, key)}"
+            # Not torchvision's file (another release, a copy of other weights, damage): say so
+            # loudly, then load it as it is — a user who placed it may mean it; one that is not a
+            # state dict of this architecture fails to load just below or when it is applied.
+            print(
+                f"warning: {cached}: these {what} are not torchvision's file: their sha256 is {actual}, "
+                f"their name says it starts with {prefix}. Loading them as they are; to use torchvision's, "
+                f"replace the file with the one from {weights.url} or remove it to download it again.",
+                file=sys.stderr,
             )
     origin = f"{cached}" if cached.is_file() else f"{weights.url} (to {cached})"
     try:
