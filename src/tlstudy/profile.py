@@ -142,7 +142,12 @@ def prepare(dest: Path, project: Path, params: dict, name: str, fresh: bool, lin
 
 def repro(dest: Path) -> dict[str, float]:
     """`dvc repro`, its output passed through; returns the seconds each stage that ran took."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    # The stages run the workspace's copy of the code, the one DVC hashed as their dependency.
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(dest / "src"), os.environ.get("PYTHONPATH")])),
+    )
     proc = subprocess.Popen(
         [tool("dvc"), "repro"], cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
