@@ -95,8 +95,14 @@ def test_scalar_lr_and_optimizer_as_dvc_exp_run_writes_them(study_params):
             lambda p: p.update(transfer={}),
             r"'pretrain.pacs_sources' is the init of no part under 'transfer'; remove it",
         ),
-        (lambda p: p["pretrain"]["pacs_sources"].update(schedule="step"), r"'pretrain.pacs_sources.schedule' is 'step'"),
-        (lambda p: p["pretrain"]["pacs_sources"].update(augment="flip"), r"'pretrain.pacs_sources.augment' names unknown"),
+        (
+            lambda p: p["pretrain"]["pacs_sources"].update(schedule="step"),
+            r"'pretrain.pacs_sources.schedule' is 'step'",
+        ),
+        (
+            lambda p: p["pretrain"]["pacs_sources"].update(augment="flip"),
+            r"'pretrain.pacs_sources.augment' names unknown",
+        ),
         (lambda p: p["pretrain"]["pacs_sources"].pop("domains"), r"'pretrain.pacs_sources' lacks domains"),
         (lambda p: p["transfer"].update(scratch=p["parts"]["scratch"]), r"part 'scratch' is under both"),
         (lambda p: p["parts"]["scratch"].update(epochs=0), r"'parts.scratch.epochs' must be >= 1"),

@@ -118,7 +118,8 @@ def test_report_tables_put_the_studys_numbers_beside_ours(outputs):
     assert "| R | 0.8100 | 0.2700 | 0.8116 | 0.2730 | 0.485 | 0.229 |" in md
     assert "| 1 | Samoyed | 0.5000 | Samoyed | 0.9504 |" in md and "Random weights" in md
     summary = md.split("## Summary")[1]
-    assert "| `scratch` | random | 50.00 % (lr 0.01, epoch 2) | 62.50 % (lr 0.001, epoch 3) | 60.60 % (lr 0.03, epoch 18) |" in summary
+    ours = "| `scratch` | random | 50.00 % (lr 0.01, epoch 2) | 62.50 % (lr 0.001, epoch 3) |"
+    assert f"{ours} 60.60 % (lr 0.03, epoch 18) |" in summary
     assert Path("report/summary.md").read_text() in md
 
 

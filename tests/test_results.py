@@ -9,7 +9,8 @@ from conftest import PROJECT
 
 from tlstudy.profile import profile_params
 
-PUBLISHED = sorted(p.name for p in (PROJECT / "results").iterdir() if p.is_dir()) if (PROJECT / "results").is_dir() else []
+RESULTS = PROJECT / "results"
+PUBLISHED = sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) if RESULTS.is_dir() else []
 
 
 def test_the_offline_profile_is_published():

@@ -117,9 +117,7 @@ def part_spec(params: dict, part: str) -> dict:
     if part in params["transfer"]:
         spec = params["transfer"][part]
         return {**spec, "init": str(backbone_file(spec["init"]))}
-    raise ParamsError(
-        f"params: no part {part!r} under 'parts' or 'transfer'; known: {', '.join(all_parts(params))}"
-    )
+    raise ParamsError(f"params: no part {part!r} under 'parts' or 'transfer'; known: {', '.join(all_parts(params))}")
 
 
 def backbone_of(params: dict, part: str) -> str | None:

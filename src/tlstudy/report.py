@@ -329,9 +329,14 @@ def summary(params: dict, metrics: dict, study: dict) -> str:
     if aug:
         order = sorted(aug, key=lambda v: (-aug[v]["test_acc"], v))
         theirs = study.get("augment", {})
-        cell = lambda v: f"`{v}` {pct(aug[v]['test_acc'])} (study {pct((theirs.get(v) or {}).get('test_acc'))})"  # noqa: E731
-        md += ["", f"Augmentation sweep (`augment`, {len(aug)} variants, SGD): best {', '.join(cell(v) for v in order[:3])}; "
-               f"worst {', '.join(cell(v) for v in order[-3:])}; no augmentation {cell('none') if 'none' in aug else DASH}."]  # fmt: skip
+
+        def cell(v: str) -> str:
+            return f"`{v}` {pct(aug[v]['test_acc'])} (study {pct((theirs.get(v) or {}).get('test_acc'))})"
+
+        best, worst = ", ".join(cell(v) for v in order[:3]), ", ".join(cell(v) for v in order[-3:])
+        baseline = cell("none") if "none" in aug else DASH
+        md += ["", f"Augmentation sweep (`augment`, {len(aug)} variants, SGD): best {best}; worst {worst}; "
+               f"no augmentation {baseline}."]  # fmt: skip
     return "\n".join(md) + "\n"
 
 
