@@ -72,7 +72,10 @@ def test_a_placed_file_whose_bytes_do_not_match_its_name_is_named_before_it_is_u
     assert "extra" in state  # loaded as it is, with no network
     err = capsys.readouterr().err
     assert err.startswith(f"warning: {torch_home / name}: these test weights are not torchvision's file: ")
-    assert f"their sha256 is {hashlib.sha256(other.getvalue()).hexdigest()}, their name says it starts with 0123abcd" in err
+    assert (
+        f"their sha256 is {hashlib.sha256(other.getvalue()).hexdigest()}, their name says it starts with 0123abcd"
+        in err
+    )
 
 
 def test_a_placed_file_that_is_no_state_dict_is_one_message_with_the_ways_out(torch_home, state_bytes):
@@ -118,7 +121,10 @@ def test_a_failed_download_is_one_message_with_the_ways_out(torch_home, state_by
 
 @pytest.mark.parametrize(
     "stage, entry_, key",
-    [("inspect", SqueezeNet1_0_Weights.IMAGENET1K_V1, "inspect.weights"), ("train", ResNet18_Weights.IMAGENET1K_V1, "init")],
+    [
+        ("inspect", SqueezeNet1_0_Weights.IMAGENET1K_V1, "inspect.weights"),
+        ("train", ResNet18_Weights.IMAGENET1K_V1, "init"),
+    ],
 )
 def test_a_stage_stops_on_a_cached_file_that_is_no_state_dict_with_one_message_and_no_traceback(
     tmp_path, torch_home, params, stage, entry_, key
@@ -139,5 +145,5 @@ def test_a_stage_stops_on_a_cached_file_that_is_no_state_dict_with_one_message_a
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.startswith(f"warning: {torch_home / name}: these ") and "are not torchvision's file" in r.stderr
-    assert f"\nerror: could not load the " in r.stderr and f"from {torch_home / name}: " in r.stderr
+    assert "\nerror: could not load the " in r.stderr and f"from {torch_home / name}: " in r.stderr
     assert f"`{key}: <path>`" in r.stderr and r.stderr.count("error:") == 1

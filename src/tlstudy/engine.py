@@ -16,15 +16,14 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from tlstudy import augment, models
-
 
 GPUS_ENV = "TLSTUDY_GPUS"  # e.g. "0,1,2,3": the GPUs that parallel experiments share
 _held: dict[str, object] = {}  # the lock file of the GPU this process claimed, open until it exits

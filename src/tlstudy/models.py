@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-
 from tlstudy.weights import WeightsError, state_dict  # noqa: F401  (WeightsError: callers catch it here)
 
 
