@@ -141,7 +141,8 @@ def prepare(dest: Path, project: Path, params: dict, name: str, fresh: bool, lin
 
 
 def repro(dest: Path) -> dict[str, float]:
-    """`dvc repro`, its output passed through; returns the seconds each stage that ran took."""
+    """`dvc repro`, its output passed through; returns the seconds each stage that ran took, and
+    records each one as soon as it ends (an interrupted profile keeps the times of its stages)."""
     # The stages run the workspace's copy of the code, the one DVC hashed as their dependency.
     env = dict(
         os.environ,
@@ -153,30 +154,53 @@ def repro(dest: Path) -> dict[str, float]:
     )
     seconds: dict[str, float] = {}
     stage, started = None, time.perf_counter()
+
+    def finish(now: float) -> None:
+        if stage is not None:
+            seconds[stage] = round(now - started, 1)
+            record_stages(dest, {stage: seconds[stage]})
+
     for line in proc.stdout:
         print(line, end="", flush=True)
         m = re.match(r"Running stage '([^']+)'", line)
         if m:
             now = time.perf_counter()
-            if stage is not None:
-                seconds[stage] = round(now - started, 1)
+            finish(now)
             stage, started = m.group(1), now
     if proc.wait():
         raise subprocess.CalledProcessError(proc.returncode, "dvc repro")
-    if stage is not None:
-        seconds[stage] = round(time.perf_counter() - started, 1)
+    finish(time.perf_counter())
     return seconds
+
+
+def _timing_file(dest: Path) -> Path:
+    return dest / "work" / "timing.json"
+
+
+def _read_timing(dest: Path) -> dict:
+    path = _timing_file(dest)
+    return json.loads(path.read_text()) if path.exists() else {"invocations": [], "stages": {}}
+
+
+def _write_timing(dest: Path, timing: dict) -> None:
+    from tlstudy.atomic import write_json
+
+    timing["stage_total_s"] = round(sum(timing["stages"].values()), 1)
+    write_json(_timing_file(dest), timing)
+
+
+def record_stages(dest: Path, seconds: dict[str, float]) -> None:
+    timing = _read_timing(dest)
+    timing["stages"].update(seconds)
+    _write_timing(dest, timing)
 
 
 def record_timing(dest: Path, seconds: dict[str, float], wall: float) -> dict:
     """Stage times over every invocation that ran them (an interrupted profile resumes)."""
-    path = dest / "work" / "timing.json"
-    timing = json.loads(path.read_text()) if path.exists() else {"invocations": [], "stages": {}}
+    timing = _read_timing(dest)
     timing["stages"].update(seconds)
     timing["invocations"].append({"wall_s": round(wall, 1), "stages_run": len(seconds)})
-    timing["stage_total_s"] = round(sum(timing["stages"].values()), 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(timing, indent=2) + "\n")
+    _write_timing(dest, timing)
     return timing
 
 
