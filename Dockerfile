@@ -7,7 +7,12 @@ ARG BASE_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Everything downloaded or cached lives under /cache: mount a volume there (-v repro-cache:/cache)
+# and a fresh container downloads nothing twice — torchvision's weights (TORCH_HOME), the PACS
+# archive (TLSTUDY_DOWNLOADS) and DVC's cache (cache.dir, set system-wide below).
 ENV PYTHONUNBUFFERED=1 \
+    TORCH_HOME=/cache/torch \
+    TLSTUDY_DOWNLOADS=/cache/downloads \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DVC_NO_ANALYTICS=1 \
@@ -40,6 +45,8 @@ RUN python3 -m pip install --no-deps --no-build-isolation -e . \
     && git config --system user.name "repro" \
     && git config --system user.email "repro@localhost" \
     && git config --system init.defaultBranch main \
+    && dvc config --system cache.dir /cache/dvc \
+    && mkdir -p /cache && chmod 1777 /cache \
     && if [ ! -d .git ]; then git init -q && git add -A && git commit -qm "The study, as built into this image"; fi \
     && mkdir -p "$HOME" && chmod 1777 "$HOME" \
     && chown -R 1000:1000 /repro

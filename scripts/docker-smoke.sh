@@ -21,5 +21,28 @@ run "demo, offline, in the container" "$docker" run --rm --network none "$image"
   bash -c 'make demo && test -s demo/metrics/scratch.json && test -s demo/report/README.md'
 run "dvc is configured in the image" "$docker" run --rm --network none "$image" \
   bash -c 'dvc status >/dev/null && git -C /repro log --oneline | head -1'
+
+# The real study with no network: it stops at the first download with one message; with weights
+# files in the cache volume (state dicts made here under torchvision's names: not the real ones,
+# so the stage warns) a fresh container gets past that stage and stops at the PACS download.
+volume="${image}-smoke-cache"
+"$docker" volume rm -f "$volume" >/dev/null
+expect() {  # expect PATTERN CMD...: CMD fails, its output matches PATTERN and has no traceback
+  local pattern=$1 out; shift
+  if out=$("$@" 2>&1); then echo "$out"; echo "expected a failure" >&2; return 1; fi
+  echo "$out" | tail -n 12
+  echo "$out" | grep -q "$pattern" && ! echo "$out" | grep -q Traceback
+}
+run "offline: dvc repro stops at the weights download" expect "could not load the SqueezeNet 1.0 ImageNet weights" \
+  "$docker" run --rm --network none -v "$volume:/cache" "$image" dvc repro
+run "weights placed in the cache volume" "$docker" run --rm --network none -v "$volume:/cache" "$image" python3 -c '
+import os, torch, torchvision.models as m
+d = "/cache/torch/hub/checkpoints/"
+os.makedirs(d, exist_ok=True)
+torch.save(m.squeezenet1_0().state_dict(), d + "squeezenet1_0-b66bff10.pth")
+torch.save(m.resnet18().state_dict(), d + "resnet18-f37072fd.pth")'
+run "offline, a fresh container: past inspect, stops at the PACS download" expect "could not download PACS" \
+  "$docker" run --rm --network none -v "$volume:/cache" "$image" dvc repro
+"$docker" volume rm -f "$volume" >/dev/null
 echo "image size: $("$docker" image inspect -f '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}')"
 echo "docker-smoke: OK"

@@ -156,3 +156,40 @@ def test_augmented_training_draws_from_the_run_seed():
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert strip(go(b)) == strip(go(b))
     assert strip(go(b)) != strip(go(None))
+
+
+def test_parallel_stages_claim_different_gpus_and_wait_for_a_free_one(tmp_path):
+    """The claiming logic of TLSTUDY_GPUS, on the CPU: each process holds its GPU's lock until it
+    ends, even when killed; a process finding every GPU claimed waits and takes the first freed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from tlstudy.engine import claim_gpu\n"
+        "print('got', claim_gpu(['0', '1'], sys.argv[1], poll_s=0.05), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+
+    def claimed(proc):
+        lines = []
+        while not (lines and lines[-1].startswith("got")):
+            lines.append(proc.stdout.readline().strip())
+        return lines
+
+    a, b = start(), start()
+    try:
+        got_a, got_b = claimed(a)[-1], claimed(b)[-1]
+        assert {got_a, got_b} == {"got 0", "got 1"}
+        c = start()
+        assert "is claimed by another stage; waiting" in c.stdout.readline()
+        a.kill()
+        a.wait()
+        assert claimed(c)[-1] == got_a
+        c.kill()
+    finally:
+        for p in (a, b):
+            p.kill()

@@ -101,3 +101,13 @@ def test_source_images_are_taken_from_the_archive_by_their_bytes(tmp_path):
     with pytest.raises(fetch.FetchError, match=r"holds 6 of the 7 PACS source-domain images"):
         fetch.extract(archive, tmp_path / "incomplete", missing, "PACS source-domain")
     assert not (tmp_path / "incomplete").exists() and not (tmp_path / "incomplete.unpacking").exists()
+
+
+def test_a_diverged_pretraining_names_the_rate_to_lower(prepared):
+    prepared["pretrain"]["pacs_sources"].update(lr=1e30, epochs=1)
+    with pytest.raises(
+        P.ParamsError,
+        match=r"pretrain@pacs_sources: the run diverged at epoch 1; lower 'pretrain.pacs_sources.lr' \(now 1e\+30\)",
+    ):
+        pretrain.run(prepared, "pacs_sources")
+    assert not P.backbone_file("pacs_sources").exists()

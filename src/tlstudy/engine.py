@@ -10,10 +10,14 @@ function, so every epoch of every run would compute the same features again.
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,9 +25,42 @@ from tqdm import tqdm
 
 from tlstudy import augment, models
 
+GPUS_ENV = "TLSTUDY_GPUS"  # e.g. "0,1,2,3": the GPUs that parallel experiments share
+_held: dict[str, object] = {}  # the lock file of the GPU this process claimed, open until it exits
+
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when there is a GPU, else the CPU. With TLSTUDY_GPUS set, the process claims one of
+    those GPUs that no other stage holds (waiting for one to free up), so `dvc queue start -j N`
+    spreads N experiments over N GPUs."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    ids = [i.strip() for i in os.environ.get(GPUS_ENV, "").split(",") if i.strip()]
+    return torch.device(f"cuda:{claim_gpu(ids)}" if ids else "cuda")
+
+
+def claim_gpu(ids: list[str], lock_dir: Path | None = None, poll_s: float = 2.0, log=print) -> str:
+    """The first of `ids` whose lock no other process holds; the lock is held until this process
+    ends (the OS releases it even after a kill)."""
+    if "gpu" in _held:
+        return _held["gpu"]
+    lock_dir = Path(lock_dir or os.environ.get("TLSTUDY_LOCK_DIR") or tempfile.gettempdir())
+    told = False
+    while True:
+        for gpu in ids:
+            f = open(lock_dir / f"tlstudy-gpu-{gpu}.lock", "w")  # noqa: SIM115 (kept open: it is the claim)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            _held.update(gpu=gpu, file=f)
+            log(f"device: claimed GPU {gpu} of {','.join(ids)} ({GPUS_ENV})")
+            return gpu
+        if not told:
+            log(f"device: every GPU of {GPUS_ENV}={','.join(ids)} is claimed by another stage; waiting")
+            told = True
+        time.sleep(poll_s)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import shutil
 import urllib.parse
 import zipfile
@@ -26,7 +27,9 @@ from tlstudy.download import DownloadError, download, sha256_of
 CACHE = Path("work/images.pt")
 MANIFEST = Path("manifest.csv")
 SYNTHETIC_ROOT = Path("work/synthetic")
-DOWNLOADS = Path("work/downloads")  # outside data/, which data.dvc pins
+# Outside data/, which data.dvc pins; TLSTUDY_DOWNLOADS moves it to a cache that outlives the
+# checkout (the container keeps it on its /cache volume).
+DOWNLOADS = Path(os.environ.get("TLSTUDY_DOWNLOADS", "work/downloads"))
 RETRIES, BACKOFF_S = 5, 2.0
 OFFLINE_HINT = (
     "To use a copy you already have, set in params.yaml:\n"

@@ -17,6 +17,7 @@ from torchvision.models import SqueezeNet1_0_Weights, squeezenet1_0
 
 from tlstudy.atomic import save_figure, write_json
 from tlstudy.models import WeightsError, load_state_file
+from tlstudy.weights import state_dict
 
 OUT = Path("plots/inspect")
 METRICS = Path("metrics/inspect.json")
@@ -30,7 +31,7 @@ def build(weights: str, seed: int) -> torch.nn.Module:
     if weights == "random":
         return model.eval()
     if weights == "imagenet":
-        state = WEIGHTS.get_state_dict(progress=True, check_hash=True)
+        state = state_dict(WEIGHTS, "SqueezeNet 1.0 ImageNet weights (IMAGENET1K_V1)", "inspect.weights")
     else:
         state = load_state_file(weights, "inspect.weights", "SqueezeNet 1.0")
     try:

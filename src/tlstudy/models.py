@@ -14,9 +14,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-
-class WeightsError(ValueError):
-    pass
+from tlstudy.weights import WeightsError, state_dict  # noqa: F401  (WeightsError: callers catch it here)
 
 
 def load_state_file(spec: str, key: str, architecture: str) -> dict[str, torch.Tensor]:
@@ -37,7 +35,7 @@ def load_state_file(spec: str, key: str, architecture: str) -> dict[str, torch.T
 
 def _backbone_state(init: str) -> dict[str, torch.Tensor]:
     if init == "imagenet":
-        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+        return state_dict(ResNet18_Weights.IMAGENET1K_V1, "ResNet-18 ImageNet weights (IMAGENET1K_V1)", "init")
     return load_state_file(init, "init", "ResNet-18")
 
 

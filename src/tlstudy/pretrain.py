@@ -114,9 +114,8 @@ def run(params: dict, name: str) -> dict:
     x, y = cache["images"], cache["labels"]
     stats = channel_stats(x[~is_val])
     col = lambda v: v.float().view(1, 3, 1, 1).to(dev)  # noqa: E731
-    split = engine.Split(
-        x[~is_val].to(dev), y[~is_val].to(dev), x[is_val].to(dev), y[is_val].to(dev), col(stats.mean), col(stats.var.sqrt())
-    )
+    x_train, y_train, x_val, y_val = (t.to(dev) for t in (x[~is_val], y[~is_val], x[is_val], y[is_val]))
+    split = engine.Split(x_train, y_train, x_val, y_val, col(stats.mean), col(stats.var.sqrt()))
     counts = {d: {"train": 0, "val": 0} for d in spec["domains"]}
     for d, v in zip(domains, is_val.tolist()):
         counts[d]["val" if v else "train"] += 1
@@ -144,7 +143,10 @@ def run(params: dict, name: str) -> dict:
     else:
         print(f"pretrain@{name}: finished before the stage was interrupted; kept")
     if result.best_epoch == 0:
-        raise RuntimeError(f"pretrain@{name}: the run diverged at epoch {result.diverged_epoch}; lower pretrain.{name}.lr")
+        raise P.ParamsError(
+            f"pretrain@{name}: the run diverged at epoch {result.diverged_epoch}; lower 'pretrain.{name}.lr' "
+            f"(now {spec['lr']:g})"
+        )
     state = result.best_state if result.best_state is not None else store.state(r)
 
     model = models.build(len(classes), "random", params["imagenet_weights"], params["seed"])
