@@ -15,8 +15,6 @@ training at all) and `plots/pretrain/<name>.csv` (curves, as the parts write the
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 from pathlib import Path
 
@@ -25,10 +23,10 @@ import torch
 
 from tlstudy import augment, data, engine, models, resume, synthetic
 from tlstudy import params as P
-from tlstudy.atomic import torch_save, write_json, write_text
+from tlstudy.atomic import torch_save, write_json
 from tlstudy.fetch import download_pacs, extract, reference
 from tlstudy.stats import channel_stats
-from tlstudy.train import PLOT_COLUMNS, plot_rows
+from tlstudy.train import plot_rows, write_curves
 
 SYNTHETIC_ROOT = Path("work/synthetic_sources")
 SOURCES_HINT = (
@@ -178,11 +176,7 @@ def run(params: dict, name: str) -> dict:
         "sec_per_epoch": round(result.sec_per_epoch, 4),
     }
     write_json(Path("metrics/pretrain") / f"{name}.json", metrics)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PLOT_COLUMNS)
-    w.writerows(plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}"))
-    write_text(Path("plots/pretrain") / f"{name}.csv", buf.getvalue())
+    write_curves(Path("plots/pretrain") / f"{name}.csv", plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}"))
     store.clear()
     print(
         f"pretrain@{name}: epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f} "

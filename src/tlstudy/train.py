@@ -81,6 +81,15 @@ def plot_rows(result: engine.Result, name: str) -> list[list]:
     ]
 
 
+def write_curves(path: Path, rows: list[list]) -> None:
+    """The long-format curves file `dvc plots` draws: a header, then a row per (run, epoch)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PLOT_COLUMNS)
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
 def record(result: engine.Result, name: str, group: str, n_train: int) -> dict:
     r = result.run
     return {
@@ -170,9 +179,5 @@ def run(params: dict, part: str) -> None:
         )  # fmt: skip
         print(f"train@{part}: {key}: lr {r.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}")
     write_json(out / "runs.json", {"part": part, "init": init, "n_train": n_train, "runs": records})
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PLOT_COLUMNS)
-    w.writerows(rows)
-    write_text(Path("plots/train") / f"{part}.csv", buf.getvalue())
+    write_curves(Path("plots/train") / f"{part}.csv", rows)
     store.clear()
