@@ -7,7 +7,17 @@ import pytest
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
-PARTS = ["scratch", "classifier", "finetune", "fewshot_scratch", "fewshot_classifier", "fewshot_finetune", "augment"]
+PARTS = [
+    "scratch",
+    "classifier",
+    "finetune",
+    "fewshot_scratch",
+    "fewshot_classifier",
+    "fewshot_finetune",
+    "augment",
+    "augment_study",
+]
+SWEEPS = ["augment", "augment_study"]  # the parts over augmentation variants
 SHARED_PACS = PROJECT.parent / "shared" / "data" / "pacs_cartoon"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS, PROJECT
+from conftest import PARTS, PROJECT, SWEEPS
 
 from tlstudy import profile
 
@@ -22,7 +22,7 @@ OVERLAY = {
     "inspect": {"weights": "random"},
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 10},
     "fewshot": {"per_class": 4},
-    "parts": {"augment": {"augment": ["none", "hflip"]}},
+    "parts": {"augment": {"augment": ["none", "hflip"]}, "augment_study": {"augment": ["none", "bright005"]}},
     "pretrain": {"pacs_sources": {"source": "synthetic", "epochs": 2, "batch_size": 16, "lr": 0.01}},
 }
 TRANSFER = ["finetune_pacs", "fewshot_finetune_pacs"]
@@ -49,15 +49,18 @@ def workspace(tmp_path_factory):
 
 def test_repro_computes_every_part_and_leaves_a_clean_pipeline(workspace):
     m = metrics(workspace)
-    for part in PARTS[:-1] + TRANSFER:
+    for part in [p for p in PARTS if p not in SWEEPS] + TRANSFER:
         assert set(m[part]) == {"sgd", "adam"}
-        assert all(v["lr"] in (0.03, 0.003) and 0 <= v["test_acc"] <= 1 for v in m[part].values())
-    assert set(m["augment"]) == {"none", "hflip"}
+        assert all(
+            v["lr"] in (0.03, 0.003) and v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"] for v in m[part].values()
+        )
+    assert set(m["augment"]) == {"none", "hflip"} and set(m["augment_study"]) == {"none", "bright005"}
     assert "Data and pipelines are up to date" in dvc(workspace, "status")
     assert (workspace / "manifest.csv").exists() and (workspace / "metrics/stats.json").exists()
     assert len(json.loads((workspace / "metrics/inspect.json").read_text())["top5"]) == 5
     report = (workspace / "report/README.md").read_text()
     assert "> **Demo.**" in report and "Leave-one-domain-out" in report
+    assert "## Table VIII under both augmentation placements (`augment` and `augment_study`)" in report
     pre = json.loads((workspace / "metrics/pretrain/pacs_sources.json").read_text())
     assert set(pre["val_acc_per_domain"]) == {"art_painting", "photo", "sketch"} and 0 <= pre["cartoon_test_acc"] <= 1
     assert (workspace / "backbones/pacs_sources.pt").exists()
@@ -98,3 +101,19 @@ def test_changing_pretraining_reruns_only_the_parts_that_start_from_it(workspace
     assert "Running stage 'transfer@finetune_pacs'" in out and "Running stage 'evaluate_transfer@finetune_pacs'" in out
     assert "Running stage 'train@scratch'" not in out and "Running stage 'train@finetune'" not in out
     assert "Stage 'train@scratch' didn't change, skipping" in out
+
+
+def test_exp_run_with_five_seeds_gives_intervals_over_seeds_and_a_paired_test(workspace):
+    out = dvc(workspace, "exp", "run", "-S", "seeds=[0,1,2,3,4]")
+    assert "Running stage 'train@scratch'" in out and "Running stage 'transfer@finetune_pacs'" in out
+    for stage in ("fetch", "stats", "pretrain@pacs_sources"):
+        assert f"Stage '{stage}' didn't change, skipping" in out
+    m = metrics(workspace)
+    for part in m.values():
+        for v in part.values():
+            assert sorted(v["seeds"]) == ["0", "1", "2", "3", "4"] and v["interval"] == "t over 5 seeds"
+            assert v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"]
+    report = (workspace / "report/README.md").read_text()
+    assert report.count("paired t-test, 5 seeds") == len(PARTS) - len(SWEEPS) + len(TRANSFER)
+    changed = json.loads(dvc(workspace, "metrics", "diff", "--json"))
+    assert "sgd.seeds.4.test_acc" in changed["metrics/scratch.json"]

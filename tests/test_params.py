@@ -11,7 +11,9 @@ def test_study_params_are_valid_and_declare_the_study(study_params):
     P.validate(study_params)
     assert study_params["lr"] == [0.03, 0.01, 0.003, 0.001, 0.0001]
     assert study_params["optimizer"] == ["sgd", "adam"] and study_params["epochs"] == 50
-    assert list(study_params["parts"]) == PARTS
+    assert list(study_params["parts"]) == PARTS and study_params["seeds"] == [0]
+    assert P.part_placement(study_params, "augment") == "pixels"
+    assert P.part_placement(study_params, "augment_study") == "study"
     optimizers, lrs, variants = P.part_grid(study_params, "augment")
     assert optimizers == ["sgd"] and len(lrs) == 5 and len(variants) == 28 and variants[0] == "none"
 
@@ -32,7 +34,7 @@ def test_offline_profile_starts_every_imagenet_part_from_the_pacs_sources_backbo
     assert asked and all(p in params["transfer"] and p not in params["parts"] for p in asked)
     assert all(params["transfer"][p]["init"] == "pacs_sources" for p in asked)
     for p in asked:  # the same part otherwise
-        assert {k: v for k, v in params["transfer"][p].items() if k not in ("init", "epochs", "lr")} == {
+        assert {k: v for k, v in params["transfer"][p].items() if k not in ("init", "epochs", "lr", "seeds")} == {
             k: v for k, v in study_params["parts"][p].items() if k != "init"
         }
     assert not [p for p in P.all_parts(params) if P.part_spec(params, p)["init"] == "imagenet"]
@@ -50,6 +52,11 @@ def test_scalar_lr_and_optimizer_as_dvc_exp_run_writes_them(study_params):
     P.validate(p)
     assert P.part_grid(p, "scratch") == (["adam"], [0.01], ["none"])
     assert P.part_grid(p, "augment")[0] == ["sgd"]  # the part's own optimizer wins
+    p["seeds"] = 3  # -S seeds=3
+    P.validate(p)
+    assert P.part_seeds(p, "scratch") == [3]
+    p["parts"]["fewshot_scratch"]["seeds"] = [0, 1, 2, 3, 4]  # a part's own seeds win
+    assert P.part_seeds(p, "fewshot_scratch") == [0, 1, 2, 3, 4] and P.part_seeds(p, "finetune") == [3]
 
 
 @pytest.mark.parametrize(
@@ -106,6 +113,15 @@ def test_scalar_lr_and_optimizer_as_dvc_exp_run_writes_them(study_params):
         (lambda p: p["pretrain"]["pacs_sources"].pop("domains"), r"'pretrain.pacs_sources' lacks domains"),
         (lambda p: p["transfer"].update(scratch=p["parts"]["scratch"]), r"part 'scratch' is under both"),
         (lambda p: p["parts"]["scratch"].update(epochs=0), r"'parts.scratch.epochs' must be >= 1"),
+        (lambda p: p.update(seeds=[]), r"'seeds' is empty; give at least one seed"),
+        (lambda p: p.update(seeds=[0, 1, 0]), r"'seeds' repeats a seed"),
+        (lambda p: p.update(seeds=[0, -1]), r"'seeds' must be >= 0, got -1"),
+        (lambda p: p.update(seeds=[0.5]), r"'seeds' must be an integer, got 0.5"),
+        (lambda p: p["parts"]["fewshot_scratch"].update(seeds=[1, 1]), r"'parts.fewshot_scratch.seeds' repeats"),
+        (
+            lambda p: p["parts"]["augment"].update(placement="normalised"),
+            r"'parts.augment.placement' is 'normalised'; accepted: pixels, study",
+        ),
     ],
 )
 def test_bad_params_are_rejected_with_the_key_path(study_params, edit, message):

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tlstudy import report
+from tlstudy import report, uncertainty
+from tlstudy.evaluate import aggregate, with_wilson
 from tlstudy.train import PLOT_COLUMNS
 
 CLASSES = ["dog", "elephant", "giraffe"]
@@ -28,9 +29,11 @@ def write_csv(path, header, rows):
         w.writerows(rows)
 
 
-def metric(lr, epoch, val, test, diverged=0, runs=2):
-    return {"lr": lr, "epoch": epoch, "val_acc": val, "test_acc": test, "sec_per_epoch": 1.5,
-            "ms_per_example": 2.25, "runs": runs, "diverged": diverged}  # fmt: skip
+def metric(lr, epoch, val, test, diverged=0, runs=2, n_val=20, n_test=8):
+    """One seed's metrics as evaluate writes them: Wilson intervals from 20 val / 8 test images."""
+    return {"lr": lr, "epoch": epoch, **with_wilson("val_acc", val, n_val), **with_wilson("test_acc", test, n_test),
+            "interval": "wilson", "sec_per_epoch": 1.5, "ms_per_example": 2.25, "runs": runs, "diverged": diverged,
+            "n_val": n_val, "n_test": n_test}  # fmt: skip
 
 
 def run_record(name, opt, lr, variant="none", diverged=None, best=0.5):
@@ -40,7 +43,7 @@ def run_record(name, opt, lr, variant="none", diverged=None, best=0.5):
 
 
 def curve_rows(name, opt, lr, epochs, variant="none"):
-    return [[name, opt, lr, variant, e, 2.0 / e, 0.3 * e, 2.1 / e, 0.25 * e, 0.5] for e in range(1, epochs + 1)]
+    return [[name, 0, opt, lr, variant, e, 2.0 / e, 0.3 * e, 2.1 / e, 0.25 * e, 0.5] for e in range(1, epochs + 1)]
 
 
 @pytest.fixture
@@ -109,17 +112,22 @@ def test_report_tables_put_the_studys_numbers_beside_ours(outputs):
     row = lambda opt, part: next(  # noqa: E731
         line for line in md.split(f"(`{part}`)")[1].splitlines() if line.startswith(f"| {opt} |")
     )
+    # 11 of 20 validation images, 4 of 8 test images: Wilson 95 % [34.2, 74.2] and [21.5, 78.5].
     assert row("sgd", "scratch") == (
-        "| sgd | 0.01 | 2 | 55.00 % | 50.00 % | 60.60 % | 0.03 | 18 | 77.43 % | 1.500 | 2.250 | 2 (1) |"
+        "| sgd | 0.01 | 2 | 55.00 % [34.2, 74.2] | 50.00 % [21.5, 78.5] | 1 | 60.60 % | 0.03 | 18 | 77.43 % "
+        "| 1.500 | 2.250 | 2 (1) |"
     )
-    assert row("adam", "scratch").startswith("| adam | 0.001 | 3 | 65.00 % | 62.50 % | 64.41 % |")
-    assert row("adam", "classifier") == "| adam | not run | — | — | — | 81.78 % | 0.0001 | 38 | 88.36 % | — | — | — |"
-    assert row("adam", "finetune").startswith("| adam | all 1 runs diverged | — | — | — | 93.22 % |")
+    assert row("adam", "scratch").startswith("| adam | 0.001 | 3 | 65.00 % [43.3, 81.9] | 62.50 % [30.6, 86.3] | 1 |")
+    assert row("adam", "classifier") == (
+        "| adam | not run | — | — | — | — | 81.78 % | 0.0001 | 38 | 88.36 % | — | — | — |"
+    )
+    assert row("adam", "finetune").startswith("| adam | all 1 runs diverged | — | — | — | — | 93.22 % |")
     assert "| R | 0.8100 | 0.2700 | 0.8116 | 0.2730 | 0.485 | 0.229 |" in md
     assert "| 1 | Samoyed | 0.5000 | Samoyed | 0.9504 |" in md and "Random weights" in md
     summary = md.split("## Summary")[1]
-    ours = "| `scratch` | random | 50.00 % (lr 0.01, epoch 2) | 62.50 % (lr 0.001, epoch 3) |"
-    assert f"{ours} 60.60 % (lr 0.03, epoch 18) |" in summary
+    ours = "| `scratch` | random | 50.00 % [21.5, 78.5] (lr 0.01, epoch 2) | 62.50 % [30.6, 86.3] (lr 0.001, epoch 3) |"
+    # One seed: McNemar on the test predictions; SGD gets the dog images wrong, Adam too (same CSV rows).
+    assert f"{ours} -12.5 pp, p = 1 (McNemar, 0 vs 0 images) | 60.60 % (lr 0.03, epoch 18) |" in summary
     assert Path("report/summary.md").read_text() in md
 
 
@@ -128,7 +136,10 @@ def test_table_viii_is_sorted_by_test_accuracy_with_the_best_in_bold(outputs):
     md = Path("report/README.md").read_text()
     table = md.split("## Table VIII")[1].split("\n\n")[1].splitlines()[2:]
     assert [line.split(" | ")[0].strip("| *") for line in table] == ["hflip", "none", "blur3"]
-    assert table[0] == "| **hflip** | **0.01** | **3** | **60.00 %** | **75.00 %** | 0.03 | 12 | 97.87 % | 82.78 % |"
+    assert table[0] == (
+        "| **hflip** | **0.01** | **3** | **60.00 % [38.7, 78.1]** | **75.00 % [40.9, 92.9]** | 0.03 | 12 | 97.87 % "
+        "| 82.78 % |"
+    )
 
 
 def test_diverged_runs_are_listed_and_every_figure_is_a_real_png(outputs):
@@ -145,3 +156,88 @@ def test_diverged_runs_are_listed_and_every_figure_is_a_real_png(outputs):
         assert path.stat().st_size > 5_000, rel
     assert sorted(p.name for p in Path("report/figures").iterdir()) == sorted(Path(f).name for f in figures)
     assert "| study (full fine-tuning, 227 px) | 5.57 | 3 | 7.49 | — |" in md
+
+
+def seeded(picks: dict[int, tuple[float, int, float, float]]) -> dict:
+    """A group over seeds as evaluate writes it, from (lr, epoch, val, test) per seed."""
+    per_seed = {str(s): metric(lr, ep, val, test) for s, (lr, ep, val, test) in picks.items()}
+    for m in per_seed.values():
+        for key in ("interval", "runs", "diverged", "n_val", "n_test"):
+            m.pop(key)
+    return {**aggregate(per_seed), "runs": 2 * len(picks), "diverged": 0, "n_val": 20, "n_test": 8}
+
+
+@pytest.fixture
+def seeds_and_placements(in_tmp, params):
+    params["parts"] = {k: params["parts"][k] for k in ("fewshot_scratch", "augment", "augment_study")}
+    variants = ["none", "bright005", "hue005", "hflip", "blur3"]
+    for part in ("augment", "augment_study"):
+        params["parts"][part]["augment"] = variants
+    sgd = {0: (0.01, 4, 0.55, 0.5), 1: (0.01, 6, 0.6, 0.625), 2: (0.001, 5, 0.5, 0.5)}
+    adam = {0: (0.001, 3, 0.65, 0.75), 1: (0.001, 3, 0.7, 0.875), 2: (0.001, 2, 0.6, 0.75)}
+    write_json(in_tmp / "metrics/fewshot_scratch.json", {"sgd": seeded(sgd), "adam": seeded(adam)})
+    records, rows = [], []
+    for opt, picks in (("sgd", sgd), ("adam", adam)):
+        for seed in picks:
+            name = f"{opt} lr=0.01 seed={seed}"
+            records.append({**run_record(name, opt, 0.01), "seed": seed})
+            rows += [[r[0], seed, *r[2:5], r[5], r[6] + 0.1 * seed, *r[7:]] for r in curve_rows(name, opt, "0.01", 3)]
+    write_json(in_tmp / "models/fewshot_scratch/runs.json", {"runs": records})
+    write_csv(in_tmp / "plots/train/fewshot_scratch.csv", PLOT_COLUMNS, rows)
+    # Ours: every variant near 0.6 on validation and test. The study's placement: colour jitter
+    # validates at 0.8 and tests at 0.125; flips and blur as under ours.
+    ours = {v: metric(0.01, 3, 0.6, 0.625, runs=1) for v in variants}
+    placed = {v: metric(0.01, 3, 0.8, 0.125, runs=1) if v in ("bright005", "hue005") else ours[v] for v in variants}
+    for part, table in (("augment", ours), ("augment_study", placed)):
+        write_json(in_tmp / f"metrics/{part}.json", table)
+        write_json(in_tmp / f"models/{part}/runs.json",
+                   {"runs": [run_record(f"{v} sgd lr=0.01", "sgd", 0.01, v) for v in variants]})  # fmt: skip
+        write_csv(in_tmp / f"plots/train/{part}.csv", PLOT_COLUMNS,
+                  sum((curve_rows(f"{v} sgd lr=0.01", "sgd", "0.01", 3, v) for v in variants), []))  # fmt: skip
+    return params
+
+
+def test_seeds_give_means_with_t_intervals_and_a_paired_test(seeds_and_placements):
+    report.run(seeds_and_placements)
+    md = Path("report/README.md").read_text()
+    mean, lo, hi = uncertainty.mean_ci([0.5, 0.625, 0.5])
+    expected = f"{100 * mean:.2f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
+    table = md.split("(`fewshot_scratch`)")[1]
+    sgd_row = next(line for line in table.splitlines() if line.startswith("| sgd |"))
+    assert sgd_row.startswith("| sgd | 0.01 ×2, 0.001 ×1 | 4–6 | ") and f"| {expected} | 3 |" in sgd_row
+    t = uncertainty.paired_t([0.5, 0.625, 0.5], [0.75, 0.875, 0.75])
+    assert t["diff"] == pytest.approx(-0.25) and t["p"] == 0.0  # the same difference on every seed
+    tested = md.split("## SGD vs Adam: tested")[1]
+    assert "| `fewshot_scratch` |" in tested and "paired t-test, 3 seeds" in tested and "| **0** |" in tested
+    assert "p < 0.05 in 1 of 1 parts (`fewshot_scratch`)" in tested
+    assert f"{expected} (mean of 3 seeds)" in md.split("## Summary")[1]
+    assert Path("report/figures/curves_fewshot_scratch.png").stat().st_size > 10_000
+
+
+def test_the_two_placements_stand_side_by_side_with_a_verdict(seeds_and_placements):
+    report.run(seeds_and_placements)
+    md = Path("report/README.md").read_text()
+    section = md.split("## Table VIII under both augmentation placements (`augment` and `augment_study`)")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| `bright005` |"))
+    assert row == (
+        "| `bright005` | colour jitter | 80.85 % | 21.96 % | 60.00 % [38.7, 78.1] | 62.50 % [30.6, 86.3] "
+        "| 80.00 % [58.4, 91.9] | 12.50 % [2.2, 47.1] |"
+    )
+    # Colour jitter loses 50 points against flips and blur under the study's placement only, and
+    # validation does not see it: both criteria hold.
+    assert "**The hypothesis is confirmed by these data.**" in section
+    assert "the hypothesis for the study's collapse is **confirmed**" in md.split("## Summary")[1]
+
+
+@pytest.mark.parametrize(
+    "placed_colour, verdict",
+    [((0.8, 0.125), "confirmed"), ((0.15, 0.125), "partly confirmed"), ((0.6, 0.625), "not confirmed")],
+)
+def test_the_hypothesis_verdict_follows_its_stated_rule(placed_colour, verdict):
+    base = {"n": 2, "study_val": None, "study_test": None}
+    means = {
+        "colour jitter": {**base, "ours_val": 0.6, "ours_test": 0.625, "placed_val": placed_colour[0],
+                          "placed_test": placed_colour[1]},
+        "geometric and blur": {**base, "ours_val": 0.6, "ours_test": 0.625, "placed_val": 0.6, "placed_test": 0.625},
+    }  # fmt: skip
+    assert report.hypothesis(means)["verdict"] == verdict

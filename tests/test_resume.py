@@ -39,8 +39,9 @@ def without_timing(folder):
             r.pop(k, None)
     with open(folder / "plots/train/scratch.csv") as f:
         curves = [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+    root = folder / "models/scratch"
     models = {
-        p.name: torch.load(p, weights_only=True)["state"] for p in sorted((folder / "models/scratch").glob("*.pt"))
+        p.relative_to(root).as_posix(): torch.load(p, weights_only=True)["state"] for p in sorted(root.rglob("*.pt"))
     }
     return runs, curves, models
 
@@ -57,12 +58,12 @@ def test_killed_mid_grid_then_rerun_equals_an_uninterrupted_run(tmp_path, params
     proc = train(tmp_path / "killed")
     runs_dir = tmp_path / "killed/work/runs/scratch"
     deadline = time.monotonic() + 300
-    while len(list(runs_dir.glob("*.json"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while len(list(runs_dir.rglob("*.json"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the stage finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = len(list(runs_dir.glob("*.json")))
+    finished = len(list(runs_dir.rglob("*.json")))
     assert 2 <= finished < 6
     assert not (tmp_path / "killed/models/scratch/runs.json").exists()
 
@@ -74,7 +75,7 @@ def test_killed_mid_grid_then_rerun_equals_an_uninterrupted_run(tmp_path, params
 
     straight, killed = without_timing(tmp_path / "straight"), without_timing(tmp_path / "killed")
     assert killed[0] == straight[0] and killed[1] == straight[1]
-    assert killed[2].keys() == straight[2].keys() == {"sgd.pt", "adam.pt"}
+    assert killed[2].keys() == straight[2].keys() == {"seed0/sgd.pt", "seed0/adam.pt"}
     for name, state in straight[2].items():
         assert all(torch.equal(state[k], killed[2][name][k]) for k in state)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlstudy import evaluate, fetch, stats, train
+from tlstudy import evaluate, fetch, stats, train, uncertainty
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
         ("adam", 0.01),
     ]
     assert runs[0]["diverged_epoch"] is not None and runs[1]["diverged_epoch"] is None
-    saved = torch.load("models/scratch/sgd.pt", weights_only=True)
+    saved = torch.load("models/scratch/seed0/sgd.pt", weights_only=True)
     best = max((r for r in runs if r["group"] == "sgd"), key=lambda r: r["best_val_acc"])
     assert saved["lr"] == best["lr"] and saved["epoch"] == best["best_epoch"]
 
@@ -43,35 +43,66 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
     for opt in ("sgd", "adam"):
         m = metrics[opt]
         assert set(m) == {
-            "lr",
-            "epoch",
-            "val_acc",
-            "test_acc",
-            "sec_per_epoch",
-            "ms_per_example",
-            "runs",
-            "diverged",
-        }
+            "lr", "epoch", "val_acc", "val_acc_lo", "val_acc_hi", "test_acc", "test_acc_lo", "test_acc_hi",
+            "interval", "sec_per_epoch", "ms_per_example", "runs", "diverged", "n_val", "n_test",
+        }  # fmt: skip
         assert 0 <= m["test_acc"] <= 1 and m["runs"] == 2 and m["diverged"] >= 1
+        # One seed: Wilson's interval from the counts, around the accuracy.
+        lo, hi = uncertainty.wilson(round(m["test_acc"] * m["n_test"]), m["n_test"])
+        assert (m["test_acc_lo"], m["test_acc_hi"]) == (round(lo, 6), round(hi, 6)) and m["interval"] == "wilson"
+        assert m["test_acc_lo"] <= m["test_acc"] <= m["test_acc_hi"] and m["test_acc_lo"] < m["test_acc_hi"]
     preds = list(csv.DictReader(open("plots/predictions/scratch/sgd.csv")))
     n_test = len([r for r in csv.DictReader(open("manifest.csv")) if r["full"] == "test"])
     assert len(preds) == n_test
     assert all(r["predicted"] == r["top1"] and float(r["p1"]) >= float(r["p2"]) >= float(r["p3"]) for r in preds)
     correct = sum(r["predicted"] == r["label"] for r in preds) / len(preds)
     assert correct == pytest.approx(metrics["sgd"]["test_acc"], abs=1e-6)
+    assert metrics["sgd"]["n_test"] == n_test
+
+
+def test_seeds_run_the_grid_once_each_and_give_a_mean_with_an_interval_over_seeds(prepared):
+    params = prepared
+    params["optimizer"], params["seeds"] = ["sgd", "adam"], [0, 1, 2]
+    train.run(params, "fewshot_scratch")
+    runs = json.loads(open("models/fewshot_scratch/runs.json").read())
+    assert runs["seeds"] == [0, 1, 2] and [r["seed"] for r in runs["runs"]] == [0, 0, 1, 1, 2, 2]
+    assert {
+        p.relative_to("models/fewshot_scratch").as_posix() for p in Path("models/fewshot_scratch").rglob("*.pt")
+    } == {f"seed{s}/{o}.pt" for s in (0, 1, 2) for o in ("sgd", "adam")}
+    # The seed changes the initialisation (and order, draws): the seeds' curves differ.
+    rows = list(csv.DictReader(open("plots/train/fewshot_scratch.csv")))
+    assert {r["run"] for r in rows} == {f"{o} lr=0.01 seed={s}" for o in ("sgd", "adam") for s in (0, 1, 2)}
+    losses = {r["seed"]: r["train_loss"] for r in rows if r["optimizer"] == "sgd" and r["epoch"] == "1"}
+    assert len(set(losses.values())) == 3
+    assert not Path("work/runs/fewshot_scratch").exists()
+
+    metrics = evaluate.run(params, "fewshot_scratch")
+    for opt in ("sgd", "adam"):
+        m = metrics[opt]
+        tests = [m["seeds"][s]["test_acc"] for s in ("0", "1", "2")]
+        mean, lo, hi = uncertainty.mean_ci(tests)
+        assert m["test_acc"] == pytest.approx(mean, abs=1e-6) and m["interval"] == "t over 3 seeds"
+        assert (m["test_acc_lo"], m["test_acc_hi"]) == (pytest.approx(lo, abs=1e-6), pytest.approx(hi, abs=1e-6))
+        assert "lr" not in m and all("lr" in v and "test_acc_lo" in v for v in m["seeds"].values())
+    # Seed 0 of three is the run a single seed 0 gives: adding seeds changes nothing already computed.
+    single = dict(params, seeds=[0])
+    train.run(single, "fewshot_scratch")
+    alone = evaluate.run(single, "fewshot_scratch")
+    for opt in ("sgd", "adam"):
+        assert alone[opt]["test_acc"] == metrics[opt]["seeds"]["0"]["test_acc"]
 
 
 def test_evaluate_does_not_retrain_and_reproduces_the_metrics(prepared):
     train.run(prepared, "finetune")
-    before = open("models/finetune/sgd.pt", "rb").read()
+    before = open("models/finetune/seed0/sgd.pt", "rb").read()
     first = evaluate.run(prepared, "finetune")
     assert evaluate.run(prepared, "finetune") == first
-    assert open("models/finetune/sgd.pt", "rb").read() == before
+    assert open("models/finetune/seed0/sgd.pt", "rb").read() == before
 
 
 def test_head_only_part_stores_only_the_head_and_evaluates_on_a_rebuilt_backbone(prepared):
     train.run(prepared, "fewshot_classifier")
-    saved = torch.load("models/fewshot_classifier/sgd.pt", weights_only=True)
+    saved = torch.load("models/fewshot_classifier/seed0/sgd.pt", weights_only=True)
     assert set(saved["state"]) == {"weight", "bias"}
     runs = json.loads(open("models/fewshot_classifier/runs.json").read())
     assert runs["init"].startswith("random (stand-in for imagenet")
@@ -86,6 +117,40 @@ def test_augment_part_selects_one_model_per_variant(prepared):
     assert set(metrics) == {"none", "hflip_rot10"}
     rows = list(csv.DictReader(open("plots/train/augment.csv")))
     assert {r["variant"] for r in rows} == {"none", "hflip_rot10"} and {r["optimizer"] for r in rows} == {"sgd"}
+
+
+def test_the_studys_placement_augments_after_normalising_and_validates_augmented_images(prepared):
+    from tlstudy import augment, data, engine, placement
+
+    params = prepared
+    ds = data.load(Path("work/images.pt"), Path("manifest.csv"))
+    split = train.load_split(ds, "fewshot", torch.device("cpu"))
+    # Brightness near 1 on normalised floats: torchvision clamps them to [0, 1], so every value
+    # below the mean is wiped to 0 — the model sees what the study's model saw.
+    t, val_split = train.transform_for(params, "bright001", "study", split, seed=0)
+    assert isinstance(t, placement.StudyPlacement)
+    seen = engine.normalise(val_split.x_val, split.mean, split.std)
+    plain = engine.normalise(split.x_val, split.mean, split.std)
+    assert seen.min() >= -1e-5 and seen.max() <= 1 + 1e-5
+    below, inside = plain < -0.05, (plain > 0.05) & (plain < 0.95)
+    assert below.float().mean() > 0.05 and inside.any()
+    assert seen[below].abs().max() < 1e-5  # wiped
+    assert ((seen[inside] / plain[inside]) - 1).abs().max() < 0.0101  # brightness factor in [0.99, 1.01]
+    assert not torch.equal(val_split.x_val, split.x_val.float()) and torch.equal(val_split.x_train, split.x_train)
+    # Flips keep the value range: normalised images come back as they were, flipped or not.
+    t, val_split = train.transform_for(params, "hflip", "study", split, seed=0)
+    seen = engine.normalise(val_split.x_val, split.mean, split.std)
+    for img, ref in zip(seen, plain):
+        assert torch.allclose(img, ref, atol=1e-4) or torch.allclose(img, ref.flip(-1), atol=1e-4)
+    # Ours: the uint8 pixels are augmented and validation stays clean.
+    t, val_split = train.transform_for(params, "bright001", "pixels", split, seed=0)
+    assert isinstance(t, augment.Batched) and val_split is split
+
+    params["parts"]["augment_study"]["augment"] = ["none", "bright005"]
+    train.run(params, "augment_study")
+    assert json.loads(open("models/augment_study/runs.json").read())["placement"] == "study"
+    metrics = evaluate.run(params, "augment_study")
+    assert set(metrics) == {"none", "bright005"}
 
 
 def test_stats_match_the_training_images(prepared):

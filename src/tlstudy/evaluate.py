@@ -1,8 +1,11 @@
 """Stage `evaluate@<part>`: the part's selected models on the test set.
 
-Writes `metrics/<part>.json` (per optimizer, or per variant: lr, epoch, val_acc, test_acc,
-sec_per_epoch, ms_per_example, runs, diverged) and `plots/predictions/<part>/<group>.csv`
-(path, label, predicted, top-3 with probabilities) for the confusion matrix and the
+Writes `metrics/<part>.json`, per optimizer (or per variant): val_acc and test_acc with their
+95 % intervals (`_lo`, `_hi`), sec_per_epoch, ms_per_example, runs, diverged, n_val, n_test.
+With one seed: the selected lr and epoch, and Wilson intervals from the counts. With several:
+the mean over seeds with Student's t interval over seeds (`interval` says which), and each
+seed's own selection under `seeds`. `plots/predictions/<part>/<group>.csv` (path, label,
+predicted, top-3 with probabilities; the first seed's model) feeds the confusion matrix and the
 misclassified-examples figure. It only loads weights: re-running it never retrains.
 """
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from tlstudy import data, engine, models
+from tlstudy import data, engine, models, uncertainty
 from tlstudy import params as P
 from tlstudy.atomic import write_json, write_text
 from tlstudy.stats import load_stats
@@ -39,17 +42,48 @@ def predictions_csv(paths, labels, probs, classes) -> str:
     return buf.getvalue()
 
 
+def with_wilson(name: str, acc: float, n: int) -> dict:
+    """`name`, `name_lo`, `name_hi`: an accuracy on n images and its 95 % Wilson interval."""
+    lo, hi = uncertainty.wilson(round(acc * n), n)
+    return {name: round(acc, 6), f"{name}_lo": round(lo, 6), f"{name}_hi": round(hi, 6)}
+
+
+def over_seeds(name: str, values: list[float]) -> dict:
+    mean, lo, hi = uncertainty.mean_ci(values)
+    return {name: round(mean, 6), f"{name}_lo": round(lo, 6), f"{name}_hi": round(hi, 6)}
+
+
+def aggregate(per_seed: dict[str, dict]) -> dict:
+    """A group's figures over its seeds: one seed as it is (Wilson intervals), several as the
+    mean with Student's t interval over seeds, each seed kept under `seeds`."""
+    if len(per_seed) == 1:
+        (only,) = per_seed.values()
+        return {**only, "interval": "wilson"}
+    picks = list(per_seed.values())
+    out = {
+        **over_seeds("val_acc", [m["val_acc"] for m in picks]),
+        **over_seeds("test_acc", [m["test_acc"] for m in picks]),
+        "interval": f"t over {len(picks)} seeds",
+        "sec_per_epoch": round(sum(m["sec_per_epoch"] for m in picks) / len(picks), 4),
+        "ms_per_example": round(sum(m["ms_per_example"] for m in picks) / len(picks), 4),
+        "seeds": per_seed,
+    }
+    return out
+
+
 def run(params: dict, part: str) -> dict:
     folder = Path("models") / part
     runs_file = folder / "runs.json"
     if not runs_file.exists():
         raise FileNotFoundError(f"{runs_file}: missing; run the train@{part} stage first")
-    runs = json.loads(runs_file.read_text())["runs"]
+    saved_runs = json.loads(runs_file.read_text())
+    runs, seeds = saved_runs["runs"], saved_runs["seeds"]
     dev = engine.device()
     speed = engine.speed_for(dev, params["precision"])
     dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
     subset = P.part_spec(params, part)["subset"]
     x_test, y_test = dataset.part(subset, "test")
+    n_val, n_test = len(dataset.roles[subset]["val"]), len(y_test)
     test_paths = [dataset.paths[i] for i in dataset.roles[subset]["test"].tolist()]
     mean, std = (torch.tensor(v, device=dev).view(1, 3, 1, 1) for v in load_stats())
     x_test, y_test = x_test.to(dev), y_test.to(dev)
@@ -62,8 +96,12 @@ def run(params: dict, part: str) -> dict:
     for group in dict.fromkeys(r["group"] for r in runs):
         members = [r for r in runs if r["group"] == group]
         entry = {"runs": len(members), "diverged": sum(r["diverged_epoch"] is not None for r in members)}
-        path = folder / f"{group}.pt"
-        if path.exists():
+        per_seed: dict[str, dict] = {}
+        for seed in seeds:
+            path = folder / f"seed{seed}" / f"{group}.pt"
+            if not path.exists():
+                print(f"evaluate@{part}: seed {seed}: {group}: every run diverged; no model to test")
+                continue
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if saved["classes"] != dataset.classes:
                 raise data.DataError(
@@ -80,27 +118,30 @@ def run(params: dict, part: str) -> dict:
             chosen = next(
                 r
                 for r in members
-                if r["lr"] == saved["lr"] and r["variant"] == saved["variant"] and r["optimizer"] == saved["optimizer"]
+                if r["seed"] == seed
+                and r["lr"] == saved["lr"]
+                and r["variant"] == saved["variant"]
+                and r["optimizer"] == saved["optimizer"]
             )
-            entry = {
+            per_seed[str(seed)] = {
                 "lr": saved["lr"],
                 "epoch": saved["epoch"],
-                "val_acc": round(saved["val_acc"], 6),
-                "test_acc": round(test_acc, 6),
+                **with_wilson("val_acc", saved["val_acc"], n_val),
+                **with_wilson("test_acc", test_acc, n_test),
                 "sec_per_epoch": round(chosen["sec_per_epoch"], 4),
                 "ms_per_example": round(chosen["ms_per_example"], 4),
-                **entry,
             }
-            write_text(
-                pred_dir / f"{group}.csv",
-                predictions_csv(test_paths, y_test.cpu(), probs.cpu(), dataset.classes),
-            )
+            if seed == seeds[0]:
+                write_text(
+                    pred_dir / f"{group}.csv",
+                    predictions_csv(test_paths, y_test.cpu(), probs.cpu(), dataset.classes),
+                )
             print(
-                f"evaluate@{part}: {group}: lr {saved['lr']:g} epoch {saved['epoch']} "
+                f"evaluate@{part}: seed {seed}: {group}: lr {saved['lr']:g} epoch {saved['epoch']} "
                 f"val_acc {saved['val_acc']:.4f} test_acc {test_acc:.4f}"
             )
-        else:
-            print(f"evaluate@{part}: {group}: every run diverged; no model to test")
-        metrics[group] = entry
+        if per_seed:
+            entry = {**aggregate(per_seed), **entry}
+        metrics[group] = {**entry, "n_val": n_val, "n_test": n_test}
     write_json(Path("metrics") / f"{part}.json", metrics)
     return metrics

@@ -22,6 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # engine.speed_for reads it
 
 TOP_KEYS = {
     "seed",
+    "seeds",
     "lr",
     "optimizer",
     "epochs",
@@ -49,7 +50,11 @@ DATA_KEYS = {
     "on_bad_image",
     "synthetic_per_class",
 }
-PART_KEYS = {"subset", "init", "trainable", "optimizer", "lr", "augment", "epochs"}
+PART_KEYS = {"subset", "init", "trainable", "optimizer", "lr", "augment", "epochs", "seeds", "placement"}
+# Where a part's augmentation acts: `pixels` (ours: on the uint8 images before normalisation,
+# validation images clean) or `study` (the study's: after Normalize, on float tensors with
+# torchvision's float semantics, validation images augmented like the training images).
+PLACEMENTS = ("pixels", "study")
 PRETRAIN_KEYS = {
     "source",
     "path",
@@ -129,6 +134,15 @@ def part_epochs(params: dict, part: str) -> int:
     return part_spec(params, part).get("epochs", params["epochs"])
 
 
+def part_seeds(params: dict, part: str) -> list[int]:
+    """The training seeds of a part: its own `seeds`, else the top-level list."""
+    return as_list(part_spec(params, part).get("seeds", params["seeds"]))
+
+
+def part_placement(params: dict, part: str) -> str:
+    return part_spec(params, part).get("placement", "pixels")
+
+
 def part_grid(params: dict, part: str) -> tuple[list[str], list[float], list[str]]:
     """The (optimizers, learning rates, augmentation variants) one part trains over."""
     spec = part_spec(params, part)
@@ -187,6 +201,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
         raise ParamsError(f"{source}: missing section(s): {', '.join(missing)}")
     _unknown(params, TOP_KEYS, "")
     _number(params["seed"], "seed", integer=True, minimum=0)
+    _seeds(params["seeds"], "seeds")
     _lr_list(params["lr"], "lr")
     _optimizer_list(params["optimizer"], "optimizer")
     _number(params["epochs"], "epochs", integer=True, minimum=1)
@@ -267,6 +282,16 @@ def validate(params: dict, source: str = "params.yaml") -> None:
             )
 
 
+def _seeds(value, key: str) -> None:
+    values = as_list(value)
+    if not values:
+        raise ParamsError(f"params: '{key}' is empty; give at least one seed, e.g. [0] or [0, 1, 2, 3, 4]")
+    for v in values:
+        _number(v, key, integer=True, minimum=0)
+    if len(set(values)) != len(values):
+        raise ParamsError(f"params: '{key}' repeats a seed ({values}); each seed must be listed once")
+
+
 def _variant(name, augmentations: dict, where: str) -> None:
     if name not in augmentations:
         close = difflib.get_close_matches(str(name), list(augmentations), n=1)
@@ -291,6 +316,9 @@ def _part(where: str, spec, augmentations: dict) -> None:
         _lr_list(spec["lr"], f"{where}.lr")
     if "epochs" in spec:
         _number(spec["epochs"], f"{where}.epochs", integer=True, minimum=1)
+    if "seeds" in spec:
+        _seeds(spec["seeds"], f"{where}.seeds")
+    _choice(spec.get("placement", "pixels"), PLACEMENTS, f"{where}.placement")
     augment = spec.get("augment", ["none"])
     if augment != "all":
         for variant in as_list(augment):

@@ -234,13 +234,16 @@ def publish(dest: Path, project: Path, name: str, timing: dict, command: str) ->
 
 def summary(metrics_dir: Path) -> str:
     """Test accuracy of each part's selected models, one line per part."""
-    lines = ["part                   selected model: test accuracy (lr, epoch)"]
+    lines = ["part                   selected model: test accuracy [95 % CI] (lr, epoch or seeds)"]
     for path in sorted(metrics_dir.glob("*.json")):
         if path.stem in ("stats", "inspect"):
             continue
         groups = json.loads(path.read_text())
         cells = [
-            f"{g} {m['test_acc']:.2f} ({m['lr']:g}, {m['epoch']})" if "test_acc" in m else f"{g} diverged"
+            f"{g} {m['test_acc']:.2f} [{m['test_acc_lo']:.2f}, {m['test_acc_hi']:.2f}] "
+            + (f"({m['lr']:g}, {m['epoch']})" if "lr" in m else f"({len(m['seeds'])} seeds)")
+            if "test_acc" in m
+            else f"{g} diverged"
             for g, m in groups.items()
         ]
         if len(cells) > 3:

@@ -1,10 +1,12 @@
-"""Stage `train@<part>`: the part's grid of runs, per-epoch curves, and its selected models.
+"""Stage `train@<part>`: the part's grid of runs, once per seed, per-epoch curves, and its
+selected models.
 
 Outputs, per part:
 - `plots/train/<part>.csv` — one row per (run, epoch), long format for `dvc plots`.
-- `models/<part>/runs.json` — every run's outcome (best epoch, accuracy, divergence, timing).
-- `models/<part>/<group>.pt` — the selected model of each optimizer (of each variant for a
-  part with several augmentation variants): the best (lr, epoch) by validation accuracy.
+- `models/<part>/runs.json` — every run's outcome (seed, best epoch, accuracy, divergence, timing).
+- `models/<part>/seed<k>/<group>.pt` — per seed, the selected model of each optimizer (of each
+  variant for a part with several augmentation variants): the best (lr, epoch) by validation
+  accuracy. Each seed selects on its own, so the seeds measure the whole procedure's noise.
 
 Finished runs are kept in `work/runs/<part>/` until the stage ends (resume.py): a stage killed
 mid-grid and re-run continues after the last finished run and ends with the same outputs.
@@ -20,13 +22,14 @@ from pathlib import Path
 
 import torch
 
-from tlstudy import augment, data, engine, models, resume
+from tlstudy import augment, data, engine, models, placement, resume
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json, write_text
 from tlstudy.stats import load_stats
 
 PLOT_COLUMNS = [
     "run",
+    "seed",
     "optimizer",
     "lr",
     "variant",
@@ -45,9 +48,12 @@ def group_key(run: engine.Run, optimizers: list[str], variants: list[str]) -> st
     return run.variant if len(optimizers) == 1 else f"{run.variant}-{run.optimizer}"
 
 
-def run_name(run: engine.Run, variants: list[str]) -> str:
+def run_name(run: engine.Run, variants: list[str], seed: int | None = None) -> str:
+    """`sgd lr=0.01`, with the variant in front when there are several and `seed=k` behind
+    when there are several seeds (one line per seed in `dvc plots`)."""
     prefix = f"{run.variant} " if len(variants) > 1 else ""
-    return f"{prefix}{run.optimizer} lr={run.lr:g}"
+    suffix = f" seed={seed}" if seed is not None else ""
+    return f"{prefix}{run.optimizer} lr={run.lr:g}{suffix}"
 
 
 def load_split(dataset: data.Dataset, subset: str, dev: torch.device) -> engine.Split:
@@ -72,10 +78,10 @@ def better(result: engine.Result, current: engine.Result | None) -> bool:
     return (result.best_val_acc, -result.best_epoch) > (current.best_val_acc, -current.best_epoch)
 
 
-def plot_rows(result: engine.Result, name: str) -> list[list]:
+def plot_rows(result: engine.Result, name: str, seed: int) -> list[list]:
     r = result.run
     return [
-        [name, r.optimizer, f"{r.lr:g}", r.variant, h["epoch"]]
+        [name, seed, r.optimizer, f"{r.lr:g}", r.variant, h["epoch"]]
         + [f"{h[k]:.6g}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")]
         for h in result.history
     ]
@@ -90,10 +96,11 @@ def write_curves(path: Path, rows: list[list]) -> None:
     write_text(path, buf.getvalue())
 
 
-def record(result: engine.Result, name: str, group: str, n_train: int) -> dict:
+def record(result: engine.Result, name: str, group: str, n_train: int, seed: int) -> dict:
     r = result.run
     return {
         "run": name,
+        "seed": seed,
         "group": group,
         "optimizer": r.optimizer,
         "lr": r.lr,
@@ -107,9 +114,44 @@ def record(result: engine.Result, name: str, group: str, n_train: int) -> dict:
     }
 
 
+def transform_for(params: dict, variant: str, where: str, split: engine.Split, seed: int):
+    """(training transform, split) of one variant under the part's placement: `pixels` augments
+    the uint8 images and validates on clean ones; `study` augments after normalisation and
+    validates on images augmented like the training ones (placement.py)."""
+    compose = augment.build(params["augmentations"][variant], where=f"augmentations.{variant}")
+    if compose is None or where == "pixels":
+        return augment.batched(compose), split
+    transform = placement.StudyPlacement(compose, split.mean, split.std)
+    x_val = placement.augmented_validation(transform, split.x_val, seed + 1_000_003)
+    return transform, engine.Split(split.x_train, split.y_train, x_val, split.y_val, split.mean, split.std)
+
+
+def save_selected(out: Path, part: str, spec: dict, params: dict, classes: list[str], seed: int, best: dict,
+                  store: resume.RunStore) -> None:  # fmt: skip
+    """The selected model of each group for one seed: models/<part>/seed<k>/<group>.pt."""
+    for key, result in best.items():
+        if result is None:
+            print(f"train@{part}: seed {seed}: {key}: every run diverged")
+            continue
+        r = result.run
+        torch_save(
+            out / f"seed{seed}" / f"{key}.pt",
+            {
+                "part": part, "group": key, "trainable": spec["trainable"], "init": spec["init"],
+                "imagenet_weights": params["imagenet_weights"], "seed": seed,
+                "classes": classes, "optimizer": r.optimizer, "lr": r.lr, "variant": r.variant,
+                "epoch": result.best_epoch, "val_acc": result.best_val_acc,
+                "state": result.best_state if result.best_state is not None else store.state(r),
+            },
+        )  # fmt: skip
+        picked = f"lr {r.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}"
+        print(f"train@{part}: seed {seed}: {key}: {picked}")
+
+
 def run(params: dict, part: str) -> None:
     spec = P.part_spec(params, part)
     optimizers, lrs, variants = P.part_grid(params, part)
+    seeds, where = P.part_seeds(params, part), P.part_placement(params, part)
     dev = engine.device()
     speed = engine.speed_for(dev, params["precision"])
     inputs = [Path("work/images.pt"), Path("manifest.csv"), Path("metrics/stats.json")]
@@ -119,65 +161,55 @@ def run(params: dict, part: str) -> None:
     split = load_split(dataset, spec["subset"], dev)
     n_train = len(split.x_train)
     init = P.describe_init(spec["init"], params["imagenet_weights"], params, part)
-    store = resume.RunStore(part, resume.fingerprint(params, spec, inputs))
+    base = resume.fingerprint(params, spec, inputs)
     print(
-        f"train@{part}: {len(optimizers) * len(lrs) * len(variants)} runs on {dev} "
+        f"train@{part}: {len(seeds)} seed(s) x {len(optimizers) * len(lrs) * len(variants)} runs on {dev} "
         f"({'bf16' if speed.bf16 else 'fp32'}), {n_train} train / {len(split.x_val)} val images, init {init}"
+        + (", augmentation placed as the study placed it" if where == "study" else "")
     )
-
-    # Every run starts from this model; copying it is much cheaper than initialising anew.
-    initial = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], params["seed"])
-    features: engine.Split | None = None  # head-only runs without augmentation share these
-    best: dict[str, engine.Result | None] = {}
-    records, rows = [], []
-    for variant in variants:
-        transform = augment.batched(augment.build(params["augmentations"][variant], where=f"augmentations.{variant}"))
-        run_split = split
-        if spec["trainable"] == "head" and transform is None:
-            if features is None:
-                features = engine.head_features(speed.prepare(copy.deepcopy(initial)), split, speed)
-            run_split = features
-        for optimizer in optimizers:
-            for lr in lrs:
-                r = engine.Run(optimizer, lr, variant)
-                name, key = run_name(r, variants), group_key(r, optimizers, variants)
-                result = store.load(r)
-                if result is None:
-                    result = engine.fit(
-                        copy.deepcopy(initial), spec["trainable"], r, transform, run_split, P.part_epochs(params, part),
-                        params["batch_size"], params, params["seed"], f"{part} {name}", speed,
-                    )  # fmt: skip
-                    store.save(result, keep_state=better(result, best.get(key)))
-                else:
-                    print(f"train@{part}: {name}: finished before the stage was interrupted; kept")
-                records.append(record(result, name, key, n_train))
-                rows += plot_rows(result, name)
-                if better(result, best.get(key)):
-                    if best.get(key) is not None:
-                        store.drop_state(best[key].run)
-                    best[key] = result
-                else:
-                    best.setdefault(key, None)
 
     out = Path("models") / part
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    for key, result in best.items():
-        if result is None:
-            print(f"train@{part}: {key}: every run diverged")
-            continue
-        r = result.run
-        torch_save(
-            out / f"{key}.pt",
-            {
-                "part": part, "group": key, "trainable": spec["trainable"], "init": spec["init"],
-                "imagenet_weights": params["imagenet_weights"], "seed": params["seed"],
-                "classes": dataset.classes, "optimizer": r.optimizer, "lr": r.lr, "variant": r.variant,
-                "epoch": result.best_epoch, "val_acc": result.best_val_acc,
-                "state": result.best_state if result.best_state is not None else store.state(r),
-            },
-        )  # fmt: skip
-        print(f"train@{part}: {key}: lr {r.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}")
-    write_json(out / "runs.json", {"part": part, "init": init, "n_train": n_train, "runs": records})
+    records, rows, stores = [], [], []
+    for seed in seeds:
+        store = resume.RunStore(f"{part}/seed{seed}", f"{base}|seed={seed}")
+        stores.append(store)
+        tag = seed if len(seeds) > 1 else None
+        # Every run of a seed starts from this model; copying it is much cheaper than initialising anew.
+        initial = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], seed)
+        features: engine.Split | None = None  # head-only runs without augmentation share these
+        best: dict[str, engine.Result | None] = {}
+        for variant in variants:
+            transform, run_split = transform_for(params, variant, where, split, seed)
+            if spec["trainable"] == "head" and transform is None:
+                if features is None:
+                    features = engine.head_features(speed.prepare(copy.deepcopy(initial)), split, speed)
+                run_split = features
+            for optimizer in optimizers:
+                for lr in lrs:
+                    r = engine.Run(optimizer, lr, variant)
+                    name, key = run_name(r, variants, tag), group_key(r, optimizers, variants)
+                    result = store.load(r)
+                    if result is None:
+                        result = engine.fit(
+                            copy.deepcopy(initial), spec["trainable"], r, transform, run_split,
+                            P.part_epochs(params, part), params["batch_size"], params, seed, f"{part} {name}", speed,
+                        )  # fmt: skip
+                        store.save(result, keep_state=better(result, best.get(key)))
+                    else:
+                        print(f"train@{part}: {name}: finished before the stage was interrupted; kept")
+                    records.append(record(result, name, key, n_train, seed))
+                    rows += plot_rows(result, name, seed)
+                    if better(result, best.get(key)):
+                        if best.get(key) is not None:
+                            store.drop_state(best[key].run)
+                        best[key] = result
+                    else:
+                        best.setdefault(key, None)
+        # Written per seed, so that only one seed's selected weights are ever held in memory.
+        save_selected(out, part, spec, params, dataset.classes, seed, best, store)
+    info = {"part": part, "init": init, "n_train": n_train, "seeds": seeds, "placement": where}
+    write_json(out / "runs.json", {**info, "runs": records})
     write_curves(Path("plots/train") / f"{part}.csv", rows)
-    store.clear()
+    shutil.rmtree(stores[0].dir.parent, ignore_errors=True)  # work/runs/<part>: every seed's store
