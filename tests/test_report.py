@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from tlstudy import report, uncertainty
-from tlstudy.evaluate import aggregate, with_wilson
+from tlstudy.evaluate import aggregate
+from tlstudy.uncertainty import with_wilson
 from tlstudy.train import PLOT_COLUMNS
 
 CLASSES = ["dog", "elephant", "giraffe"]
