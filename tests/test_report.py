@@ -11,8 +11,8 @@ from PIL import Image
 
 from tlstudy import report, uncertainty
 from tlstudy.evaluate import aggregate
-from tlstudy.uncertainty import with_wilson
 from tlstudy.train import PLOT_COLUMNS
+from tlstudy.uncertainty import with_wilson
 
 CLASSES = ["dog", "elephant", "giraffe"]
 
