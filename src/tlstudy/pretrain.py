@@ -187,7 +187,9 @@ def run(params: dict, name: str) -> dict:
         "sec_per_epoch": round(result.sec_per_epoch, 4),
     }
     write_json(Path("metrics/pretrain") / f"{name}.json", metrics)
-    write_curves(Path("plots/pretrain") / f"{name}.csv", plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}"))
+    write_curves(
+        Path("plots/pretrain") / f"{name}.csv", plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}", params["seed"])
+    )
     store.clear()
     print(
         f"pretrain@{name}: epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f} "
