@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import PROJECT
 
-from tlstudy import data, engine, fetch, models, pretrain, stats, train
+from tlstudy import data, engine, fetch, models, pretrain, stats, train, uncertainty
 from tlstudy import params as P
 
 SHARED_SOURCES = PROJECT.parent / "shared" / "data" / "pacs_sources"
@@ -45,6 +45,16 @@ def test_pretraining_writes_a_backbone_that_a_transfer_part_starts_from(prepared
     col = lambda v: torch.tensor(v).view(1, 3, 1, 1)  # noqa: E731
     acc = (engine.predict(model, x, col(saved["mean"]), col(saved["std"])).argmax(1) == y).float().mean().item()
     assert metrics["cartoon_test_acc"] == pytest.approx(acc, abs=1e-6) and metrics["cartoon_test_n"] == len(y)
+    # Every accuracy with its 95 % Wilson interval from the counts.
+    lo, hi = uncertainty.wilson(round(acc * len(y)), len(y))
+    assert (metrics["cartoon_test_acc_lo"], metrics["cartoon_test_acc_hi"]) == (round(lo, 6), round(hi, 6))
+    assert metrics["val_acc_lo"] <= metrics["val_acc"] <= metrics["val_acc_hi"]
+    for d in domains:
+        assert (
+            metrics["val_acc_per_domain_lo"][d]
+            <= metrics["val_acc_per_domain"][d]
+            <= metrics["val_acc_per_domain_hi"][d]
+        )
 
     rows = Path("plots/pretrain/pacs_sources.csv").read_text().splitlines()
     assert rows[0].split(",") == train.PLOT_COLUMNS and len(rows) == 1 + 2

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from tlstudy import report, uncertainty
-from tlstudy.evaluate import aggregate, with_wilson
+from tlstudy.evaluate import aggregate
 from tlstudy.train import PLOT_COLUMNS
+from tlstudy.uncertainty import with_wilson
 
 CLASSES = ["dog", "elephant", "giraffe"]
 

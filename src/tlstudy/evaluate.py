@@ -42,12 +42,6 @@ def predictions_csv(paths, labels, probs, classes) -> str:
     return buf.getvalue()
 
 
-def with_wilson(name: str, acc: float, n: int) -> dict:
-    """`name`, `name_lo`, `name_hi`: an accuracy on n images and its 95 % Wilson interval."""
-    lo, hi = uncertainty.wilson(round(acc * n), n)
-    return {name: round(acc, 6), f"{name}_lo": round(lo, 6), f"{name}_hi": round(hi, 6)}
-
-
 def over_seeds(name: str, values: list[float]) -> dict:
     mean, lo, hi = uncertainty.mean_ci(values)
     return {name: round(mean, 6), f"{name}_lo": round(lo, 6), f"{name}_hi": round(hi, 6)}
@@ -126,8 +120,8 @@ def run(params: dict, part: str) -> dict:
             per_seed[str(seed)] = {
                 "lr": saved["lr"],
                 "epoch": saved["epoch"],
-                **with_wilson("val_acc", saved["val_acc"], n_val),
-                **with_wilson("test_acc", test_acc, n_test),
+                **uncertainty.with_wilson("val_acc", saved["val_acc"], n_val),
+                **uncertainty.with_wilson("test_acc", test_acc, n_test),
                 "sec_per_epoch": round(chosen["sec_per_epoch"], 4),
                 "ms_per_example": round(chosen["ms_per_example"], 4),
             }

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tlstudy import augment, data, engine, models, resume, synthetic
+from tlstudy import augment, data, engine, models, resume, synthetic, uncertainty
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json
 from tlstudy.fetch import download_pacs, extract, reference
@@ -153,6 +153,13 @@ def run(params: dict, name: str) -> dict:
     val_pred = engine.predict(model, split.x_val, split.mean, split.std, speed).argmax(1).cpu()
     val_right = (val_pred == y[is_val]).numpy()
     val_domains = np.array([d for d, v in zip(domains, is_val.tolist()) if v])
+    bounds = {  # each domain's validation accuracy: its 95 % Wilson interval
+        d: [
+            round(x, 6)
+            for x in uncertainty.wilson(int(val_right[val_domains == d].sum()), int((val_domains == d).sum()))
+        ]
+        for d in spec["domains"]
+    }
     cartoon_acc, n_cartoon = cartoon_accuracy(model, split.mean, split.std, speed)
 
     torch_save(
@@ -168,15 +175,21 @@ def run(params: dict, name: str) -> dict:
         "images": counts,
         "epoch": result.best_epoch,
         "epochs": spec["epochs"],
-        "val_acc": round(result.best_val_acc, 6),
+        **uncertainty.with_wilson("val_acc", result.best_val_acc, int(is_val.sum())),
         "val_n": int(is_val.sum()),
         "val_acc_per_domain": {d: round(float(val_right[val_domains == d].mean()), 6) for d in spec["domains"]},
-        "cartoon_test_acc": round(cartoon_acc, 6),
+        **{
+            f"val_acc_per_domain{end}": {d: bounds[d][i] for d in spec["domains"]}
+            for i, end in enumerate(("_lo", "_hi"))
+        },
+        **uncertainty.with_wilson("cartoon_test_acc", cartoon_acc, n_cartoon),
         "cartoon_test_n": n_cartoon,
         "sec_per_epoch": round(result.sec_per_epoch, 4),
     }
     write_json(Path("metrics/pretrain") / f"{name}.json", metrics)
-    write_curves(Path("plots/pretrain") / f"{name}.csv", plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}"))
+    write_curves(
+        Path("plots/pretrain") / f"{name}.csv", plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}", params["seed"])
+    )
     store.clear()
     print(
         f"pretrain@{name}: epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f} "

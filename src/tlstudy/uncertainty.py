@@ -35,6 +35,13 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def with_wilson(name: str, acc: float, n: int) -> dict:
+    """`name`, `name_lo`, `name_hi`: an accuracy on n images and its 95 % Wilson interval, as the
+    metrics files carry them."""
+    lo, hi = wilson(round(acc * n), n)
+    return {name: round(acc, 6), f"{name}_lo": round(lo, 6), f"{name}_hi": round(hi, 6)}
+
+
 def t_within(t: float, df: int) -> float:
     """P(|T| <= t) for Student's t with `df` (integer >= 1) degrees of freedom."""
     if df < 1 or int(df) != df:
