@@ -377,10 +377,11 @@ def family(spec: list) -> str:
 
 
 def placement_pairs(params: dict) -> list[tuple[str, str]]:
-    """(ours, study's) sweep parts that differ only in their augmentation placement."""
+    """(ours, study's) sweep parts that differ only in their augmentation placement (and perhaps
+    in which variants they sweep: the table shows each variant that either ran)."""
 
     def rest(part: str) -> dict:
-        return {k: v for k, v in part_spec(params, part).items() if k != "placement"}
+        return {k: v for k, v in part_spec(params, part).items() if k not in ("placement", "augment")}
 
     parts = all_parts(params)
     return [
@@ -463,6 +464,8 @@ def placement_section(params: dict, metrics: dict, study: dict) -> list[str]:
     md = []
     theirs_table = study.get("augment", {})
     for ours, theirs in placement_pairs(params):
+        if not (is_sweep(params, ours) and is_sweep(params, theirs)):
+            continue
         a, b = metrics.get(ours) or {}, metrics.get(theirs) or {}
         rows = []
         for v in [v for v in params["augmentations"] if v in a or v in b]:
@@ -645,6 +648,8 @@ def summary(params: dict, metrics: dict, study: dict) -> str:
         md += ["", f"Augmentation sweep (`{part}`, {len(aug)} variants, SGD): best {best}; worst {worst}; "
                f"no augmentation {baseline}."]  # fmt: skip
     for ours, theirs in pairs:
+        if not (is_sweep(params, ours) and is_sweep(params, theirs)):
+            continue
         means = family_means(params, metrics.get(ours) or {}, metrics.get(theirs) or {}, study.get("augment", {}))
         h, colour = hypothesis(means), means["colour jitter"]
         if h is not None:
