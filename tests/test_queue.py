@@ -24,7 +24,10 @@ OVERLAY = {
     "inspect": {"weights": "random"},
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
     "fewshot": {"per_class": 4},
-    "parts": {p: None for p in ("classifier", "finetune", "fewshot_classifier", "fewshot_finetune", "augment")},
+    "parts": {
+        p: None
+        for p in ("classifier", "finetune", "fewshot_classifier", "fewshot_finetune", "augment", "augment_study")
+    },
     "pretrain": {"pacs_sources": None},
     "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
 }
