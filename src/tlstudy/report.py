@@ -196,13 +196,21 @@ def spread_figure(part: str, rows: list[dict], runs: list[dict], path: Path) -> 
 
 def sgd_vs_adam_figure(part: str, rows: list[dict], metrics: dict, path: Path) -> Path | None:
     plt = _plt()
-    # The first seed's selected run of each optimizer.
-    picks = {opt: next(iter(seed_picks(m).items())) for opt, m in metrics.items() if "test_acc" in m}
+    # The first seed's selected run of each optimizer; with one seed every row is that seed's.
+    picks = {
+        opt: next(iter(m["seeds"].items())) if "seeds" in m else (None, m)
+        for opt, m in metrics.items()
+        if "test_acc" in m
+    }
     if not picks:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for opt, (seed, m) in picks.items():
-        pts = [r for r in rows if r["optimizer"] == opt and float(r["lr"]) == m["lr"] and r.get("seed", seed) == seed]
+        pts = [
+            r
+            for r in rows
+            if r["optimizer"] == opt and float(r["lr"]) == m["lr"] and (seed is None or r["seed"] == seed)
+        ]
         for ax, (key, title) in zip(axes, QUANTITIES):
             ax.plot(
                 [int(p["epoch"]) for p in pts],
