@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from tlstudy.errors import ParamsError  # noqa: F401  (callers catch it as params.ParamsError)
+
 OPTIMIZERS = ("sgd", "adam")
 SOURCES = ("pacs", "local", "synthetic")
 SUBSETS = ("full", "fewshot")
@@ -71,10 +73,6 @@ PRETRAIN_KEYS = {
 }
 SCHEDULES = ("constant", "cosine")
 BACKBONES = Path("backbones")  # pretrain@<name> writes backbones/<name>.pt
-
-
-class ParamsError(ValueError):
-    """A params.yaml value that the study cannot use; the message names the key path."""
 
 
 def load(path: str | Path = "params.yaml") -> dict[str, Any]:
