@@ -3,10 +3,10 @@
 Images stay uint8 on the device, are augmented a batch at a time there (augment.Batched) and
 normalised per batch; the data order and the augmentation draws come from the run's seed, so a
 run is reproducible on the CPU. On CUDA the engine trains under bf16 autocast with channels_last
-tensors and cuDNN autotuning (`Speed`). A head-only run without augmentation trains its head on
-backbone features computed once (`head_features`): the frozen backbone in eval mode is a fixed
-function, so every epoch of every run would compute the same features again.
-"""
+tensors and cuDNN autotuning; on the CPU in fp32, channels_last from mid-sized images on
+(`Speed`). A head-only run without augmentation trains its head on backbone features computed
+once (`head_features`): the frozen backbone in eval mode is a fixed function, so every epoch of
+every run would compute the same features again."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from tlstudy import augment, models
+from tlstudy.progress import Progress
 
 GPUS_ENV = "TLSTUDY_GPUS"  # e.g. "0,1,2,3": the GPUs that parallel experiments share
 _held: dict[str, object] = {}  # the lock file of the GPU this process claimed, open until it exits
@@ -88,12 +88,21 @@ class Speed:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-def speed_for(dev: torch.device, precision: str = "auto") -> Speed:
-    """`precision: auto` is bf16 on CUDA and fp32 elsewhere; fp32 / bf16 force it."""
+# A ResNet-18 training step on our 2-core CPU (AMD EPYC, AVX-512), channels_last against the
+# default layout, batch 32: 64 px 0.92-1.33x (noise: no gain), 96 px 1.16x, 128 px 1.23-1.31x,
+# 160 px 1.21x, 227 px 1.19-1.40x; bench.json records the 64 and 227 px cases. Below this size
+# the CPU keeps the default layout, so the 64 px results do not move.
+CPU_CHANNELS_LAST_MIN_PX = 96
+
+
+def speed_for(dev: torch.device, precision: str = "auto", image_size: int | None = None) -> Speed:
+    """`precision: auto` is bf16 on CUDA and fp32 elsewhere; fp32 / bf16 force it. channels_last
+    on CUDA, and on the CPU for images of at least CPU_CHANNELS_LAST_MIN_PX."""
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuned kernels pay off
     bf16 = dev.type == "cuda" if precision == "auto" else precision == "bf16"
-    return Speed(dev, bf16=bf16, channels_last=dev.type == "cuda")
+    large = image_size is not None and image_size >= CPU_CHANNELS_LAST_MIN_PX
+    return Speed(dev, bf16=bf16, channels_last=dev.type == "cuda" or large)
 
 
 @dataclass
@@ -159,7 +168,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, speed: Speed | None = None):
     """Logits (float32) for uint8 images, in large batches with the model in eval mode."""
-    speed = speed or speed_for(x.device)
+    speed = speed or speed_for(x.device, image_size=x.shape[-1])
     model.eval()
     outs = []
     for i in range(0, len(x), speed.eval_batch):
@@ -252,14 +261,16 @@ def fit(
     label: str,
     speed: Speed | None = None,
     schedule: str = "constant",
+    progress: Progress | None = None,
 ) -> Result:
     """Train one run; keeps the weights of the best epoch by validation accuracy (earliest on
     ties); an epoch whose loss turns non-finite ends the run, recorded as diverged. `schedule`
     cosine anneals the learning rate to 0 over the epochs (pretraining); the study's parts keep
-    it constant."""
+    it constant. `progress` is the stage's (one over all its runs); without one, the run
+    reports on its own."""
     if split.features and (trainable != "head" or transform is not None):
         raise ValueError("a features split trains the head alone, without augmentation")
-    speed = speed or speed_for(split.x_train.device)
+    speed = speed or speed_for(split.x_train.device, image_size=None if split.features else split.x_train.shape[-1])
     model = speed.prepare(model)
     params = models.set_trainable(model, trainable)
     opt = make_optimizer(run.optimizer, params, run.lr, settings)
@@ -269,9 +280,10 @@ def fit(
     torch.manual_seed(seed)  # transforms run per image by torchvision draw from the global generator
     result = Result(run)
     n = len(split.x_train)
-    # Bars on a terminal only: in logs (CI, `dvc repro > log`) they are noise.
-    bar = tqdm(range(1, epochs + 1), desc=label, unit="epoch", leave=False, dynamic_ncols=True, disable=None)
-    for epoch in bar:
+    own = progress is None
+    progress = progress or Progress(label, epochs)
+    progress.start(label, epochs)
+    for epoch in range(1, epochs + 1):
         models.train_mode(model, trainable)
         start = time.perf_counter()
         loss_sum, correct, finite = train_epoch(model, opt, split, transform, batch_size, order_gen, aug_gen, speed)
@@ -285,7 +297,7 @@ def fit(
         )
         if not finite or not math.isfinite(val_loss):
             result.diverged_epoch = epoch
-            bar.write(f"{label}: loss turned non-finite at epoch {epoch}; run recorded as diverged")
+            progress.write(f"{label}: loss turned non-finite at epoch {epoch}; run recorded as diverged")
             break
         result.history.append(
             {
@@ -300,6 +312,8 @@ def fit(
         if val_acc > result.best_val_acc:
             result.best_val_acc, result.best_epoch = val_acc, epoch
             result.best_state = models.kept_state(model, trainable)
-        bar.set_postfix(val_acc=f"{val_acc:.3f}")
-    bar.close()
+        progress.epoch(epoch, loss_sum / n, val_acc)
+    progress.end()
+    if own:
+        progress.close()
     return result
