@@ -43,8 +43,10 @@ def run_record(name, opt, lr, variant="none", diverged=None, best=0.5):
             "epochs_run": 3 if diverged is None else diverged - 1, "diverged_epoch": diverged}  # fmt: skip
 
 
-def curve_rows(name, opt, lr, epochs, variant="none"):
-    return [[name, 0, opt, lr, variant, e, 2.0 / e, 0.3 * e, 2.1 / e, 0.25 * e, 0.5] for e in range(1, epochs + 1)]
+def curve_rows(name, opt, lr, epochs, variant="none", family="none"):
+    return [
+        [name, 0, opt, lr, variant, family, e, 2.0 / e, 0.3 * e, 2.1 / e, 0.25 * e, 0.5] for e in range(1, epochs + 1)
+    ]
 
 
 @pytest.fixture
@@ -182,7 +184,7 @@ def seeds_and_placements(in_tmp, params):
         for seed in picks:
             name = f"{opt} lr=0.01 seed={seed}"
             records.append({**run_record(name, opt, 0.01), "seed": seed})
-            rows += [[r[0], seed, *r[2:5], r[5], r[6] + 0.1 * seed, *r[7:]] for r in curve_rows(name, opt, "0.01", 3)]
+            rows += [[r[0], seed, *r[2:7], r[7] + 0.1 * seed, *r[8:]] for r in curve_rows(name, opt, "0.01", 3)]
     write_json(in_tmp / "models/fewshot_scratch/runs.json", {"runs": records})
     write_csv(in_tmp / "plots/train/fewshot_scratch.csv", PLOT_COLUMNS, rows)
     # Ours: every variant near 0.6 on validation and test. The study's placement: colour jitter

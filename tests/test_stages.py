@@ -119,6 +119,47 @@ def test_augment_part_selects_one_model_per_variant(prepared):
     assert {r["variant"] for r in rows} == {"none", "hflip_rot10"} and {r["optimizer"] for r in rows} == {"sgd"}
 
 
+def test_a_sweep_keeps_test_logits_not_models_and_scores_them_as_from_the_weights(prepared, tmp_path):
+    """A sweep's selected models are not kept (45 MB each): their test logits are, and evaluate
+    scores them to the same test accuracy as the weights. The first seed of a plain part keeps
+    its weights; its other seeds keep logits."""
+    from tlstudy import data, engine, models
+
+    prepared["parts"]["augment"].update(augment=["none", "hflip"], init="random")
+    prepared["parts"]["scratch"]["seeds"] = [0, 1]
+    train.run(prepared, "augment")
+    train.run(prepared, "scratch")
+    for path in ("models/augment/seed0/none.pt", "models/augment/seed0/hflip.pt", "models/scratch/seed1/sgd.pt"):
+        saved = torch.load(path, weights_only=True)
+        assert "state" not in saved and saved["test_logits"].shape == (len(_test_paths()), 7)
+    assert "state" in torch.load("models/scratch/seed0/sgd.pt", weights_only=True)
+    by_logits = evaluate.run(prepared, "augment")
+    assert all(Path(p).stat().st_size < 100_000 for p in Path("models/augment").rglob("*.pt"))
+
+    # The same selections, weights kept: what evaluate measured before the logits existed.
+    ds = data.load(Path("work/images.pt"), Path("manifest.csv"))
+    x_test, y_test = ds.part("fewshot", "test")
+    for variant in ("none", "hflip"):
+        saved = torch.load(f"models/augment/seed0/{variant}.pt", weights_only=True)
+        split = train.load_split(ds, "fewshot", torch.device("cpu"))
+        store_free = engine.fit(
+            models.build(7, "random", "random", 0), "all", engine.Run("sgd", saved["lr"], variant),
+            train.transform_for(prepared, variant, "pixels", split, 0)[0], split, prepared["epochs"],
+            prepared["batch_size"], prepared, 0, "check",
+        )  # fmt: skip
+        model = models.build(7, "random", "random", 0)
+        model.load_state_dict(store_free.best_state)
+        predicted = engine.predict(model, x_test, split.mean, split.std).argmax(1)
+        acc = (predicted == y_test).float().mean().item()
+        assert by_logits[variant]["test_acc"] == round(acc, 6)
+        rows = list(csv.DictReader(open(f"plots/predictions/augment/{variant}.csv")))
+        assert [r["predicted"] for r in rows] == [ds.classes[i] for i in predicted.tolist()]
+
+
+def _test_paths() -> list[str]:
+    return [r["path"] for r in csv.DictReader(open("manifest.csv")) if r["fewshot"] == "test"]
+
+
 def test_the_studys_placement_augments_after_normalising_and_validates_augmented_images(prepared):
     from tlstudy import augment, data, engine, placement
 

@@ -26,6 +26,8 @@ from torchvision.transforms.v2._utils import _get_fill
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 from torchvision.transforms.v2.functional._geometry import _check_interpolation, _get_inverse_affine_matrix
 
+from tlstudy.errors import ParamsError
+
 # The transforms a variant may use: photometric and geometric ones that keep the image size.
 ALLOWED = (
     "ColorJitter",
@@ -45,10 +47,27 @@ ALLOWED = (
 )
 
 
+# Families of variants, as the report and the plots group a sweep: what a variant does to the
+# image decides its family, not its name, so a variant added to params.yaml finds its place.
+GEOMETRIC = {"RandomHorizontalFlip", "RandomVerticalFlip", "RandomAffine", "RandomRotation"}
+FAMILIES = ("none", "colour jitter", "grayscale / invert", "flip / rotation", "blur")
+
+
+def family(spec: list) -> str:
+    """A variant's family: colour jitter (any ColorJitter), blur (geometric steps and a blur),
+    flip / rotation (geometric steps only), grayscale / invert (any other photometric step)."""
+    names = {step[0] for step in spec}
+    if not names:
+        return "none"
+    if "ColorJitter" in names:
+        return "colour jitter"
+    if names <= GEOMETRIC | {"GaussianBlur"}:
+        return "blur" if "GaussianBlur" in names else "flip / rotation"
+    return "grayscale / invert"
+
+
 def build(spec, where: str = "augmentation") -> v2.Compose | None:
     """The composed transform of one variant, or None for the empty (identity) variant."""
-    from tlstudy.params import ParamsError
-
     if not isinstance(spec, list):
         raise ParamsError(f"params: '{where}' must be a list of [Transform, {{kwargs}}] pairs")
     steps = []

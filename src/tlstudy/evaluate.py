@@ -73,7 +73,7 @@ def run(params: dict, part: str) -> dict:
     saved_runs = json.loads(runs_file.read_text())
     runs, seeds = saved_runs["runs"], saved_runs["seeds"]
     dev = engine.device()
-    speed = engine.speed_for(dev, params["precision"])
+    speed = engine.speed_for(dev, params["precision"], params["data"]["image_size"])
     dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
     subset = P.part_spec(params, part)["subset"]
     x_test, y_test = dataset.part(subset, "test")
@@ -102,12 +102,16 @@ def run(params: dict, part: str) -> dict:
                     f"{path}: trained on classes {saved['classes']}, but the data has {dataset.classes}; "
                     f"re-run train@{part}"
                 )
-            spec = (len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"])
-            if spec not in built:
-                built[spec] = models.build(*spec)
-            model = copy.deepcopy(built[spec])
-            models.restore(model, saved["trainable"], saved["state"])
-            probs = engine.predict(speed.prepare(model), x_test, mean, std, speed).softmax(1)
+            if "state" in saved:
+                spec = (len(saved["classes"]), saved["init"], saved["imagenet_weights"], saved["seed"])
+                if spec not in built:
+                    built[spec] = models.build(*spec)
+                model = copy.deepcopy(built[spec])
+                models.restore(model, saved["trainable"], saved["state"])
+                logits = engine.predict(speed.prepare(model), x_test, mean, std, speed)
+            else:  # a model train@ did not keep: its test logits, computed there the same way
+                logits = saved["test_logits"].to(dev)
+            probs = logits.softmax(1)
             test_acc = (probs.argmax(1) == y_test).float().mean().item()
             chosen = next(
                 r

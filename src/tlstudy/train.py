@@ -4,9 +4,14 @@ selected models.
 Outputs, per part:
 - `plots/train/<part>.csv` — one row per (run, epoch), long format for `dvc plots`.
 - `models/<part>/runs.json` — every run's outcome (seed, best epoch, accuracy, divergence, timing).
-- `models/<part>/seed<k>/<group>.pt` — per seed, the selected model of each optimizer (of each
+- `models/<part>/seed<k>/<group>.pt` — per seed, the selection of each optimizer (of each
   variant for a part with several augmentation variants): the best (lr, epoch) by validation
   accuracy. Each seed selects on its own, so the seeds measure the whole procedure's noise.
+  The file holds the selected model's weights where a person reuses them — the first seed of a
+  part that is not an augmentation sweep — and otherwise only that model's logits on the test
+  images, which is all evaluate needs to score it: a model is 45 MB, a sweep selects 28 per
+  seed, and DVC would cache every one of them for every experiment. Selection never sees the
+  test images; they are scored here only because the weights are not kept.
 
 Finished runs are kept in `work/runs/<part>/` until the stage ends (resume.py): a stage killed
 mid-grid and re-run continues after the last finished run and ends with the same outputs.
@@ -25,6 +30,7 @@ import torch
 from tlstudy import augment, data, engine, models, placement, resume
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json, write_text
+from tlstudy.progress import Progress
 from tlstudy.stats import load_stats
 
 PLOT_COLUMNS = [
@@ -33,6 +39,7 @@ PLOT_COLUMNS = [
     "optimizer",
     "lr",
     "variant",
+    "family",  # the variant's (augment.family): the sweep's plots draw a panel per family
     "epoch",
     "train_loss",
     "train_acc",
@@ -78,10 +85,10 @@ def better(result: engine.Result, current: engine.Result | None) -> bool:
     return (result.best_val_acc, -result.best_epoch) > (current.best_val_acc, -current.best_epoch)
 
 
-def plot_rows(result: engine.Result, name: str, seed: int) -> list[list]:
+def plot_rows(result: engine.Result, name: str, seed: int, family: str) -> list[list]:
     r = result.run
     return [
-        [name, seed, r.optimizer, f"{r.lr:g}", r.variant, h["epoch"]]
+        [name, seed, r.optimizer, f"{r.lr:g}", r.variant, family, h["epoch"]]
         + [f"{h[k]:.6g}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")]
         for h in result.history
     ]
@@ -127,25 +134,36 @@ def transform_for(params: dict, variant: str, where: str, split: engine.Split, s
 
 
 def save_selected(out: Path, part: str, spec: dict, params: dict, classes: list[str], seed: int, best: dict,
-                  store: resume.RunStore) -> None:  # fmt: skip
-    """The selected model of each group for one seed: models/<part>/seed<k>/<group>.pt."""
+                  store: resume.RunStore, initial, test: tuple | None, speed: engine.Speed) -> None:  # fmt: skip
+    """The selection of each group for one seed: models/<part>/seed<k>/<group>.pt, with the
+    model's weights, or, where `test` = (images, mean, std) is given, its test logits instead."""
     for key, result in best.items():
         if result is None:
             print(f"train@{part}: seed {seed}: {key}: every run diverged")
             continue
         r = result.run
+        state = result.best_state if result.best_state is not None else store.state(r)
+        kept = {"state": state}
+        if test is not None:
+            model = copy.deepcopy(initial)
+            models.restore(model, spec["trainable"], state)
+            kept = {"test_logits": engine.predict(speed.prepare(model), *test, speed).cpu()}
         torch_save(
             out / f"seed{seed}" / f"{key}.pt",
             {
                 "part": part, "group": key, "trainable": spec["trainable"], "init": spec["init"],
                 "imagenet_weights": params["imagenet_weights"], "seed": seed,
                 "classes": classes, "optimizer": r.optimizer, "lr": r.lr, "variant": r.variant,
-                "epoch": result.best_epoch, "val_acc": result.best_val_acc,
-                "state": result.best_state if result.best_state is not None else store.state(r),
+                "epoch": result.best_epoch, "val_acc": result.best_val_acc, **kept,
             },
         )  # fmt: skip
         picked = f"lr {r.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}"
         print(f"train@{part}: seed {seed}: {key}: {picked}")
+
+
+def keeps_weights(variants: list[str], seeds: list[int], seed: int) -> bool:
+    """Whether a seed's selected models are kept as weights (see the module's docstring)."""
+    return len(variants) == 1 and seed == seeds[0]
 
 
 def run(params: dict, part: str) -> None:
@@ -153,13 +171,14 @@ def run(params: dict, part: str) -> None:
     optimizers, lrs, variants = P.part_grid(params, part)
     seeds, where = P.part_seeds(params, part), P.part_placement(params, part)
     dev = engine.device()
-    speed = engine.speed_for(dev, params["precision"])
+    speed = engine.speed_for(dev, params["precision"], params["data"]["image_size"])
     inputs = [Path("work/images.pt"), Path("manifest.csv"), Path("metrics/stats.json")]
     if P.backbone_of(params, part) is not None:
         inputs.append(Path(spec["init"]))
     dataset = data.load(*inputs[:2])
     split = load_split(dataset, spec["subset"], dev)
     n_train = len(split.x_train)
+    x_test = dataset.part(spec["subset"], "test")[0].to(dev)
     init = P.describe_init(spec["init"], params["imagenet_weights"], params, part)
     base = resume.fingerprint(params, spec, inputs)
     print(
@@ -172,6 +191,8 @@ def run(params: dict, part: str) -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     records, rows, stores = [], [], []
+    epochs = P.part_epochs(params, part)
+    progress = Progress(f"train@{part}", len(seeds) * len(variants) * len(optimizers) * len(lrs) * epochs)
     for seed in seeds:
         store = resume.RunStore(f"{part}/seed{seed}", f"{base}|seed={seed}")
         stores.append(store)
@@ -182,6 +203,7 @@ def run(params: dict, part: str) -> None:
         best: dict[str, engine.Result | None] = {}
         for variant in variants:
             transform, run_split = transform_for(params, variant, where, split, seed)
+            fam = augment.family(params["augmentations"][variant])
             if spec["trainable"] == "head" and transform is None:
                 if features is None:
                     features = engine.head_features(speed.prepare(copy.deepcopy(initial)), split, speed)
@@ -193,14 +215,15 @@ def run(params: dict, part: str) -> None:
                     result = store.load(r)
                     if result is None:
                         result = engine.fit(
-                            copy.deepcopy(initial), spec["trainable"], r, transform, run_split,
-                            P.part_epochs(params, part), params["batch_size"], params, seed, f"{part} {name}", speed,
+                            copy.deepcopy(initial), spec["trainable"], r, transform, run_split, epochs,
+                            params["batch_size"], params, seed, f"{part} {name}", speed, progress=progress,
                         )  # fmt: skip
                         store.save(result, keep_state=better(result, best.get(key)))
                     else:
-                        print(f"train@{part}: {name}: finished before the stage was interrupted; kept")
+                        progress.advance(epochs)
+                        progress.write(f"train@{part}: {name}: finished before the stage was interrupted; kept")
                     records.append(record(result, name, key, n_train, seed))
-                    rows += plot_rows(result, name, seed)
+                    rows += plot_rows(result, name, seed, fam)
                     if better(result, best.get(key)):
                         if best.get(key) is not None:
                             store.drop_state(best[key].run)
@@ -208,7 +231,9 @@ def run(params: dict, part: str) -> None:
                     else:
                         best.setdefault(key, None)
         # Written per seed, so that only one seed's selected weights are ever held in memory.
-        save_selected(out, part, spec, params, dataset.classes, seed, best, store)
+        test = None if keeps_weights(variants, seeds, seed) else (x_test, split.mean, split.std)
+        save_selected(out, part, spec, params, dataset.classes, seed, best, store, initial, test, speed)
+    progress.close()
     info = {"part": part, "init": init, "n_train": n_train, "seeds": seeds, "placement": where}
     write_json(out / "runs.json", {**info, "runs": records})
     write_curves(Path("plots/train") / f"{part}.csv", rows)
