@@ -141,6 +141,29 @@ def download_pacs(params: dict, hint: str) -> Path:
         raise FetchError(f"could not download PACS: {exc}\n{hint}") from exc
 
 
+SOURCES_HINT = (
+    "To use a copy you already have, point the backbone at a folder of <domain>/<class>/<image>:\n"
+    "  pretrain:\n    <name>:\n      source: local\n      path: /path/to/pacs_sources\n"
+    "or try the demo: `make demo`."
+)
+
+
+def sources_complete(root: Path) -> bool:
+    return all((root / r["path"]).is_file() for r in reference("pacs_sources.csv"))
+
+
+def get_sources(params: dict, root: Path, domains: list[str], stage: str) -> Path:
+    """PACS's other domains for pretraining, as <domain>/<class>/<image> under `root`: a complete
+    folder there is used as it is, else they are unpacked from the archive fetch downloads."""
+    if sources_complete(root):
+        print(f"{stage}: using the PACS source domains already in {root}")
+        return root
+    archive = download_pacs(params, SOURCES_HINT)
+    print(f"{stage}: unpacking PACS's other domains from {archive} → {root}")
+    extract(archive, root, reference("pacs_sources.csv"), "PACS source-domain")
+    return root
+
+
 def source_root(params: dict) -> Path:
     cfg = params["data"]
     if cfg["source"] == "synthetic":

@@ -2,15 +2,18 @@
 backbone that `transfer` parts start from (leave-one-domain-out: cartoon is never seen).
 
 Sources (params `pretrain.<name>`): `pacs` — the archive `fetch` downloads holds all four
-domains; the three others are unpacked to `path`, matched by the sha256 of each file
-(resources/pacs_sources.csv), and a folder already complete there is used as it is; `local` — a
-folder `<domain>/<class>/<image>`; `synthetic` — the demo's shapes in one style per domain.
+domains; the three others are unpacked to `path` (fetch.get_sources: by the archive's own domain
+and label columns, under their official names where the bytes are the reference ones), and a
+folder already complete there is used as it is; `local` — a folder `<domain>/<class>/<image>`;
+`synthetic` — the demo's shapes in one style per domain.
 
 One run of the engine on all source images but a validation share stratified by domain × class,
 which picks the best epoch. Writes `backbones/<name>.pt` (the state dict and its normalisation),
-`metrics/pretrain/<name>.json` (validation accuracy overall and per domain, images per domain,
-the selected epoch, s/epoch, and the model's accuracy on the cartoon test set with no cartoon
-training at all) and `plots/pretrain/<name>.csv` (curves, as the parts write them).
+`metrics/pretrain/<name>.json` (what a comparison needs: validation accuracy, the selected
+epoch, and the model's accuracy on the cartoon test set with no cartoon training at all),
+`details/pretrain/<name>.json` (those with their 95 % intervals, accuracy per domain, images
+per domain, s/epoch: what the report reads) and `plots/pretrain/<name>.csv` (curves, as the parts
+write them).
 """
 
 from __future__ import annotations
@@ -21,23 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tlstudy import augment, data, engine, models, resume, synthetic, uncertainty
+from tlstudy import augment, data, engine, fetch, models, resume, synthetic, uncertainty
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json
-from tlstudy.fetch import download_pacs, extract, reference
+from tlstudy.progress import Progress
 from tlstudy.stats import channel_stats
 from tlstudy.train import plot_rows, write_curves
 
 SYNTHETIC_ROOT = Path("work/synthetic_sources")
-SOURCES_HINT = (
-    "To use a copy you already have, point the backbone at a folder of <domain>/<class>/<image>:\n"
-    "  pretrain:\n    <name>:\n      source: local\n      path: /path/to/pacs_sources\n"
-    "or try the demo: `make demo`."
-)
-
-
-def sources_complete(root: Path) -> bool:
-    return all((root / r["path"]).is_file() for r in reference("pacs_sources.csv"))
 
 
 def source_root(params: dict, name: str) -> Path:
@@ -52,13 +46,7 @@ def source_root(params: dict, name: str) -> Path:
         for domain, style in zip(spec["domains"], synthetic.STYLES):
             synthetic.generate(SYNTHETIC_ROOT / domain, per_class, size, params["seed"], style)
         return SYNTHETIC_ROOT
-    if sources_complete(root):
-        print(f"pretrain@{name}: using the PACS source domains already in {root}")
-        return root
-    archive = download_pacs(params, SOURCES_HINT)
-    print(f"pretrain@{name}: unpacking PACS's other domains from {archive} → {root}")
-    extract(archive, root, reference("pacs_sources.csv"), "PACS source-domain")
-    return root
+    return fetch.get_sources(params, root, spec["domains"], f"pretrain@{name}")
 
 
 def scan(root: Path, domains: list[str], classes: list[str]) -> list[data.Entry]:
@@ -100,7 +88,7 @@ def run(params: dict, name: str) -> dict:
     spec = params["pretrain"][name]
     size = params["data"]["image_size"]
     dev = engine.device()
-    speed = engine.speed_for(dev, params["precision"])
+    speed = engine.speed_for(dev, params["precision"], size)
     classes = torch.load("work/images.pt", weights_only=True)["classes"]
 
     root = source_root(params, name)
@@ -133,10 +121,12 @@ def run(params: dict, name: str) -> dict:
     if result is None:
         transform = augment.batched(augment.build(params["augmentations"][spec["augment"]], where=spec["augment"]))
         model = models.build(len(classes), "random", params["imagenet_weights"], params["seed"])
+        progress = Progress(f"pretrain@{name}", spec["epochs"])
         result = engine.fit(
             model, "all", r, transform, split, spec["epochs"], spec["batch_size"], settings, params["seed"],
-            f"pretrain {name}", speed, schedule=spec["schedule"],
+            f"pretrain {name}", speed, schedule=spec["schedule"], progress=progress,
         )  # fmt: skip
+        progress.close()
         store.save(result, keep_state=True)
     else:
         print(f"pretrain@{name}: finished before the stage was interrupted; kept")
@@ -186,10 +176,12 @@ def run(params: dict, name: str) -> dict:
         "cartoon_test_n": n_cartoon,
         "sec_per_epoch": round(result.sec_per_epoch, 4),
     }
-    write_json(Path("metrics/pretrain") / f"{name}.json", metrics)
-    write_curves(
-        Path("plots/pretrain") / f"{name}.csv", plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}", params["seed"])
-    )
+    write_json(Path("details/pretrain") / f"{name}.json", metrics)
+    headline = {k: metrics[k] for k in ("val_acc", "cartoon_test_acc", "epoch")}
+    write_json(Path("metrics/pretrain") / f"{name}.json", headline)
+    fam = augment.family(params["augmentations"][r.variant])
+    rows = plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}", params["seed"], fam)
+    write_curves(Path("plots/pretrain") / f"{name}.csv", rows)
     store.clear()
     print(
         f"pretrain@{name}: epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f} "

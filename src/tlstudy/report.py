@@ -551,7 +551,7 @@ def pretrain_section(params: dict, fig_dir: Path) -> list[str]:
     leave-one-domain-out figure (the pretrained 7-way model on the cartoon test set)."""
     md = []
     for name, spec in params["pretrain"].items():
-        m = read_json(Path("metrics/pretrain") / f"{name}.json")
+        m = read_json(Path("details/pretrain") / f"{name}.json")
         md += [f"## Pretraining `{name}` on {', '.join(spec['domains'])}", ""]
         if m is None:
             md += ["Not run.", ""]
@@ -637,7 +637,7 @@ def summary(params: dict, metrics: dict, study: dict) -> str:
         rows.append([f"`{part}`", init, _pick(m.get("sgd")), _pick(m.get("adam")), test_cell(optimizer_test(part, m)),
                      _study_pick(s.get("sgd")), _study_pick(s.get("adam"))])  # fmt: skip
     for name in params["pretrain"]:
-        m = read_json(Path("metrics/pretrain") / f"{name}.json")
+        m = read_json(Path("details/pretrain") / f"{name}.json")
         if m:
             rows.append([f"`pretrain@{name}` on cartoon, no cartoon training", f"pretrained here: {name}",
                          wilson_cell(m["cartoon_test_acc"], m["cartoon_test_n"]), DASH, DASH, DASH, DASH])  # fmt: skip
