@@ -39,7 +39,12 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
     assert len([r for r in rows if r["run"] == "sgd lr=0.01"]) == params["epochs"]
 
     metrics = evaluate.run(params, "scratch")
-    assert json.loads(open("metrics/scratch.json").read()) == metrics
+    assert json.loads(open("details/scratch.json").read()) == metrics
+    # What `dvc metrics diff` shows: the test accuracy and what selected it, nothing else.
+    headline = json.loads(open("metrics/scratch.json").read())
+    assert headline == {
+        opt: {k: metrics[opt][k] for k in ("test_acc", "val_acc", "lr", "epoch")} for opt in ("sgd", "adam")
+    }
     for opt in ("sgd", "adam"):
         m = metrics[opt]
         assert set(m) == {
@@ -84,6 +89,11 @@ def test_seeds_run_the_grid_once_each_and_give_a_mean_with_an_interval_over_seed
         assert m["test_acc"] == pytest.approx(mean, abs=1e-6) and m["interval"] == "t over 3 seeds"
         assert (m["test_acc_lo"], m["test_acc_hi"]) == (pytest.approx(lo, abs=1e-6), pytest.approx(hi, abs=1e-6))
         assert "lr" not in m and all("lr" in v and "test_acc_lo" in v for v in m["seeds"].values())
+    # The headline over seeds: the mean with its interval; each seed's pick stays in the details.
+    headline = json.loads(open("metrics/fewshot_scratch.json").read())
+    assert headline == {
+        o: {k: metrics[o][k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "val_acc")} for o in ("sgd", "adam")
+    }
     # Seed 0 of three is the run a single seed 0 gives: adding seeds changes nothing already computed.
     single = dict(params, seeds=[0])
     train.run(single, "fewshot_scratch")
@@ -111,12 +121,22 @@ def test_head_only_part_stores_only_the_head_and_evaluates_on_a_rebuilt_backbone
 
 
 def test_augment_part_selects_one_model_per_variant(prepared):
-    prepared["parts"]["augment"]["augment"] = ["none", "hflip_rot10"]
+    prepared["parts"]["augment"]["augment"] = ["none", "hflip_rot10", "blur3", "blur5"]
     train.run(prepared, "augment")
     metrics = evaluate.run(prepared, "augment")
-    assert set(metrics) == {"none", "hflip_rot10"}
+    assert set(metrics) == {"none", "hflip_rot10", "blur3", "blur5"}
+    # A sweep's headline: the mean test accuracy per family and its best variant, not every variant.
+    headline = json.loads(open("metrics/augment.json").read())
+    assert set(headline) == {"none", "flip / rotation", "blur", "best"}
+    blur = (metrics["blur3"]["test_acc"] + metrics["blur5"]["test_acc"]) / 2
+    assert headline["blur"] == {"test_acc": pytest.approx(blur, abs=1e-6), "variants": 2}
+    best = max(metrics, key=lambda v: metrics[v]["test_acc"])
+    assert headline["best"]["test_acc"] == metrics[best]["test_acc"]
     rows = list(csv.DictReader(open("plots/train/augment.csv")))
-    assert {r["variant"] for r in rows} == {"none", "hflip_rot10"} and {r["optimizer"] for r in rows} == {"sgd"}
+    assert {r["variant"] for r in rows} == set(metrics) and {r["optimizer"] for r in rows} == {"sgd"}
+    assert {(r["variant"], r["family"]) for r in rows if r["variant"] in ("blur3", "hflip_rot10")} == {
+        ("blur3", "blur"), ("hflip_rot10", "flip / rotation")
+    }
 
 
 def test_a_sweep_keeps_test_logits_not_models_and_scores_them_as_from_the_weights(prepared, tmp_path):

@@ -1,12 +1,19 @@
 """Stage `evaluate@<part>`: the part's selected models on the test set.
 
-Writes `metrics/<part>.json`, per optimizer (or per variant): val_acc and test_acc with their
-95 % intervals (`_lo`, `_hi`), sec_per_epoch, ms_per_example, runs, diverged, n_val, n_test.
-With one seed: the selected lr and epoch, and Wilson intervals from the counts. With several:
-the mean over seeds with Student's t interval over seeds (`interval` says which), and each
-seed's own selection under `seeds`. `plots/predictions/<part>/<group>.csv` (path, label,
-predicted, top-3 with probabilities; the first seed's model) feeds the confusion matrix and the
-misclassified-examples figure. It only loads weights: re-running it never retrains.
+Two files, so that what DVC shows by default is what a person compares:
+- `metrics/<part>.json` (declared metrics; `dvc exp show`, `dvc metrics diff`): per optimizer the
+  test accuracy and what selected it — val_acc, lr, epoch — or, over several seeds, the mean
+  test accuracy with its 95 % interval and the mean val_acc. A sweep over augmentation variants
+  gives the mean test accuracy per family of variants and its best variant; its per-variant
+  figures are in the details.
+- `details/<part>.json` (not declared: it feeds the report): per optimizer or variant, val_acc
+  and test_acc with their 95 % intervals (`_lo`, `_hi`), sec_per_epoch, ms_per_example, runs,
+  diverged, n_val, n_test. With one seed: the selected lr and epoch, and Wilson intervals from
+  the counts. With several: the mean over seeds with Student's t interval over seeds
+  (`interval` says which), and each seed's own selection under `seeds`.
+`plots/predictions/<part>/<group>.csv` (path, label, predicted, top-3 with probabilities; the
+first seed's model) feeds the confusion matrix and the misclassified-examples figure. It only
+loads weights (or the test logits train@ kept instead): re-running it never retrains.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from tlstudy import data, engine, models, uncertainty
+from tlstudy import augment, data, engine, models, uncertainty
 from tlstudy import params as P
 from tlstudy.atomic import write_json, write_text
 from tlstudy.stats import load_stats
@@ -63,6 +70,29 @@ def aggregate(per_seed: dict[str, dict]) -> dict:
         "seeds": per_seed,
     }
     return out
+
+
+def headline(details: dict, families: dict[str, str] | None = None) -> dict:
+    """What `dvc metrics diff` shows of a part: per group its test accuracy and what selected it
+    (one seed), or the mean over seeds with its interval; for a sweep (`families`: variant →
+    family), the mean test accuracy per family and the best variant instead of 28 groups."""
+    tested = {g: m for g, m in details.items() if "test_acc" in m}
+    if families is None:
+        keys = ("test_acc", "test_acc_lo", "test_acc_hi", "val_acc") if _over_seeds(tested) else None
+        return {g: {k: m[k] for k in keys or ("test_acc", "val_acc", "lr", "epoch")} for g, m in tested.items()}
+    out: dict = {}
+    for fam in augment.FAMILIES:
+        accs = [m["test_acc"] for v, m in tested.items() if families.get(v) == fam]
+        if accs:
+            out[fam] = {"test_acc": round(sum(accs) / len(accs), 6), "variants": len(accs)}
+    if tested:
+        best = max(tested, key=lambda v: (tested[v]["test_acc"], v == "none"))
+        out["best"] = {"variant": best, "test_acc": tested[best]["test_acc"]}
+    return out
+
+
+def _over_seeds(groups: dict) -> bool:
+    return any("seeds" in m for m in groups.values())
 
 
 def run(params: dict, part: str) -> dict:
@@ -141,5 +171,8 @@ def run(params: dict, part: str) -> dict:
         if per_seed:
             entry = {**aggregate(per_seed), **entry}
         metrics[group] = {**entry, "n_val": n_val, "n_test": n_test}
-    write_json(Path("metrics") / f"{part}.json", metrics)
+    write_json(Path("details") / f"{part}.json", metrics)
+    variants = P.part_grid(params, part)[2]
+    families = {v: augment.family(params["augmentations"][v]) for v in variants} if len(variants) > 1 else None
+    write_json(Path("metrics") / f"{part}.json", headline(metrics, families))
     return metrics
