@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,22 +162,44 @@ def decode(path: Path, size: int) -> torch.Tensor:
     """One image file as a 3×size×size uint8 tensor (grayscale, alpha and CMYK become RGB).
 
     PIL decodes: torchvision.io's decoders are deprecated from 0.29 on, and PIL says what is
-    wrong with a file it cannot read.
+    wrong with a file it cannot read. Whatever stops the decoder (a format it does not know, a
+    truncated or corrupt file, its decompression-bomb limit, a mode it cannot convert) is a
+    DataError naming the reason, so that build_cache can list the file or skip it.
     """
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.v2 import functional as F
 
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror or exc})") from exc
     if not data:
         raise DataError("empty file")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            arr = np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings():
+            # Between MAX_IMAGE_PIXELS and twice that PIL only warns, then decodes all the same:
+            # gigabytes of pixels from a small file, only to be shrunk to `size`.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                arr = np.asarray(im.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels[1]):,} pixels" if pixels else str(exc)
+        raise DataError(
+            f"refused as a possible decompression bomb: {size}, over PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS:,}; if it is a real image, downscale it"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise DataError("not a readable image (not a format PIL knows: JPEG, PNG, BMP, …)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"not a readable image ({exc})") from exc
+    except MemoryError as exc:
+        raise DataError("not decodable in the memory this machine has") from exc
+    # Any other exception is the decoder refusing this file (corrupt headers make some plugins
+    # raise struct.error, IndexError, EOFError …); one bad file must not end the stage.
+    except Exception as exc:
+        raise DataError(
+            f"not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from exc
     img = torch.from_numpy(arr.copy()).permute(2, 0, 1)
     if img.shape[-2:] != (size, size):
         img = F.resize(img, [size, size], antialias=True)
