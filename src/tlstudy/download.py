@@ -1,7 +1,8 @@
 """A plain HTTP(S) download with resume, bounded retries, timeouts and a checksum.
 
 The bytes go to `<dest>.part`; a retry resumes it with a Range request, and only a file whose
-sha256 matches is renamed to `dest`. A wrong checksum removes the partial file.
+sha256 matches is renamed to `dest`. A wrong checksum removes the partial file. A full disk stops
+the download at once (atomic.DiskFullError) and keeps the partial file for the next try.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tlstudy.atomic import disk_full, out_of_space
 
 CHUNK = 1 << 20
 
@@ -75,6 +78,12 @@ def download(
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            # A full disk does not clear by waiting: say so now instead of after every retry.
+            full = out_of_space(exc)
+            if full is not None:
+                have = part.stat().st_size if part.exists() else 0
+                kept = f"the partial download ({have} bytes) is kept"
+                raise disk_full(part, full, left=kept, then="run the same command again: the download resumes") from exc
             last = exc
         if attempt < retries:
             wait = backoff * 2 ** (attempt - 1)
