@@ -14,6 +14,7 @@ from tlstudy import data, engine, fetch, models, pretrain, stats, train, uncerta
 from tlstudy import params as P
 
 SHARED_SOURCES = PROJECT.parent / "shared" / "data" / "pacs_sources"
+DOMAINS = ["art_painting", "photo", "sketch"]
 
 
 @pytest.fixture
@@ -91,28 +92,34 @@ def test_a_source_domain_whose_classes_differ_from_the_cartoon_ones_is_refused(t
 
 @pytest.mark.skipif(not SHARED_SOURCES.is_dir(), reason=f"real PACS sources not at {SHARED_SOURCES}")
 def test_source_images_are_taken_from_the_archive_by_their_bytes(tmp_path):
-    picked = sorted(SHARED_SOURCES.glob("*/dog/*"))[:: len(list(SHARED_SOURCES.glob("*/dog/*"))) // 6][:6]
-    ref = [{"path": str(p.relative_to(SHARED_SOURCES)), "sha256": ""} for p in picked]
-    import hashlib
+    every = sorted(SHARED_SOURCES.glob("*/dog/*"))
+    picked = every[:: len(every) // 6][:6]
+    assert {p.parts[-3] for p in picked} == set(DOMAINS)
 
-    for r, p in zip(ref, picked):
-        r["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for i, p in enumerate(picked):  # other names than the reference's: matched by content
-            z.writestr(f"kfold/x/{i}{p.suffix}", p.read_bytes())
-        z.writestr("kfold/x/other.jpg", b"\xff\xd8 not one of them")
-    archive = tmp_path / "pacs.zip"
-    archive.write_bytes(buf.getvalue())
+    def archive(name, files):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for i, p in enumerate(files):  # other names than the reference's: matched by content
+                z.writestr(f"kfold/x/{i}{p.suffix}", p.read_bytes())
+            z.writestr("kfold/x/other.jpg", b"\xff\xd8 not one of them")
+        (tmp_path / name).write_bytes(buf.getvalue())
+        return tmp_path / name
 
-    fetch.extract(archive, tmp_path / "sources", ref, "PACS source-domain")
-    for r, p in zip(ref, picked):
-        assert (tmp_path / "sources" / r["path"]).read_bytes() == p.read_bytes()
-    assert len([f for f in (tmp_path / "sources").rglob("*") if f.is_file()]) == len(ref)
+    prov = fetch.unpack_sources(archive("pacs.zip", picked), tmp_path / "sources", DOMAINS)
+    for p in picked:
+        assert (tmp_path / "sources" / p.relative_to(SHARED_SOURCES)).read_bytes() == p.read_bytes()
+    files = sorted(
+        f.relative_to(tmp_path / "sources").as_posix() for f in (tmp_path / "sources").rglob("*") if f.is_file()
+    )
+    assert files == sorted([fetch.PROVENANCE_FILE] + [p.relative_to(SHARED_SOURCES).as_posix() for p in picked])
+    # Not every official image is there, so the folder is what the archive gives, and says so.
+    assert prov["names"] == fetch.SOURCES_ARCHIVE and prov["matched_by_sha256"] == 6
+    assert prov["files"] == {d: sum(p.parts[-3] == d for p in picked) for d in DOMAINS}
+    assert fetch.sources_complete(tmp_path / "sources", DOMAINS)
 
-    missing = ref + [{"path": "photo/dog/none.jpg", "sha256": "0" * 64}]
-    with pytest.raises(fetch.FetchError, match=r"holds 6 of the 7 PACS source-domain images"):
-        fetch.extract(archive, tmp_path / "incomplete", missing, "PACS source-domain")
+    photos = [p for p in picked if p.parts[-3] == "photo"]
+    with pytest.raises(fetch.FetchError, match=r"pacs_photo.zip: no images of domain sketch"):
+        fetch.unpack_sources(archive("pacs_photo.zip", photos), tmp_path / "incomplete", ["photo", "sketch"])
     assert not (tmp_path / "incomplete").exists() and not (tmp_path / "incomplete.unpacking").exists()
 
 
