@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from tlstudy import params as P
+    from tlstudy.atomic import DiskFullError, disk_full, out_of_space
     from tlstudy.data import DataError
     from tlstudy.download import DownloadError
     from tlstudy.fetch import FetchError
@@ -107,8 +108,16 @@ def main(argv: list[str] | None = None) -> int:
             evaluate.run(params, args.part)
         elif args.stage == "bench":
             _bench(params, args)
-    except (P.ParamsError, DataError, DownloadError, FetchError, WeightsError, FileNotFoundError) as exc:
+    except (P.ParamsError, DataError, DownloadError, FetchError, WeightsError, FileNotFoundError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # A full disk met by a write that does not go through atomic.replacing (a library's own
+        # file, say) is still the user's to fix, not a bug: one line, not a traceback.
+        full = out_of_space(exc)
+        if full is None:
+            raise
+        print(f"error: {disk_full(None, full, left='the file it was writing may be incomplete')}", file=sys.stderr)
         return 2
     return 0
 
