@@ -43,7 +43,7 @@ import numpy as np
 
 from tlstudy import data as D
 from tlstudy import synthetic
-from tlstudy.atomic import disk_full, out_of_space, torch_save, write_json, write_text
+from tlstudy.atomic import disk_full, out_of_space, torch_save, write_json
 from tlstudy.download import DownloadError, download, sha256_of
 
 CACHE = Path("work/images.pt")
@@ -127,7 +127,7 @@ def write_pacs_split_lists(root: Path, reference: list[dict]) -> None:
             for r in reference
             if r["official_subset"] == subset
         ]
-        write_text(root / "splits" / f"cartoon_{subset}_kfold.txt", "".join(lines))
+        _write(root / "splits" / f"cartoon_{subset}_kfold.txt", "".join(lines).encode())
 
 
 # --- reading an archive ------------------------------------------------------------------------
@@ -210,7 +210,13 @@ def _rows(archive: Path) -> Iterator[Row]:
 # --- unpacking -----------------------------------------------------------------------------------
 
 
+def _json(obj) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
 def _write(path: Path, blob: bytes) -> None:
+    """A file of the staging folder: plain writes (the folder appears whole by one rename), so
+    that its files keep the usual permissions rather than a temp file's 0600."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob)
@@ -347,7 +353,7 @@ def derive_split_lists(root: Path, ref: list[dict], seed: int = DERIVED_SEED) ->
         test |= {members[c][i] for i in order[: need[c]]}
     for subset, keep in (("train", False), ("crossval", True)):
         lines = [f"cartoon/{p} {classes.index(c) + 1}\n" for c in classes for p in members[c] if (p in test) == keep]
-        write_text(root / "splits" / f"cartoon_{subset}_kfold.txt", "".join(lines))
+        _write(root / "splits" / f"cartoon_{subset}_kfold.txt", "".join(lines).encode())
     return {c: need[c] for c in classes}
 
 
@@ -399,7 +405,7 @@ def unpack_pacs(archive: Path, root: Path) -> dict:
         prov = {"split": prov.pop("split"), **prov}
         prov["how"] = _how(prov)
         if prov["split"] != OFFICIAL:
-            write_json(staging / PROVENANCE_FILE, prov)
+            _write(staging / PROVENANCE_FILE, _json(prov))
     return prov
 
 
@@ -528,7 +534,7 @@ def unpack_sources(archive: Path, root: Path, domains: list[str]) -> dict:
         prov = {"names": names, "domains": domains, "files": files, "official_images": len(ref)}
         prov |= {"matched_by_sha256": n_sha, "matched_by_name": len(s.found) - n_sha, "from_archive_columns": placed}
         prov["without_class"] = len(s.extra) - placed if names == SOURCES_ARCHIVE else 0
-        write_json(staging / PROVENANCE_FILE, prov)
+        _write(staging / PROVENANCE_FILE, _json(prov))
     return prov
 
 
