@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -216,13 +215,15 @@ def publish(dest: Path, project: Path, name: str, timing: dict, command: str) ->
         elif src.exists():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, staging / rel)
-    import torch
+    from tlstudy.machine import machine, summary
 
+    details = machine()
     info = {
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "machine": summary(details),
+        "device": details["gpu"]["name"] if details["gpu"] else "cpu",
+        "machine_details": details,
         **timing,
     }
     (staging / "timing.json").write_text(json.dumps(info, indent=2) + "\n")

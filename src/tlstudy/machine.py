@@ -1,0 +1,118 @@
+"""What a result ran on, recorded beside it (published timing.json, the GPU check's machine.json).
+
+Speed and, on the CPU, the last digits of a result depend on which kernels PyTorch picked, and it
+picks them by the processor's instruction sets (AVX2, AVX-512, AMX) and the thread count; so the
+record names those, not only the processor, with the versions of every library a stage uses.
+
+`python -m tlstudy.machine` prints the record as JSON.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# The flags that decide PyTorch's CPU kernels (ATen dispatches on AVX2 / AVX-512; oneDNN uses
+# AVX-512 BF16/VNNI and AMX for bf16 and int8 matrix products).
+KERNEL_FLAGS = re.compile(r"^(avx2|avx512\w*|amx\w*)$")
+LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "dvc")
+
+
+def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str | None, list[str]]:
+    """The first processor's model name and its kernel-selecting flags (Linux only)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None, []
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    found = sorted({f for f in flags.group(1).split() if KERNEL_FLAGS.match(f)}) if flags else []
+    return (model.group(1).strip() if model else None), found
+
+
+def _version(dist: str) -> str | None:
+    """A library's installed version, without importing it (importing dvc takes a second)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _gpu_driver() -> str | None:
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [nvidia_smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The processor, its kernel-selecting features, threads, library versions and the GPU."""
+    import torch
+
+    model, flags = _cpuinfo(cpuinfo)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        versions[name] = _version(name)
+    # The module's own version when it is importable: a source checkout or a build can differ
+    # from what the installed metadata says.
+    versions["torch"] = torch.__version__
+    info = {
+        "cpu": model or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": flags,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+        "gpu": None,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = {
+            "name": props.name,
+            "count": torch.cuda.device_count(),
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "capability": f"{props.major}.{props.minor}",
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "driver": _gpu_driver(),
+        }
+    return info
+
+
+def summary(info: dict) -> str:
+    """One line: what a reader compares first."""
+    v = info["versions"]
+    cpu = (
+        f"{info['cpu']} ({info['cpu_capability']}), {info['cpus_usable']} of {info['cpu_count']} cores, "
+        f"{info['torch_threads']} torch threads"
+    )
+    gpu = f"; {info['gpu']['name']}, CUDA {info['gpu']['cuda']}" if info["gpu"] else ""
+    return f"{cpu}{gpu}; python {v['python']}, torch {v['torch']}"
+
+
+if __name__ == "__main__":
+    json.dump(machine(), sys.stdout, indent=2)
+    print()

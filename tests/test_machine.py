@@ -1,0 +1,76 @@
+"""tlstudy.machine: what a published result ran on, down to what picks PyTorch's CPU kernels."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import PROJECT
+
+from tlstudy import machine, profile
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8 avx_vnni
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu avx2
+"""
+
+
+def test_cpuinfo_gives_the_model_and_only_the_kernel_selecting_flags(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO)
+    model, flags = machine._cpuinfo(path)
+    assert model == "Intel(R) Xeon(R) Platinum 8480+"
+    # avx, fma and avx_vnni do not pick ATen's kernels; the first processor's line is read.
+    assert flags == ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_bf16", "avx512_fp16", "avx512bw", "avx512f"]
+
+
+def test_no_cpuinfo_still_gives_a_record(tmp_path):
+    info = machine.machine(cpuinfo=tmp_path / "absent")
+    assert info["cpu"] and info["cpu_flags"] == []
+
+
+def test_the_record_holds_cpu_threads_versions_and_gpu():
+    info = machine.machine()
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["torch_threads"] == torch.get_num_threads() and info["cpu_count"] == os.cpu_count()
+    assert 1 <= info["cpus_usable"] <= info["cpu_count"]
+    versions = info["versions"]
+    assert set(versions) == {"python", "torch", "torchvision", "numpy", "pillow", "dvc"}
+    assert versions["torch"] == torch.__version__ and versions["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert all(versions.values()), versions  # every one is installed here, dvc included
+    if torch.cuda.is_available():
+        assert info["gpu"]["name"] == torch.cuda.get_device_name(0) and info["gpu"]["cuda"] == torch.version.cuda
+    else:
+        assert info["gpu"] is None
+    assert info["cpu_capability"] in machine.summary(info)
+    json.dumps(info)  # a JSON record as it is
+
+
+def test_python_m_tlstudy_machine_prints_the_record_as_json():
+    env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"))
+    r = subprocess.run([sys.executable, "-m", "tlstudy.machine"], capture_output=True, text=True, env=env, check=True)
+    assert json.loads(r.stdout)["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+@pytest.mark.parametrize("flags", [["avx2"], []])
+def test_published_timing_records_the_machine(tmp_path, monkeypatch, flags):
+    monkeypatch.setattr(machine, "_cpuinfo", lambda path: ("Test CPU", flags))
+    ws, project = tmp_path / "ws", tmp_path / "project"
+    (ws / "metrics").mkdir(parents=True)
+    (ws / "params.yaml").write_text("seed: 0\n")
+    timing = {"invocations": [], "stages": {"fetch": 1.0}, "stage_total_s": 1.0}
+    out = profile.publish(ws, project, "x", timing, "python -m tlstudy profile x")
+    published = json.loads((out / "timing.json").read_text())
+    details = published["machine_details"]
+    assert details["cpu"] == "Test CPU" and details["cpu_flags"] == flags
+    assert details["cpu_capability"] and details["torch_threads"] >= 1 and details["versions"]["dvc"]
+    assert "Test CPU" in published["machine"] and published["stages"] == {"fetch": 1.0}
