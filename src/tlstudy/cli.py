@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data", type=Path, help="PACS cartoon folder, linked in at data.path (no download)")
     r.add_argument("--sources", type=Path, help="PACS's other domains, <domain>/<class>/<image>, linked in")
     r.add_argument("--publish", action="store_true", help="copy the results to results/<name>/")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="sets",
+        help="after the overlay, set a dotted key of params to a YAML value, e.g. --set epochs=2 "
+        "--set pretrain.pacs_sources.epochs=1 (repeatable; null removes the key)",
+    )
     return p
 
 
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 command = "python -m tlstudy " + " ".join(argv if argv is not None else sys.argv[1:])
                 profile.run(
                     args.name, args.dir, args.params, fresh=args.fresh, data=args.data, sources=args.sources,
-                    publish_results=args.publish, command=command,
+                    publish_results=args.publish, command=command, sets=args.sets,
                 )  # fmt: skip
             return 0
         params = P.load(args.params)

@@ -31,6 +31,9 @@ import yaml
 
 COPIED = ["dvc.yaml", "src", "pyproject.toml", "assets"]
 PUBLISHED = ["params.yaml", "dvc.lock", "metrics", "plots/train", "plots/pretrain", "plots/predictions", "report"]
+SET_FORMAT = (
+    "KEY=VALUE with KEY a dotted path into params (e.g. epochs=2, pretrain.pacs_sources.epochs=1, 'lr=[0.01,0.001]')"
+)
 NOTE = """# Workspace of the `{name}` profile
 
 Built by `python -m tlstudy profile {name}` from the project beside it: this project's dvc.yaml
@@ -54,15 +57,73 @@ def merge(base: dict, overlay: dict) -> dict:
     return out
 
 
-def profile_params(project: Path, name_or_path: str, params_path: str = "params.yaml") -> dict:
-    """params.yaml with a profile's overlay applied, validated."""
+def profile_params(
+    project: Path, name_or_path: str, params_path: str = "params.yaml", sets: list[str] | tuple[str, ...] = ()
+) -> dict:
+    """params.yaml with a profile's overlay applied, then each `--set KEY=VALUE`, validated."""
     from tlstudy import params as P
 
     overlay_path = overlay_file(project, name_or_path)
     base = yaml.safe_load((project / params_path).read_text())
-    params = merge(base, yaml.safe_load(overlay_path.read_text()) or {})
-    P.validate(params, source=f"{params_path} + {overlay_path.name}")
+    params = apply_sets(merge(base, yaml.safe_load(overlay_path.read_text()) or {}), sets)
+    try:
+        P.validate(params, source=f"{params_path} + {overlay_path.name}")
+    except P.ParamsError as exc:
+        if not sets:
+            raise
+        # The key path alone would not say that a --set, not a file, put the value there.
+        raise P.ParamsError(f"{exc} (after {' '.join(f'--set {s}' for s in sets)})") from exc
     return params
+
+
+def parse_set(text: str) -> tuple[list[str], object]:
+    """`a.b.c=VALUE` as (["a", "b", "c"], VALUE parsed as YAML), like `dvc exp run -S`."""
+    from tlstudy.errors import ParamsError
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep:
+        raise ParamsError(f"--set {text!r}: no '=' after the key; expected {SET_FORMAT}")
+    if not key:
+        raise ParamsError(f"--set {text!r}: the key is empty; expected {SET_FORMAT}")
+    parts = key.split(".")
+    if not all(p.strip() for p in parts):
+        raise ParamsError(f"--set {text!r}: the key {key!r} has an empty part between dots; expected {SET_FORMAT}")
+    if not raw.strip():
+        raise ParamsError(f"--set {key}=: no value; give one (YAML), or null to remove the key")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamsError(f"--set {key}: the value {raw!r} is not valid YAML ({problem})") from exc
+    return [p.strip() for p in parts], value
+
+
+def apply_sets(params: dict, sets: list[str] | tuple[str, ...]) -> dict:
+    """Each KEY=VALUE replaces the value at its dotted key, in order (a missing mapping on the way
+    is created, so validation can name an unknown key); a null removes the key, as in an overlay."""
+    import copy
+
+    from tlstudy.errors import ParamsError
+
+    out = copy.deepcopy(params)
+    for text in sets:
+        path, value = parse_set(text)
+        node = out
+        for depth, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise ParamsError(
+                    f"--set {'.'.join(path)}: '{where}' is {child!r}, not a mapping, so it has no key "
+                    f"'{path[depth + 1]}'; set '{where}' itself instead"
+                )
+            node = child
+        if value is None:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+    return out
 
 
 def overlay_file(project: Path, name_or_path: str) -> Path:
@@ -271,9 +332,10 @@ def run(
     sources: Path | None = None,
     publish_results: bool = False,
     command: str = "",
+    sets: list[str] | tuple[str, ...] = (),
 ) -> Path:
     project = Path(project or Path.cwd())
-    params = profile_params(project, name, params_path)
+    params = profile_params(project, name, params_path, sets)
     label = Path(name).stem
     dest_path = (project / (dest or f"work/profiles/{label}")).resolve()
     links = {}

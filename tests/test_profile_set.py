@@ -1,0 +1,84 @@
+"""`python -m tlstudy profile <name> --set KEY=VALUE`."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PROJECT
+
+from tlstudy import cli, profile
+from tlstudy.errors import ParamsError
+
+
+def test_set_applies_dotted_keys_after_the_overlay_and_leaves_the_rest(study_params):
+    params = profile.profile_params(
+        PROJECT, "offline", sets=["epochs=2", "pretrain.pacs_sources.epochs=1", "lr=[0.01, 0.001]", "optimizer=adam"]
+    )
+    assert params["epochs"] == 2 and params["pretrain"]["pacs_sources"]["epochs"] == 1
+    assert params["lr"] == [0.01, 0.001] and params["optimizer"] == "adam"
+    # The overlay's own values stay where --set did not touch them.
+    assert params["data"]["image_size"] == 64 and params["pretrain"]["pacs_sources"]["lr"] == 0.05
+    assert params["transfer"] == profile.profile_params(PROJECT, "offline")["transfer"]
+
+
+def test_set_replaces_rather_than_merges_and_null_removes_a_key():
+    params = profile.profile_params(
+        PROJECT, "demo", sets=["parts.augment_study=null", "parts.scratch={subset: full, init: random, trainable: all}"]
+    )
+    assert "augment_study" not in params["parts"] and "augment" in params["parts"]
+    assert params["parts"]["scratch"] == {"subset": "full", "init": "random", "trainable": "all"}
+
+
+def test_later_sets_win_and_the_input_is_not_changed():
+    base = {"epochs": 5, "pretrain": {"b": {"epochs": 3}}}
+    out = profile.apply_sets(base, ["epochs=2", "epochs=7", "pretrain.b.epochs=1"])
+    assert out == {"epochs": 7, "pretrain": {"b": {"epochs": 1}}}
+    assert base == {"epochs": 5, "pretrain": {"b": {"epochs": 3}}}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("epochs", r"--set 'epochs': no '=' after the key; expected KEY=VALUE"),
+        ("=2", r"--set '=2': the key is empty"),
+        ("pretrain..epochs=1", r"the key 'pretrain\.\.epochs' has an empty part"),
+        ("epochs=", r"--set epochs=: no value; give one \(YAML\), or null to remove the key"),
+        ("lr=[0.01", r"--set lr: the value '\[0.01' is not valid YAML"),
+        ("lr.first=0.1", r"--set lr.first: 'lr' is \[0.03, .*\], not a mapping, so it has no key 'first'"),
+    ],
+)
+def test_a_malformed_set_is_refused_naming_the_key(text, message):
+    with pytest.raises(ParamsError, match=message):
+        profile.profile_params(PROJECT, "demo", sets=[text])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("epochs=0", r"'epochs' must be >= 1, got 0 \(after --set epochs=0\)"),
+        ("pretrain.pacs_sources.epoch=1", r"unknown key 'pretrain.pacs_sources.epoch' \(did you mean 'epochs'\?\)"),
+        ("optimizer=[sgd, lbfgs]", r"'optimizer'.*lbfgs.*accepted: sgd, adam"),
+        ("data.source=ftp", r"'data.source' is 'ftp'; accepted: pacs, local, synthetic"),
+    ],
+)
+def test_a_set_value_is_validated_with_the_rest_of_params(text, message):
+    with pytest.raises(ParamsError, match=message):
+        profile.profile_params(PROJECT, "demo", sets=[text])
+
+
+def test_cli_profile_set_error_exits_2_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(PROJECT)
+    ws = tmp_path / "ws"
+    assert cli.main(["profile", "demo", "--dir", str(ws), "--set", "epochs"]) == 2
+    assert "--set 'epochs': no '='" in capsys.readouterr().err
+    assert cli.main(["profile", "demo", "--dir", str(ws), "--set", "epochs=-1"]) == 2
+    assert "'epochs' must be >= 1" in capsys.readouterr().err
+    assert not ws.exists()
+
+
+def test_cli_passes_every_set_to_the_profile_in_order(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(profile, "run", lambda *a, **kw: seen.update(kw))
+    args = ["profile", "offline", "--set", "epochs=2", "--set", "pretrain.pacs_sources.epochs=1"]
+    assert cli.main(args) == 0
+    assert seen["sets"] == ["epochs=2", "pretrain.pacs_sources.epochs=1"]
+    assert seen["command"].endswith("--set epochs=2 --set pretrain.pacs_sources.epochs=1")
