@@ -62,7 +62,7 @@ def outputs(in_tmp, params):
         noise = torch.randint(0, 256, (300, 400, 3), dtype=torch.uint8).numpy()
         Image.fromarray(noise).save(in_tmp / "plots/inspect" / f"{name}.png")
     # scratch: SGD lr 1e30 diverged at epoch 1, SGD 0.01 fine; Adam fine.
-    write_json(in_tmp / "metrics/scratch.json", {"sgd": metric(0.01, 2, 0.55, 0.5, diverged=1),
+    write_json(in_tmp / "details/scratch.json", {"sgd": metric(0.01, 2, 0.55, 0.5, diverged=1),
                                                  "adam": metric(0.001, 3, 0.65, 0.625)})  # fmt: skip
     write_json(in_tmp / "models/scratch/runs.json", {"runs": [
         run_record("sgd lr=1e+30", "sgd", 1e30, diverged=1), run_record("sgd lr=0.01", "sgd", 0.01),
@@ -72,18 +72,18 @@ def outputs(in_tmp, params):
               curve_rows("sgd lr=0.01", "sgd", "0.01", 3)
               + curve_rows("adam lr=0.001", "adam", "0.001", 3))  # fmt: skip
     # classifier: Adam missing entirely (e.g. run with -S optimizer=sgd).
-    write_json(in_tmp / "metrics/classifier.json", {"sgd": metric(0.003, 1, 0.7, 0.75)})
+    write_json(in_tmp / "details/classifier.json", {"sgd": metric(0.003, 1, 0.7, 0.75)})
     write_json(in_tmp / "models/classifier/runs.json", {"runs": [run_record("sgd lr=0.003", "sgd", 0.003)]})
     write_csv(in_tmp / "plots/train/classifier.csv", header, curve_rows("sgd lr=0.003", "sgd", "0.003", 3))
     # finetune: every Adam run diverged.
     write_json(
-        in_tmp / "metrics/finetune.json",
+        in_tmp / "details/finetune.json",
         {"sgd": metric(0.01, 3, 0.9, 0.875), "adam": {"runs": 1, "diverged": 1}},
     )
     finetune_runs = [run_record("sgd lr=0.01", "sgd", 0.01), run_record("adam lr=0.03", "adam", 0.03, diverged=1)]
     write_json(in_tmp / "models/finetune/runs.json", {"runs": finetune_runs})
     write_csv(in_tmp / "plots/train/finetune.csv", header, curve_rows("sgd lr=0.01", "sgd", "0.01", 3))
-    write_json(in_tmp / "metrics/augment.json", {"none": metric(0.01, 2, 0.5, 0.5, runs=1),
+    write_json(in_tmp / "details/augment.json", {"none": metric(0.01, 2, 0.5, 0.5, runs=1),
                                                  "hflip": metric(0.01, 3, 0.6, 0.75, runs=1),
                                                  "blur3": metric(0.01, 1, 0.4, 0.25, runs=1)})  # fmt: skip
     write_json(in_tmp / "models/augment/runs.json", {"runs": [run_record(f"{v} sgd lr=0.01", "sgd", 0.01, v)
@@ -118,17 +118,24 @@ def test_report_tables_put_the_studys_numbers_beside_ours(outputs):
     # 11 of 20 validation images, 4 of 8 test images: Wilson 95 % [34.2, 74.2] and [21.5, 78.5].
     assert row("sgd", "scratch") == (
         "| sgd | 0.01 | 2 | 55.00 % [34.2, 74.2] | 50.00 % [21.5, 78.5] | 1 | 60.60 % | 0.03 | 18 | 77.43 % "
-        "| 1.500 | 2.250 | 2 (1) |"
+        "| 2 (1) |"
     )
     assert row("adam", "scratch").startswith("| adam | 0.001 | 3 | 65.00 % [43.3, 81.9] | 62.50 % [30.6, 86.3] | 1 |")
     assert row("adam", "classifier") == (
-        "| adam | not run | — | — | — | — | 81.78 % | 0.0001 | 38 | 88.36 % | — | — | — |"
+        "| adam | not run | — | — | — | — | 81.78 % | 0.0001 | 38 | 88.36 % | — |"
     )
     assert row("adam", "finetune").startswith("| adam | all 1 runs diverged | — | — | — | — | 93.22 % |")
     assert "| R | 0.8100 | 0.2700 | 0.8116 | 0.2730 | 0.485 | 0.229 |" in md
-    assert "| 1 | Samoyed | 0.5000 | Samoyed | 0.9504 |" in md and "Random weights" in md
+    # One unit throughout: Table I's probabilities in % too.
+    assert "| 1 | Samoyed | 50.00 % | Samoyed | 95.04 % |" in md and "Random weights" in md
+    # Every heading names the backbone the part really used, and the study's beside it.
+    assert "### Table III: training the head only, backbone frozen (`classifier`) — backbone: random, standing in" in md
+    assert "; the study's: ImageNet.*" in md and "ImageNet backbone)" not in md
+    assert "## How to read this" in md.split("## Summary")[0] and "Brackets hold 95 % intervals" in md
     summary = md.split("## Summary")[1]
-    ours = "| `scratch` | random | 50.00 % [21.5, 78.5] (lr 0.01, epoch 2) | 62.50 % [30.6, 86.3] (lr 0.001, epoch 3) |"
+    ours = (
+        "| `scratch` | random init | 50.00 % [21.5, 78.5] (lr 0.01, epoch 2) | 62.50 % [30.6, 86.3] (lr 0.001, epoch 3) |"
+    )
     # One seed: McNemar on the test predictions; SGD gets the dog images wrong, Adam too (same CSV rows).
     assert f"{ours} -12.5 pp, p = 1 (McNemar, 0 vs 0 images) | 60.60 % (lr 0.03, epoch 18) |" in summary
     assert Path("report/summary.md").read_text() in md
@@ -138,10 +145,10 @@ def test_table_viii_is_sorted_by_test_accuracy_with_the_best_in_bold(outputs):
     report.run(outputs)
     md = Path("report/README.md").read_text()
     table = md.split("## Table VIII")[1].split("\n\n")[1].splitlines()[2:]
-    assert [line.split(" | ")[0].strip("| *") for line in table] == ["hflip", "none", "blur3"]
+    assert [line.split(" | ")[0].strip("| *`") for line in table] == ["hflip", "none", "blur3"]
     assert table[0] == (
-        "| **hflip** | **0.01** | **3** | **60.00 % [38.7, 78.1]** | **75.00 % [40.9, 92.9]** | 0.03 | 12 | 97.87 % "
-        "| 82.78 % |"
+        "| **`hflip`** | flip / rotation | **0.01** | **3** | **60.00 % [38.7, 78.1]** | **75.00 % [40.9, 92.9]** "
+        "| 0.03 | 12 | 97.87 % | 82.78 % |"
     )
 
 
@@ -149,9 +156,11 @@ def test_diverged_runs_are_listed_and_every_figure_is_a_real_png(outputs):
     report.run(outputs)
     md = Path("report/README.md").read_text()
     diverged = md.split("## Diverged runs")[1]
-    assert "| scratch | sgd lr=1e+30 | 1 |" in diverged and "| finetune | adam lr=0.03 | 1 |" in diverged
+    assert "| `scratch` | sgd lr=1e+30 | 1 |" in diverged and "| `finetune` | adam lr=0.03 | 1 |" in diverged
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", md)
-    assert len(figures) == 4 + 3 + 1 + 1 + 1  # inspect, three parts' curves, augment, SGD vs Adam, misclassified
+    # inspect, results at a glance, three parts' curves, the sweep's Table VIII and its curves, misclassified
+    assert len(figures) == 4 + 1 + 3 + 2 + 1
+    assert {"figures/results_at_a_glance.png", "figures/table8_augment.png"} <= set(figures)
     for rel in figures:
         path = Path("report") / rel
         with Image.open(path) as im:
@@ -178,7 +187,7 @@ def seeds_and_placements(in_tmp, params):
         params["parts"][part]["augment"] = variants
     sgd = {0: (0.01, 4, 0.55, 0.5), 1: (0.01, 6, 0.6, 0.625), 2: (0.001, 5, 0.5, 0.5)}
     adam = {0: (0.001, 3, 0.65, 0.75), 1: (0.001, 3, 0.7, 0.875), 2: (0.001, 2, 0.6, 0.75)}
-    write_json(in_tmp / "metrics/fewshot_scratch.json", {"sgd": seeded(sgd), "adam": seeded(adam)})
+    write_json(in_tmp / "details/fewshot_scratch.json", {"sgd": seeded(sgd), "adam": seeded(adam)})
     records, rows = [], []
     for opt, picks in (("sgd", sgd), ("adam", adam)):
         for seed in picks:
@@ -192,7 +201,7 @@ def seeds_and_placements(in_tmp, params):
     ours = {v: metric(0.01, 3, 0.6, 0.625, runs=1) for v in variants}
     placed = {v: metric(0.01, 3, 0.8, 0.125, runs=1) if v in ("bright005", "hue005") else ours[v] for v in variants}
     for part, table in (("augment", ours), ("augment_study", placed)):
-        write_json(in_tmp / f"metrics/{part}.json", table)
+        write_json(in_tmp / f"details/{part}.json", table)
         write_json(in_tmp / f"models/{part}/runs.json",
                    {"runs": [run_record(f"{v} sgd lr=0.01", "sgd", 0.01, v) for v in variants]})  # fmt: skip
         write_csv(in_tmp / f"plots/train/{part}.csv", PLOT_COLUMNS,
