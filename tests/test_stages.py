@@ -135,7 +135,8 @@ def test_augment_part_selects_one_model_per_variant(prepared):
     rows = list(csv.DictReader(open("plots/train/augment.csv")))
     assert {r["variant"] for r in rows} == set(metrics) and {r["optimizer"] for r in rows} == {"sgd"}
     assert {(r["variant"], r["family"]) for r in rows if r["variant"] in ("blur3", "hflip_rot10")} == {
-        ("blur3", "blur"), ("hflip_rot10", "flip / rotation")
+        ("blur3", "blur"),
+        ("hflip_rot10", "flip / rotation"),
     }
 
 

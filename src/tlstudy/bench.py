@@ -239,6 +239,43 @@ def head_grid(initial, split, train_dir, val_dir, size, norm, batch, workers, re
     }
 
 
+def layout_case(size: int, n: int, batch: int, repeats: int) -> dict:
+    """A training step of the engine in the default layout against channels_last, on the CPU at
+    one image size: the evidence for engine.CPU_CHANNELS_LAST_MIN_PX. Random pixels (the speed
+    does not depend on them), the two layouts taking turns batch by batch (side_by_side)."""
+    cpu = torch.device("cpu")
+    gen = torch.Generator().manual_seed(size)
+    x = torch.randint(0, 256, (n, 3, size, size), generator=gen, dtype=torch.uint8)
+    y = torch.randint(0, 7, (n,), generator=gen)
+    col = torch.full((1, 3, 1, 1), 0.5)
+    split = engine.Split(x, y, x[:batch], y[:batch], col, col / 2)
+    sides = {}
+    for name, last in (("nchw", False), ("channels_last", True)):
+        speed = engine.Speed(cpu, bf16=False, channels_last=last)
+        model = speed.prepare(models.build(7, "random", "random", seed=0)).train()
+        sides[name] = (model, engine.make_optimizer("sgd", model.parameters(), 0.01, SETTINGS), speed)
+    times = {name: [] for name in sides}
+    for r in range(repeats + 1):  # the first round warms up and is not counted
+        epochs = {
+            name: engine.train_steps(m, opt, split, None, batch, torch.Generator().manual_seed(r), None, speed)
+            for name, (m, opt, speed) in (sides.items() if r % 2 == 0 else reversed(sides.items()))
+        }
+        for name, seconds in side_by_side(epochs, cpu).items():
+            if r > 0:
+                times[name].append(seconds)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    return {
+        "image_size": size,
+        "images": n,
+        "nchw_img_s": round(n / med["nchw"], 2),
+        "channels_last_img_s": round(n / med["channels_last"], 2),
+        "ratio": round(med["nchw"] / med["channels_last"], 3),
+        "nchw_samples_s": [round(t, 4) for t in times["nchw"]],
+        "channels_last_samples_s": [round(t, 4) for t in times["channels_last"]],
+        "engine_uses_channels_last": size >= engine.CPU_CHANNELS_LAST_MIN_PX,
+    }
+
+
 def run(
     source: Path | None,
     size: int,
@@ -251,6 +288,7 @@ def run(
     configs: list[tuple[str, str, list]],
     out: Path,
     precision: str = "auto",
+    layout_sizes: tuple[int, ...] = (),
 ) -> dict:
     dev = engine.device()
     speed = engine.speed_for(dev, precision)
@@ -284,6 +322,16 @@ def run(
                 f"({c['ours_s_epoch']:.2f} s/epoch), ratio {c['ratio']:.3f}"
             )
         grid = head_grid(initial, split, train_dir, val_dir, size, norm, batch, workers, repeats, head_epochs, speed)
+    layouts = []
+    for layout_size in layout_sizes if dev.type == "cpu" else ():
+        # Two batches at 227 px take seconds on 2 cores; more at small sizes, where a step is short.
+        c = layout_case(layout_size, batch * (2 if layout_size >= 128 else 6), batch, repeats)
+        layouts.append(c)
+        print(
+            f"bench: CPU layout at {layout_size:>3} px: default {c['nchw_img_s']:7.1f} img/s, channels_last "
+            f"{c['channels_last_img_s']:7.1f} img/s, ratio {c['ratio']:.3f} (the engine uses "
+            f"{'channels_last' if c['engine_uses_channels_last'] else 'the default layout'} at this size)"
+        )
     # The headline is the study's own timing case: SGD without augmentation.
     plain = next((c for c in results if (c["variant"], c["optimizer"]) == ("none", "sgd")), results[0])
     result = {
@@ -305,6 +353,8 @@ def run(
         "full_training": results,
         **grid,
     }
+    if layouts:
+        result["cpu_layout"] = {"channels_last_from_px": engine.CPU_CHANNELS_LAST_MIN_PX, "cases": layouts}
     print(
         f"bench: head-only grid of {len(GRID)} runs x {head_epochs} epochs: baseline "
         f"{result['head_grid_baseline_s']:.1f} s, ours {result['head_grid_ours_s']:.2f} s, "

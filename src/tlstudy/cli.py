@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
         default="none/sgd,none/adam,hflip_rot10/sgd,blur9/sgd",
         help="full-training cases as variant/optimizer, variants from params (default: %(default)s)",
     )
+    b.add_argument(
+        "--layout-sizes",
+        default="64,227",
+        help="image sizes of the CPU layout case, channels_last vs the default (default: %(default)s; '' skips it)",
+    )
     b.add_argument("--out", type=Path, default=Path("metrics/bench.json"), help="default: %(default)s")
     d = sub.add_parser("demo", help="the demo profile on synthetic data, rebuilt in demo/ (make demo)")
     d.add_argument("--dir", default="demo", help="workspace to rebuild (default: %(default)s)")
@@ -154,5 +159,14 @@ def _bench(params: dict, args: argparse.Namespace) -> None:
     bench.run(
         source, pick(args.size, "size"), pick(args.per_class, "per_class"), pick(args.val_per_class, "n_val"),
         args.batch_size or params["batch_size"], pick(args.repeats, "repeats"), pick(args.workers, "workers"),
-        pick(args.head_epochs, "head_epochs"), configs, args.out, params["precision"],
+        pick(args.head_epochs, "head_epochs"), configs, args.out, params["precision"], layout_sizes(args.layout_sizes),
     )  # fmt: skip
+
+
+def layout_sizes(text: str) -> tuple[int, ...]:
+    from tlstudy import params as P
+
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise P.ParamsError(f"bench --layout-sizes: {text!r} is not a comma-separated list of pixel sizes") from None
