@@ -1,8 +1,13 @@
-"""`python -m tlstudy profile <name> --set KEY=VALUE`."""
+"""`python -m tlstudy profile <name> --set KEY=VALUE`, the gpu-check overlay, and how a profile
+finds DVC and `python` on a machine where they are not installed the usual way."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+import yaml
 from conftest import PROJECT
 
 from tlstudy import cli, profile
@@ -82,3 +87,53 @@ def test_cli_passes_every_set_to_the_profile_in_order(monkeypatch):
     assert cli.main(args) == 0
     assert seen["sets"] == ["epochs=2", "pretrain.pacs_sources.epochs=1"]
     assert seen["command"].endswith("--set epochs=2 --set pretrain.pacs_sources.epochs=1")
+
+
+def test_gpu_check_overlay_is_the_study_but_what_that_machine_forces(study_params):
+    params = profile.profile_params(PROJECT, "gpu-check")
+    assert params["imagenet_weights"] == "random" and params["inspect"]["weights"] == "random"
+    assert params["data"]["source"] == "local" and params["pretrain"]["pacs_sources"]["source"] == "local"
+    forced = {("imagenet_weights",), ("inspect", "weights"), ("data", "source"), ("pretrain", "pacs_sources", "source")}
+
+    def without(p):
+        p = yaml.safe_load(yaml.safe_dump(p))
+        for path in forced:
+            node = p
+            for key in path[:-1]:
+                node = node[key]
+            node.pop(path[-1])
+        return p
+
+    assert without(params) == without(study_params)
+    assert params["data"]["image_size"] == 227 and len(params["lr"]) == 5 and params["epochs"] == 50
+    # The short first pass validates too.
+    short = profile.profile_params(PROJECT, "gpu-check", sets=["epochs=2", "pretrain.pacs_sources.epochs=1"])
+    assert short["epochs"] == 2 and short["pretrain"]["pacs_sources"]["epochs"] == 1
+
+
+def test_dvc_runs_as_python_m_where_no_dvc_executable_is_found(tmp_path, monkeypatch):
+    """The GPU check installs DVC with `pip install --target`: no `dvc` beside python3 nor on PATH."""
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    fake.symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert profile.tool_argv("dvc") == [str(fake), "-m", "dvc"]
+    (fake.parent / "dvc").write_text("#!/bin/sh\n")
+    (fake.parent / "dvc").chmod(0o755)
+    assert profile.tool_argv("dvc") == [str(fake.parent / "dvc")]
+
+
+def test_stages_get_a_python_shim_where_the_interpreter_has_no_python_beside_it(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    fake.symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    folder = profile._python_on_path(tmp_path / "ws")
+    assert folder == str(tmp_path / "ws" / "work" / "bin")
+    r = subprocess.run([f"{folder}/python", "-c", "print(6 * 7)"], capture_output=True, text=True)
+    assert r.stdout.strip() == "42"
+    # With a `python` beside the interpreter, that folder goes on PATH and no shim is written.
+    (fake.parent / "python").symlink_to(sys.executable)
+    assert profile._python_on_path(tmp_path / "ws2") == str(fake.parent)
+    assert not (tmp_path / "ws2").exists()

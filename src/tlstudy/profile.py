@@ -1,9 +1,12 @@
 """Profiles: the real dvc.yaml run in a workspace of its own, on params.yaml plus an overlay.
 
 A profile is `profiles/<name>.yaml`, an overlay on params.yaml (a mapping merges key by key; a
-null removes the key). `demo` is the offline demo on synthetic data (`make demo`); `offline`
-is the study on the real PACS images sized for a CPU, with every part that asks for ImageNet
-starting from the PACS-sources backbone instead (`make offline`).
+null removes the key), and then any `--set KEY=VALUE` (a dotted key, a YAML value, as `dvc exp
+run -S`), so one profile also runs in a short mode (`--set epochs=2`). `demo` is the offline
+demo on synthetic data (`make demo`); `offline` is the study on the real PACS images sized for a
+CPU, with every part that asks for ImageNet starting from the PACS-sources backbone instead
+(`make offline`); `gpu-check` is the study's own settings on a GPU machine with no network
+(scripts/gpu-check.sh).
 
 The workspace (default `work/profiles/<name>`, `demo/` for the demo) is a git + DVC repo with a
 copy of the code, dvc.yaml, the plot templates and the merged params.yaml, so the project's own
@@ -143,6 +146,28 @@ def tool(name: str) -> str:
     return str(local) if local.exists() else name
 
 
+def tool_argv(name: str) -> list[str]:
+    """How to run a Python tool: its executable beside this Python or on PATH, else `python -m`,
+    for a tool installed with no script on PATH (the GPU check's `pip install --target`)."""
+    found = tool(name)
+    if Path(found).is_absolute() or shutil.which(found):
+        return [found]
+    return [sys.executable, "-m", name]
+
+
+def _python_on_path(dest: Path) -> str:
+    """A folder whose `python` is this Python, for the stages' `python -m tlstudy`: the
+    interpreter's own folder, or a shim where it has no `python` (only python3, say)."""
+    here = Path(sys.executable).parent
+    if (here / "python").exists():
+        return str(here)
+    shim = dest / "work" / "bin" / "python"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    shim.chmod(0o755)
+    return str(shim.parent)
+
+
 def sh(cwd: Path, *cmd: str) -> None:
     subprocess.run(cmd, cwd=cwd, check=True)
 
@@ -187,8 +212,8 @@ def prepare(dest: Path, project: Path, params: dict, name: str, fresh: bool, lin
         if subprocess.run(["git", "config", "user.email"], cwd=dest, capture_output=True).returncode:
             sh(dest, "git", "config", "user.email", "profile@tlstudy.invalid")
             sh(dest, "git", "config", "user.name", "tlstudy profile")
-        sh(dest, tool("dvc"), "init", "-q")
-        sh(dest, tool("dvc"), "config", "core.analytics", "false")
+        sh(dest, *tool_argv("dvc"), "init", "-q")
+        sh(dest, *tool_argv("dvc"), "config", "core.analytics", "false")
     _copy_code(dest, project)
     write_text(dest / "params.yaml", yaml.safe_dump(params, sort_keys=False, width=120))
     write_text(dest / "README.md", NOTE.format(name=name))
@@ -206,11 +231,11 @@ def repro(dest: Path) -> dict[str, float]:
     # The stages run the workspace's copy of the code, the one DVC hashed as their dependency.
     env = dict(
         os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PATH=f"{_python_on_path(dest)}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONPATH=os.pathsep.join(filter(None, [str(dest / "src"), os.environ.get("PYTHONPATH")])),
     )
     proc = subprocess.Popen(
-        [tool("dvc"), "repro"], cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*tool_argv("dvc"), "repro"], cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     seconds: dict[str, float] = {}
     stage, started = None, time.perf_counter()
@@ -294,6 +319,17 @@ def publish(dest: Path, project: Path, name: str, timing: dict, command: str) ->
     return out
 
 
+def _cell(group: str, m: dict) -> str:
+    if "test_acc" not in m:
+        return f"{group} diverged"
+    interval = f" [{m['test_acc_lo']:.2f}, {m['test_acc_hi']:.2f}]" if "test_acc_lo" in m else ""
+    if "lr" in m:
+        which = f"({m['lr']:g}, {m['epoch']})"
+    else:
+        which = f"({len(m['seeds'])} seeds)" if "seeds" in m else ""
+    return f"{group} {m['test_acc']:.2f}{interval} {which}".rstrip()
+
+
 def summary(metrics_dir: Path) -> str:
     """Test accuracy of each part's selected models, one line per part."""
     lines = ["part                   selected model: test accuracy [95 % CI] (lr, epoch or seeds)"]
@@ -301,13 +337,7 @@ def summary(metrics_dir: Path) -> str:
         if path.stem in ("stats", "inspect"):
             continue
         groups = json.loads(path.read_text())
-        cells = [
-            f"{g} {m['test_acc']:.2f} [{m['test_acc_lo']:.2f}, {m['test_acc_hi']:.2f}] "
-            + (f"({m['lr']:g}, {m['epoch']})" if "lr" in m else f"({len(m['seeds'])} seeds)")
-            if "test_acc" in m
-            else f"{g} diverged"
-            for g, m in groups.items()
-        ]
+        cells = [_cell(g, m) for g, m in groups.items()]
         if len(cells) > 3:
             tested = {g: m for g, m in groups.items() if "test_acc" in m}
             top = max(tested, key=lambda g: tested[g]["test_acc"]) if tested else None
