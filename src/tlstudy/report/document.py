@@ -20,11 +20,7 @@ def how_to_read(params: dict, inp: Inputs) -> list[str]:
     seeds = sorted({len(params["seeds"]) if isinstance(params["seeds"], list) else 1}
                    | {tables.n_seeds(m) for d in inp.details.values() for m in (d or {}).values()})  # fmt: skip
     prov = inp.provenance
-    split = (
-        f"the split comes from **{prov['split']}**" + (f" ({prov['note']})" if prov.get("note") else "")
-        if prov
-        else "the split's provenance was not recorded"
-    )
+    split = f"the split: **{prov['split']}** (top of this report)" if prov else "the split's origin was not recorded"
     return [
         "## How to read this",
         "",
@@ -45,6 +41,18 @@ def how_to_read(params: dict, inp: Inputs) -> list[str]:
         "scale, so a diverged run cannot flatten the rest.",
         "",
     ]
+
+
+def split_line(prov: dict | None) -> list[str]:
+    """Where the train/validation/test split came from, first thing: a split derived from the
+    archive's own columns is not the study's, and every number below rests on it."""
+    if prov is None:
+        return []
+    how = f" — {prov['how']}" if prov.get("how") else ""
+    if prov["split"].startswith("derived") and "synthetic" not in prov["split"]:
+        return [f"> **Split: {prov['split']}{how}.** Not the official PACS split: compare with the study's numbers "
+                "with that in mind.", ""]  # fmt: skip
+    return [f"**Split:** {prov['split']}{how}.", ""]
 
 
 def glance_rows(inp: Inputs, study: dict) -> list[dict]:
@@ -337,6 +345,7 @@ def run(params: dict) -> Path:
         md += ["> **Demo.** Synthetic images (7 classes of shapes), small images, few epochs, a reduced grid; "
                "a seeded random backbone stands in for ImageNet weights. The numbers show that the pipeline "
                "works, not what transfer learning achieves.", ""]  # fmt: skip
+    md += split_line(inp.provenance)
     md += how_to_read(params, inp)
     table = tables.summary(params, inp, study)
     write_text(OUT / "summary.md", table)

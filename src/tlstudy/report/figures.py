@@ -93,7 +93,8 @@ def curves_figure(title: str, rows: list[dict], runs: list[dict], path: Path) ->
     for c, opt in enumerate(columns):
         for q, (key, name) in enumerate(QUANTITIES):
             _style(axes[q][c], key, f"{title} — {opt}: {name}{spread if q == 0 else ''}")
-        axes[0][c].legend(fontsize=7)
+        if axes[0][c].get_legend_handles_labels()[0]:  # a column whose every run diverged draws none
+            axes[0][c].legend(fontsize=7)
     fig.tight_layout()
     return save(fig, path)
 
