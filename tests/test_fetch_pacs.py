@@ -13,7 +13,7 @@ from conftest import PROJECT, SHARED_PACS
 from http_fixture import Server
 
 from tlstudy import data as D
-from tlstudy import fetch
+from tlstudy import fetch, pacs_archive
 from tlstudy.cli import main
 from tlstudy.profile import tool
 
@@ -81,8 +81,8 @@ def test_parquet_copy_is_matched_by_content(tmp_path):
     images = [{"bytes": p.read_bytes(), "path": None} for p in files] + [{"bytes": b"other domain", "path": "x.jpg"}]
     table = pa.table({"image": images, "domain": ["cartoon"] * len(files) + ["photo"], "label": [0] * len(images)})
     pq.write_table(table, tmp_path / "train.parquet")
-    fetch.unpack_pacs(tmp_path / "train.parquet", tmp_path / "pacs")
-    assert fetch.pacs_complete(tmp_path / "pacs")
+    pacs_archive.unpack_pacs(tmp_path / "train.parquet", tmp_path / "pacs")
+    assert pacs_archive.pacs_complete(tmp_path / "pacs")
     assert (tmp_path / "pacs/dog/pic_001.jpg").read_bytes() == (SHARED_PACS / "dog/pic_001.jpg").read_bytes()
     assert D.find_split_lists(tmp_path / "pacs") is not None
 
@@ -90,8 +90,8 @@ def test_parquet_copy_is_matched_by_content(tmp_path):
 def test_an_archive_without_the_cartoon_images_is_rejected_and_nothing_is_left(tmp_path):
     with zipfile.ZipFile(tmp_path / "x.zip", "w") as z:
         z.writestr("kfold/cartoon/dog/pic_001.jpg", b"wrong bytes")
-    with pytest.raises(fetch.FetchError, match="holds 0 of the 2344 PACS cartoon images"):
-        fetch.unpack_pacs(tmp_path / "x.zip", tmp_path / "pacs")
+    with pytest.raises(pacs_archive.ArchiveError, match="holds 0 of the 2344 PACS cartoon images"):
+        pacs_archive.unpack_pacs(tmp_path / "x.zip", tmp_path / "pacs")
     assert not (tmp_path / "pacs").exists() and not (tmp_path / "pacs.unpacking").exists()
 
 

@@ -18,7 +18,7 @@ from conftest import PROJECT, SHARED_PACS
 from http_fixture import Server
 
 from tlstudy import data as D
-from tlstudy import fetch, pretrain
+from tlstudy import fetch, pacs_archive, pretrain
 
 SHARED_SOURCES = PROJECT.parent / "shared" / "data" / "pacs_sources"
 DOMAINS = ["art_painting", "photo", "sketch"]
@@ -36,14 +36,14 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 
 def official_cartoon() -> list[dict]:
-    return fetch.pacs_reference()
+    return pacs_archive.pacs_reference()
 
 
 def source_files(all_photo: bool) -> list:
     """A few images per source domain and class (every photo where `all_photo`)."""
     picked = []
     for domain in DOMAINS:
-        for cls in fetch.PACS_CLASSES:
+        for cls in pacs_archive.PACS_CLASSES:
             files = sorted((SHARED_SOURCES / domain / cls).iterdir())
             picked += files if all_photo and domain == "photo" else files[:PER_CLASS]
     return picked
@@ -67,7 +67,7 @@ def parquet(rows: list[tuple], paths: bool, labels: str, metadata: bool) -> byte
     )
     domain = pa.array([d for d, *_ in rows], pa.string())
     if labels == "int":
-        label = pa.array([fetch.PACS_CLASSES.index(c) for _, c, *_ in rows], pa.int64())
+        label = pa.array([pacs_archive.PACS_CLASSES.index(c) for _, c, *_ in rows], pa.int64())
     else:
         label = pa.array([c for _, c, *_ in rows], pa.string())
     table = pa.table({"image": image, "domain": domain, "label": label})
@@ -75,7 +75,7 @@ def parquet(rows: list[tuple], paths: bool, labels: str, metadata: bool) -> byte
         features = {
             "image": {"_type": "Image"},
             "domain": {"dtype": "string", "_type": "Value"},
-            "label": {"names": list(fetch.PACS_CLASSES), "_type": "ClassLabel"},
+            "label": {"names": list(pacs_archive.PACS_CLASSES), "_type": "ClassLabel"},
         }
         table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
     buf = io.BytesIO()
@@ -148,19 +148,19 @@ def test_original_bytes_give_the_official_split_by_sha256(in_tmp, params, images
     assert fetch.provenance()["text"].startswith("Split: official lists — all 2,344 official PACS cartoon images")
     root = in_tmp / "data/pacs_cartoon"
     # Nothing beyond the images and the official lists: the tree that data.dvc pins.
-    assert not (root / fetch.PROVENANCE_FILE).exists()
+    assert not (root / pacs_archive.PROVENANCE_FILE).exists()
     assert manifest_rows() == official_split(p)
 
     # The source rows, all official images here, under their official names with their bytes.
-    ref = {r["path"]: r["sha256"] for r in fetch.reference("pacs_sources.csv")}
+    ref = {r["path"]: r["sha256"] for r in pacs_archive.reference("pacs_sources.csv")}
     served = {f"{d}/{c}/{n}" for d, c, n, _ in images if d != "cartoon"}
     tree = source_tree(sources)
     assert set(tree) == served
     assert all(hashlib.sha256((sources / t).read_bytes()).hexdigest() == ref[t] for t in tree)
-    assert len(pretrain.scan(sources, DOMAINS, list(fetch.PACS_CLASSES))) == len(served)
-    marker = json.loads((sources / fetch.PROVENANCE_FILE).read_text())
+    assert len(pretrain.scan(sources, DOMAINS, list(pacs_archive.PACS_CLASSES))) == len(served)
+    marker = json.loads((sources / pacs_archive.PROVENANCE_FILE).read_text())
     # Not every official art_painting or sketch image is in this parquet: named from its rows.
-    assert marker["names"] == fetch.SOURCES_ARCHIVE and marker["matched_by_sha256"] == len(served)
+    assert marker["names"] == pacs_archive.SOURCES_ARCHIVE and marker["matched_by_sha256"] == len(served)
 
     # One domain that the parquet holds whole: the official names route, and its marker makes the
     # folder complete for later (no download).
@@ -168,10 +168,10 @@ def test_original_bytes_give_the_official_split_by_sha256(in_tmp, params, images
     with Server() as server:
         p = pacs_params(params, server, blob, in_tmp)
         assert fetch.get_sources(p, photo, ["photo"], "pretrain@photo") == photo
-        assert json.loads((photo / fetch.PROVENANCE_FILE).read_text())["names"] == fetch.SOURCES_OFFICIAL
+        assert json.loads((photo / pacs_archive.PROVENANCE_FILE).read_text())["names"] == pacs_archive.SOURCES_OFFICIAL
         (in_tmp / "work/downloads/train-00000-of-00001.parquet").unlink()
         fetch.get_sources(p, photo, ["photo"], "pretrain@photo")
-        assert fetch.sources_complete(photo, ["photo"]) and not fetch.sources_complete(photo, DOMAINS)
+        assert pacs_archive.sources_complete(photo, ["photo"]) and not pacs_archive.sources_complete(photo, DOMAINS)
         assert server.requests == []
 
 
@@ -195,7 +195,7 @@ def test_reencoded_images_with_paths_keep_the_official_split_by_name(in_tmp, par
 
     served = {f"{d}/{c}/{n}" for d, c, n, _ in reencoded if d != "cartoon"}
     assert set(source_tree(sources)) == served  # official names, from the rows' paths
-    marker = json.loads((sources / fetch.PROVENANCE_FILE).read_text())
+    marker = json.loads((sources / pacs_archive.PROVENANCE_FILE).read_text())
     assert (marker["matched_by_sha256"], marker["matched_by_name"]) == (0, len(served))
 
     # Used again later (no download), the folder still says how its split came about.
@@ -222,7 +222,7 @@ def test_reencoded_images_without_paths_get_a_seeded_split_of_the_official_sizes
     assert (details["matched_by_sha256"], details["matched_by_name"], details["from_archive_columns"]) == (0, 0, 2344)
     assert fetch.provenance()["text"].startswith("Split: derived — NOT the official split")
     root = in_tmp / "data/pacs_cartoon"
-    assert json.loads((root / fetch.PROVENANCE_FILE).read_text())["split"] == "derived"
+    assert json.loads((root / pacs_archive.PROVENANCE_FILE).read_text())["split"] == "derived"
 
     # Stratified with the official sizes: per class, as many test images as the official list has,
     # and every image of the class in one of the lists.
@@ -240,7 +240,7 @@ def test_reencoded_images_without_paths_get_a_seeded_split_of_the_official_sizes
 
     # Seeded: the same archive gives the same split again.
     archive = in_tmp / "work/downloads/train-00000-of-00001.parquet"
-    fetch.unpack_pacs(archive, in_tmp / "again")
+    pacs_archive.unpack_pacs(archive, in_tmp / "again")
     for x in lists:
         assert (in_tmp / "again/splits" / x.name).read_bytes() == x.read_bytes()
 
@@ -249,5 +249,5 @@ def test_reencoded_images_without_paths_get_a_seeded_split_of_the_official_sizes
     tree = source_tree(sources)
     assert collections.Counter(tuple(t.split("/")[:2]) for t in tree) == expected
     assert all(t.split("/")[2].startswith("archive_row_") for t in tree)
-    assert len(pretrain.scan(sources, DOMAINS, list(fetch.PACS_CLASSES))) == sum(expected.values())
+    assert len(pretrain.scan(sources, DOMAINS, list(pacs_archive.PACS_CLASSES))) == sum(expected.values())
     assert "pretrain@pacs_sources: WARNING: source images named from the archive's columns: 0 of the 7,647" in err

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import PROJECT
 
-from tlstudy import data, engine, fetch, models, pretrain, stats, train, uncertainty
+from tlstudy import data, engine, fetch, models, pacs_archive, pretrain, stats, train, uncertainty
 from tlstudy import params as P
 
 SHARED_SOURCES = PROJECT.parent / "shared" / "data" / "pacs_sources"
@@ -105,21 +105,21 @@ def test_source_images_are_taken_from_the_archive_by_their_bytes(tmp_path):
         (tmp_path / name).write_bytes(buf.getvalue())
         return tmp_path / name
 
-    prov = fetch.unpack_sources(archive("pacs.zip", picked), tmp_path / "sources", DOMAINS)
+    prov = pacs_archive.unpack_sources(archive("pacs.zip", picked), tmp_path / "sources", DOMAINS)
     for p in picked:
         assert (tmp_path / "sources" / p.relative_to(SHARED_SOURCES)).read_bytes() == p.read_bytes()
     files = sorted(
         f.relative_to(tmp_path / "sources").as_posix() for f in (tmp_path / "sources").rglob("*") if f.is_file()
     )
-    assert files == sorted([fetch.PROVENANCE_FILE] + [p.relative_to(SHARED_SOURCES).as_posix() for p in picked])
+    assert files == sorted([pacs_archive.PROVENANCE_FILE] + [p.relative_to(SHARED_SOURCES).as_posix() for p in picked])
     # Not every official image is there, so the folder is what the archive gives, and says so.
-    assert prov["names"] == fetch.SOURCES_ARCHIVE and prov["matched_by_sha256"] == 6
+    assert prov["names"] == pacs_archive.SOURCES_ARCHIVE and prov["matched_by_sha256"] == 6
     assert prov["files"] == {d: sum(p.parts[-3] == d for p in picked) for d in DOMAINS}
-    assert fetch.sources_complete(tmp_path / "sources", DOMAINS)
+    assert pacs_archive.sources_complete(tmp_path / "sources", DOMAINS)
 
     photos = [p for p in picked if p.parts[-3] == "photo"]
-    with pytest.raises(fetch.FetchError, match=r"pacs_photo.zip: no images of domain sketch"):
-        fetch.unpack_sources(archive("pacs_photo.zip", photos), tmp_path / "incomplete", ["photo", "sketch"])
+    with pytest.raises(pacs_archive.ArchiveError, match=r"pacs_photo.zip: no images of domain sketch"):
+        pacs_archive.unpack_sources(archive("pacs_photo.zip", photos), tmp_path / "incomplete", ["photo", "sketch"])
     assert not (tmp_path / "incomplete").exists() and not (tmp_path / "incomplete.unpacking").exists()
 
 
