@@ -36,8 +36,22 @@ def dvc(ws, *args) -> str:
     return r.stdout + r.stderr
 
 
-def metrics(ws) -> dict:
-    return {p: json.loads((ws / "metrics" / f"{p}.json").read_text()) for p in PARTS + TRANSFER}
+def metrics(ws, folder: str = "metrics") -> dict:
+    """Each part's headline metrics (`metrics/`) or, with folder="details", everything evaluate wrote."""
+    return {p: json.loads((ws / folder / f"{p}.json").read_text()) for p in PARTS + TRANSFER}
+
+
+def metric_values(tree) -> int:
+    """How many numbers a metrics file (or DVC's JSON of one) holds: one column each in `dvc exp show`."""
+    if isinstance(tree, dict):
+        return sum(metric_values(v) for v in tree.values())
+    return int(isinstance(tree, (int, float)) and not isinstance(tree, bool))
+
+
+def stage_output_bytes(ws, skip=("fetch", "stats", "inspect")) -> int:
+    """What the stages after fetch/stats/inspect wrote, as dvc.lock records it."""
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    return sum(o.get("size", 0) for name, st in lock.items() if name not in skip for o in st.get("outs", []))
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +62,23 @@ def workspace(tmp_path_factory):
 
 
 def test_repro_computes_every_part_and_leaves_a_clean_pipeline(workspace):
-    m = metrics(workspace)
+    m, d = metrics(workspace), metrics(workspace, "details")
     for part in [p for p in PARTS if p not in SWEEPS] + TRANSFER:
-        assert set(m[part]) == {"sgd", "adam"}
-        assert all(
-            v["lr"] in (0.03, 0.003) and v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"] for v in m[part].values()
-        )
-    assert set(m["augment"]) == {"none", "hflip"} and set(m["augment_study"]) == {"none", "bright005"}
+        assert set(m[part]) == set(d[part]) == {"sgd", "adam"}
+        assert all(set(v) == {"test_acc", "val_acc", "lr", "epoch"} for v in m[part].values())
+        assert {v["lr"] for v in m[part].values()} <= {0.03, 0.003}
+        assert all(v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"] for v in d[part].values())
+    assert set(d["augment"]) == {"none", "hflip"} and set(d["augment_study"]) == {"none", "bright005"}
+    # A sweep's headline: the mean per family of variants and its best variant.
+    assert set(m["augment"]) == {"none", "flip / rotation", "best"}
+    assert set(m["augment_study"]) == {"none", "colour jitter", "best"}
     assert "Data and pipelines are up to date" in dvc(workspace, "status")
     assert (workspace / "manifest.csv").exists() and (workspace / "metrics/stats.json").exists()
     assert len(json.loads((workspace / "metrics/inspect.json").read_text())["top5"]) == 5
     report = (workspace / "report/README.md").read_text()
     assert "> **Demo.**" in report and "Leave-one-domain-out" in report
     assert "## Table VIII under both augmentation placements (`augment` and `augment_study`)" in report
-    pre = json.loads((workspace / "metrics/pretrain/pacs_sources.json").read_text())
+    pre = json.loads((workspace / "details/pretrain/pacs_sources.json").read_text())
     assert set(pre["val_acc_per_domain"]) == {"art_painting", "photo", "sketch"} and 0 <= pre["cartoon_test_acc"] <= 1
     assert (workspace / "backbones/pacs_sources.pt").exists()
 
@@ -74,17 +91,28 @@ def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
     assert "Running stage 'report'" in out
     assert "Running stage 'train@scratch'" in out and "Running stage 'evaluate@augment'" in out
     assert yaml.safe_load((workspace / "params.yaml").read_text())["lr"] == 0.01
-    m = metrics(workspace)
-    assert {v["lr"] for part in m.values() for v in part.values()} == {0.01}
-    assert all(v["runs"] == 1 for v in m["scratch"].values())
+    d = metrics(workspace, "details")
+    assert {v["lr"] for part in d.values() for v in part.values()} == {0.01}
+    assert all(v["runs"] == 1 for v in d["scratch"].values())
 
     diff = dvc(workspace, "metrics", "diff", "--json")
     changed = json.loads(diff)
     assert changed["metrics/scratch.json"]["sgd.lr"]["new"] == 0.01
     assert changed["metrics/scratch.json"]["sgd.lr"]["old"] in (0.03, 0.003)
+    # What a person compares, nothing that moves with the machine's load: no timing, no counts.
+    keys = {k.split(".")[-1] for f in changed.values() for k in f}
+    assert keys <= {"test_acc", "val_acc", "lr", "epoch", "test_acc_lo", "test_acc_hi", "cartoon_test_acc"}
+    assert len(dvc(workspace, "metrics", "diff").splitlines()) <= 60
 
     shown = json.loads(dvc(workspace, "exp", "show", "--json"))
-    assert shown, "dvc exp show lists the workspace and the experiment"
+    revs = [r for rev in shown for r in [rev, *(x for e in rev.get("experiments") or [] for x in e["revs"])]]
+    assert len(revs) >= 3, "dvc exp show lists the workspace, the baseline and the experiment"
+    for rev in revs:
+        files = rev["data"]["metrics"]
+        assert 0 < sum(metric_values(f["data"]) for f in files.values()) <= 100, rev["rev"]
+    # An experiment costs megabytes: a sweep keeps test logits, not 45 MB models.
+    assert stage_output_bytes(workspace) <= 600e6
+    assert all(p.stat().st_size < 1e6 for p in (workspace / "models/augment").rglob("*.pt"))
 
     plots = json.loads(dvc(workspace, "plots", "diff", "HEAD", "--json"))
     ids = set(plots["data"] if "data" in plots else plots)
@@ -108,7 +136,7 @@ def test_exp_run_with_five_seeds_gives_intervals_over_seeds_and_a_paired_test(wo
     assert "Running stage 'train@scratch'" in out and "Running stage 'transfer@finetune_pacs'" in out
     for stage in ("fetch", "stats", "pretrain@pacs_sources"):
         assert f"Stage '{stage}' didn't change, skipping" in out
-    m = metrics(workspace)
+    m = metrics(workspace, "details")
     for part in m.values():
         for v in part.values():
             assert sorted(v["seeds"]) == ["0", "1", "2", "3", "4"] and v["interval"] == "t over 5 seeds"
@@ -116,4 +144,5 @@ def test_exp_run_with_five_seeds_gives_intervals_over_seeds_and_a_paired_test(wo
     report = (workspace / "report/README.md").read_text()
     assert report.count("paired t-test, 5 seeds") == len(PARTS) - len(SWEEPS) + len(TRANSFER)
     changed = json.loads(dvc(workspace, "metrics", "diff", "--json"))
-    assert "sgd.seeds.4.test_acc" in changed["metrics/scratch.json"]
+    assert {"sgd.test_acc", "sgd.test_acc_lo", "sgd.test_acc_hi"} <= set(changed["metrics/scratch.json"])
+    assert not any(".seeds." in k for f in changed.values() for k in f)  # per-seed picks stay in details/
