@@ -331,12 +331,21 @@ def _cell(group: str, m: dict) -> str:
 
 
 def summary(metrics_dir: Path) -> str:
-    """Test accuracy of each part's selected models, one line per part."""
+    """Test accuracy of each part's selected models, one line per part: from details/<part>.json,
+    the full record, where the workspace has one (metrics/ then holds the headline numbers only)."""
+    workspace = metrics_dir.parent
+    parts = None
+    if (workspace / "params.yaml").exists():
+        params = yaml.safe_load((workspace / "params.yaml").read_text())
+        parts = {*(params.get("parts") or {}), *(params.get("transfer") or {})}
     lines = ["part                   selected model: test accuracy [95 % CI] (lr, epoch or seeds)"]
     for path in sorted(metrics_dir.glob("*.json")):
-        if path.stem in ("stats", "inspect"):
+        if path.stem in ("stats", "inspect") or (parts is not None and path.stem not in parts):
             continue
-        groups = json.loads(path.read_text())
+        full = workspace / "details" / path.name
+        groups = {
+            g: m for g, m in json.loads((full if full.exists() else path).read_text()).items() if isinstance(m, dict)
+        }
         cells = [_cell(g, m) for g, m in groups.items()]
         if len(cells) > 3:
             tested = {g: m for g, m in groups.items() if "test_acc" in m}
