@@ -215,6 +215,10 @@ def prepare(dest: Path, project: Path, params: dict, name: str, fresh: bool, lin
         sh(dest, *tool_argv("dvc"), "init", "-q")
         sh(dest, *tool_argv("dvc"), "config", "core.analytics", "false")
     _copy_code(dest, project)
+    # The page template that draws `dvc plots show` with no network (.dvc/plots/page.html, copied
+    # with the templates above); DVC resolves the path against .dvc/. Set on every refresh, so a
+    # workspace made before the template existed gets it too.
+    sh(dest, *tool_argv("dvc"), "config", "plots.html_template", "plots/page.html")
     write_text(dest / "params.yaml", yaml.safe_dump(params, sort_keys=False, width=120))
     write_text(dest / "README.md", NOTE.format(name=name))
     write_text(dest / ".gitignore", "__pycache__/\n*.egg-info/\n/work/\n/data/\n")
