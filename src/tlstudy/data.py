@@ -185,9 +185,9 @@ def decode(path: Path, size: int) -> torch.Tensor:
                 arr = np.asarray(im.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(pixels[1]):,} pixels" if pixels else str(exc)
+        found = f"{int(pixels[1]):,} pixels" if pixels else str(exc)
         raise DataError(
-            f"refused as a possible decompression bomb: {size}, over PIL.Image.MAX_IMAGE_PIXELS = "
+            f"refused as a possible decompression bomb: {found}, over PIL.Image.MAX_IMAGE_PIXELS = "
             f"{Image.MAX_IMAGE_PIXELS:,}; if it is a real image, downscale it"
         ) from exc
     except UnidentifiedImageError as exc:
