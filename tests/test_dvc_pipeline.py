@@ -110,6 +110,16 @@ def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
     for rev in revs:
         files = rev["data"]["metrics"]
         assert 0 < sum(metric_values(f["data"]) for f in files.values()) <= 100, rev["rev"]
+    # The README's one command for "which is better": every part's test accuracy, a column per
+    # experiment, in a 200-column terminal.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    out = subprocess.run([sys.executable, "-m", "tlstudy", "compare"], cwd=workspace, env=env, capture_output=True,
+                         text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert max(len(line) for line in out) <= 200 and len(out[0].split()) == 2 + len(revs)
+    for part in [p for p in PARTS if p not in SWEEPS] + TRANSFER:
+        for opt in ("sgd", "adam"):
+            row = next(line for line in out if line.split()[:2] == [part, opt])
+            assert row.split()[2] == f"{100 * d[part][opt]['test_acc']:.2f}"  # the workspace's
     # An experiment costs megabytes: a sweep keeps test logits, not 45 MB models.
     assert stage_output_bytes(workspace) <= 600e6
     assert all(p.stat().st_size < 1e6 for p in (workspace / "models/augment").rglob("*.pt"))

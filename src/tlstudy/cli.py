@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         help="image sizes of the CPU layout case, channels_last vs the default (default: %(default)s; '' skips it)",
     )
     b.add_argument("--out", type=Path, default=Path("metrics/bench.json"), help="default: %(default)s")
+    c = sub.add_parser(
+        "compare", help="every part's test accuracy across experiments, a column each (dvc exp show, turned around)"
+    )
+    c.add_argument("--metric", default="test_acc", help="the metric of each group to show (default: %(default)s)")
+    c.add_argument("dvc_args", nargs="*", help="passed to `dvc exp show`, e.g. -A or --rev main (after --)")
     d = sub.add_parser("demo", help="the demo profile on synthetic data, rebuilt in demo/ (make demo)")
     d.add_argument("--dir", default="demo", help="workspace to rebuild (default: %(default)s)")
     r = sub.add_parser("profile", help="run a profile (profiles/<name>.yaml over params.yaml) in its own workspace")
@@ -90,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                     args.name, args.dir, args.params, fresh=args.fresh, data=args.data, sources=args.sources,
                     publish_results=args.publish, command=command, sets=args.sets,
                 )  # fmt: skip
+            return 0
+        if args.stage == "compare":
+            from tlstudy import compare, profile
+
+            print(compare.run(profile.tool_argv("dvc"), args.metric, args.dvc_args))
             return 0
         params = P.load(args.params)
         if args.stage == "fetch":

@@ -84,7 +84,7 @@ def headline(details: dict, families: dict[str, str] | None = None) -> dict:
     for fam in augment.FAMILIES:
         accs = [m["test_acc"] for v, m in tested.items() if families.get(v) == fam]
         if accs:
-            out[fam] = {"test_acc": round(sum(accs) / len(accs), 6), "variants": len(accs)}
+            out[fam] = {"test_acc": round(sum(accs) / len(accs), 6)}  # how many: in the details
     if tested:
         best = max(tested, key=lambda v: (tested[v]["test_acc"], v == "none"))
         out["best"] = {"variant": best, "test_acc": tested[best]["test_acc"]}
