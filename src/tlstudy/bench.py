@@ -31,6 +31,7 @@ from torchvision.transforms import v2
 
 from tlstudy import augment, data, engine, models, synthetic
 from tlstudy.atomic import write_json
+from tlstudy.progress import Progress
 
 STUDY_IMG_S = 330.0  # the study: 5.57 s per SGD epoch of 1,686 images (~3 ms per image)
 SETTINGS = {"sgd": {"momentum": 0.0, "weight_decay": 0.0}, "adam": {"weight_decay": 0.0}}
@@ -162,11 +163,13 @@ def baseline_head_grid(initial, train_loader, val_loader, epochs: int, dev) -> f
 def ours_head_grid(initial, split: engine.Split, epochs: int, batch: int, speed: engine.Speed) -> float:
     start = time.perf_counter()
     features = engine.head_features(speed.prepare(copy.deepcopy(initial)), split, speed)
+    progress = Progress("bench head-only grid", len(GRID) * epochs)
     for opt_name, lr in GRID:
         engine.fit(
             copy.deepcopy(initial), "head", engine.Run(opt_name, lr), None, features, epochs, batch, SETTINGS, 0,
-            f"bench head {opt_name} {lr:g}", speed,
+            f"bench head {opt_name} {lr:g}", speed, progress=progress,
         )  # fmt: skip
+    progress.close()
     sync(speed.device)
     return time.perf_counter() - start
 

@@ -1,7 +1,8 @@
 """Where a long stage is, in any terminal or log: a tqdm bar on a terminal; elsewhere (`docker
-run` without -t, CI, `nohup`, a profile's log) a plain line per epoch at most every `every_s`
-seconds and at the end of each run, with the stage's share done and the time left. Never a
-flood: a few-shot epoch takes a second, and a sweep has 140 runs.
+run` without -t, CI, `nohup`, a profile's log) a plain line for an epoch at most every `every_s`
+seconds — the stage's first epoch and its last always — with the run, its loss and validation
+accuracy, the stage's share done and the time left. Never a flood: a few-shot epoch takes a
+second, and a sweep has 140 runs; a 60-second epoch gets a line of its own.
 
 The time left assumes every remaining epoch costs what the stage's epochs have cost so far;
 resumed or diverged runs count as done, so the estimate stays right after an interruption.
@@ -62,7 +63,7 @@ class Progress:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{val_acc:.3f}")
             return
-        last = epoch == self.run_epochs
+        last = self.done >= self.total
         if last or self.last_line is None or now - self.last_line >= self.every_s:
             self.last_line = now
             self.line(
