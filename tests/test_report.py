@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from tlstudy import report, uncertainty
@@ -251,3 +252,13 @@ def test_the_hypothesis_verdict_follows_its_stated_rule(placed_colour, verdict):
         "geometric and blur": {**base, "ours_val": 0.6, "ours_test": 0.625, "placed_val": 0.6, "placed_test": 0.625},
     }  # fmt: skip
     assert report.hypothesis(means)["verdict"] == verdict
+
+
+def test_the_report_stage_depends_on_every_module_of_the_report():
+    """dvc.yaml lists the report's files one by one (a folder's hash would take in __pycache__):
+    a new module must be listed, or changing it would not re-run the report."""
+    from conftest import PROJECT
+
+    deps = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["report"]["deps"]
+    modules = {f"src/tlstudy/report/{p.name}" for p in (PROJECT / "src/tlstudy/report").glob("*.py")}
+    assert modules <= set(deps)
