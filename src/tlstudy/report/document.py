@@ -17,8 +17,7 @@ OUT = Path("report")
 
 
 def how_to_read(params: dict, inp: Inputs) -> list[str]:
-    seeds = sorted({len(params["seeds"]) if isinstance(params["seeds"], list) else 1}
-                   | {tables.n_seeds(m) for d in inp.details.values() for m in (d or {}).values()})  # fmt: skip
+    seeds = sorted({tables.n_seeds(m) for d in inp.details.values() for m in (d or {}).values()}) or [1]
     prov = inp.provenance
     split = f"the split: **{prov['split']}** (top of this report)" if prov else "the split's origin was not recorded"
     return [

@@ -45,8 +45,11 @@ def _style(ax, key: str, title: str) -> None:
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     if key != "val_acc":
         ax.set_yscale("log", nonpositive="clip")
-        # Plain numbers at 1, 2, 5 × 10^k: a reader compares losses, not exponents.
-        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        # Plain numbers, at 1, 2, 5 × 10^k over a short range and at powers of ten over a long one
+        # (a diverged run's 1e5): a reader compares losses, not exponents.
+        low, high = ax.get_ylim()
+        subs = (1.0, 2.0, 5.0) if high / max(low, 1e-12) < 100 else (1.0,)
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(alpha=0.3)
@@ -89,12 +92,13 @@ def curves_figure(title: str, rows: list[dict], runs: list[dict], path: Path) ->
     for opt, lr in configs:
         members = [r for r in runs if (r["optimizer"], r["lr"]) == (opt, lr)]
         draw(axes[:, columns.index(opt)], members, rows, f"{opt} lr={lr:g}")
-    spread = f" — mean of {seeds} seeds, band min–max" if seeds > 1 else ""
     for c, opt in enumerate(columns):
         for q, (key, name) in enumerate(QUANTITIES):
-            _style(axes[q][c], key, f"{title} — {opt}: {name}{spread if q == 0 else ''}")
+            _style(axes[q][c], key, f"{title} — {opt}: {name}")
         if axes[0][c].get_legend_handles_labels()[0]:  # a column whose every run diverged draws none
             axes[0][c].legend(fontsize=7)
+    if seeds > 1:
+        fig.suptitle(f"{title}: the mean of {seeds} seeds, the band from their minimum to their maximum", fontsize=10)
     fig.tight_layout()
     return save(fig, path)
 
