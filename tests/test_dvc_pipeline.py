@@ -70,8 +70,8 @@ def test_repro_computes_every_part_and_leaves_a_clean_pipeline(workspace):
         assert all(v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"] for v in d[part].values())
     assert set(d["augment"]) == {"none", "hflip"} and set(d["augment_study"]) == {"none", "bright005"}
     # A sweep's headline: the mean per family of variants and its best variant.
-    assert set(m["augment"]) == {"none", "flip / rotation", "best"}
-    assert set(m["augment_study"]) == {"none", "colour jitter", "best"}
+    assert set(m["augment"]) == {"none", "flip / rotation", "best_variant"}
+    assert set(m["augment_study"]) == {"none", "colour jitter", "best_variant"}
     assert "Data and pipelines are up to date" in dvc(workspace, "status")
     assert (workspace / "manifest.csv").exists() and (workspace / "metrics/stats.json").exists()
     assert len(json.loads((workspace / "metrics/inspect.json").read_text())["top5"]) == 5

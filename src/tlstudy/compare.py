@@ -40,7 +40,7 @@ def rows(revs: list[tuple[str, dict]], metric: str) -> list[tuple[str, list[floa
                     keys[(path, group)] = None
     out = []
     for path, group in keys:
-        label = f"{Path(path).stem} {'best variant' if group == 'best' else group}"
+        label = f"{Path(path).stem} {group}"
         out.append((label, [((m.get(path) or {}).get(group) or {}).get(metric) for _, m in revs]))
     return out
 

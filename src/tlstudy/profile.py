@@ -33,7 +33,16 @@ from pathlib import Path
 import yaml
 
 COPIED = ["dvc.yaml", "src", "pyproject.toml", "assets"]
-PUBLISHED = ["params.yaml", "dvc.lock", "metrics", "details", "plots/train", "plots/pretrain", "plots/predictions", "report"]
+PUBLISHED = [
+    "params.yaml",
+    "dvc.lock",
+    "metrics",
+    "details",
+    "plots/train",
+    "plots/pretrain",
+    "plots/predictions",
+    "report",
+]
 SET_FORMAT = (
     "KEY=VALUE with KEY a dotted path into params (e.g. epochs=2, pretrain.pacs_sources.epochs=1, 'lr=[0.01,0.001]')"
 )
