@@ -153,6 +153,22 @@ def _interval(ax, y: float, m: dict | None, colour: str, marker: str, label: str
     ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], fmt=marker, color=colour, ms=5, capsize=2, lw=1.2, label=label)
 
 
+def _accuracy_rows(fig, ax, labels: list[str], title: str, xlabel: str, ncol: int, path: Path) -> Path:
+    """The frame both accuracy-per-row figures share: a row per label top down, 0–100 %, chance
+    dotted, the legend under the axes."""
+    ax.axvline(CHANCE, color="0.5", ls=":", lw=1, label="chance (1 in 7)")
+    ax.set_yticks(range(len(labels)), list(reversed(labels)), fontsize=8)
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    legend_y = -0.9 / fig.get_figheight()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, legend_y), ncol=ncol, frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def table8_figure(variants: list[str], families: dict, series: list[tuple[str, dict]], study: dict, path: Path):
     """Each variant's test accuracy with its 95 % interval under each placement (`series`: label,
     details), the study's value beside it; variants grouped by family, chance dotted."""
@@ -183,16 +199,8 @@ def table8_figure(variants: list[str], families: dict, series: list[tuple[str, d
             ax.axhspan(top - n, top, color="0.93" if (augment.FAMILIES.index(f) % 2) else "white", zorder=0)
             ax.text(101, top - n / 2, f, va="center", ha="left", fontsize=8, color="0.3")
             start += n
-    ax.axvline(CHANCE, color="0.5", ls=":", lw=1, label="chance (1 in 7)")
-    ax.set_yticks(range(len(order)), list(reversed(order)), fontsize=8)
-    ax.set_ylim(-0.7, len(order) - 0.3)
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("test accuracy (%), 95 % interval")
-    ax.set_title("Table VIII: few-shot full fine-tuning per augmentation variant", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.9 / fig.get_figheight()), ncol=4, frameon=False)
-    fig.tight_layout()
-    return save(fig, path)
+    title = "Table VIII: few-shot full fine-tuning per augmentation variant"
+    return _accuracy_rows(fig, ax, order, title, "test accuracy (%), 95 % interval", 4, path)
 
 
 def glance_figure(rows: list[dict], path: Path) -> Path | None:
@@ -217,16 +225,8 @@ def glance_figure(rows: list[dict], path: Path) -> Path | None:
                 ax.plot([100 * theirs], [y + dy], "D", mfc="none", mec=colour, ms=7, mew=1.5,
                         label=None if label in seen else label)  # fmt: skip
                 seen.add(label)
-    ax.axvline(CHANCE, color="0.5", ls=":", lw=1, label="chance (1 in 7)")
-    ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)], fontsize=8)
-    ax.set_xlim(0, 100)
-    ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_xlabel("test accuracy (%)")
-    ax.set_title("Results at a glance: the selected model of each part and optimizer", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.9 / fig.get_figheight()), ncol=3, frameon=False)
-    fig.tight_layout()
-    return save(fig, path)
+    title = "Results at a glance: the selected model of each part and optimizer"
+    return _accuracy_rows(fig, ax, [r["label"] for r in rows], title, "test accuracy (%)", 3, path)
 
 
 def misclassified_figure(examples: list[tuple[str, dict, object]], path: Path) -> Path | None:
