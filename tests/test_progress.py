@@ -1,6 +1,10 @@
 """Progress in any terminal or log: plain lines without a TTY, not a flood; a bar on a terminal."""
 
+import fcntl
 import io
+import os
+import struct
+import termios
 
 from tlstudy.progress import Progress, duration
 
@@ -52,18 +56,50 @@ def test_resumed_and_diverged_runs_count_as_done_so_the_estimate_stays_right():
     assert lines[-1].endswith("100 %, 5.0 s/epoch, ~0 s left")
 
 
-def test_on_a_terminal_a_bar_and_no_lines():
-    class Tty(io.StringIO):
-        def isatty(self):
-            return True
+def _pty(columns: int):
+    """A real pseudo-terminal of that width (0: one nobody sized), its output side readable."""
+    master, slave = os.openpty()
+    if columns:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    os.set_blocking(master, False)
+    return master, os.fdopen(slave, "w")
 
-    out, clock = Tty(), Clock()
-    progress = Progress("train@scratch", total=4, stream=out, clock=clock)
+
+def _read(master: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_on_a_terminal_a_bar_and_no_lines():
+    master, stream = _pty(columns=120)
+    clock = Clock()
+    progress = Progress("train@scratch", total=4, stream=stream, clock=clock)
     run(progress, clock, "scratch sgd lr=0.01", 4, seconds=1.0)
     progress.close()
-    text = out.getvalue()
-    assert progress.tty and "\r" in text and "val_acc=0.400" in text
+    stream.flush()
+    text = _read(master)
+    assert progress.tty and "\r" in text and "val_acc=0.400" in text and "scratch sgd lr=0.01" in text
     assert "epoch 4/4:" not in text  # the plain lines are for logs only
+    stream.close()
+
+
+def test_a_terminal_nobody_sized_gets_the_lines():
+    """tqdm draws nothing on a 0-column terminal (`script` without a terminal makes one): lines instead."""
+    master, stream = _pty(columns=0)
+    clock = Clock()
+    progress = Progress("train@scratch", total=4, stream=stream, clock=clock)
+    run(progress, clock, "scratch sgd lr=0.01", 4, seconds=1.0)
+    stream.flush()
+    assert not progress.tty and "epoch 4/4: loss 0.2500, val_acc 0.4000" in _read(master)
+    stream.close()
 
 
 def test_durations_are_coarse():

@@ -10,10 +10,20 @@ resumed or diverged runs count as done, so the estimate stays right after an int
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 from tqdm import tqdm
+
+
+def _terminal(stream) -> bool:
+    """A terminal a bar can be drawn on: a TTY with a width (a pseudo-terminal nobody sized, as
+    `script` makes without one, has 0 columns, and tqdm then draws nothing at all)."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def duration(seconds: float) -> str:
@@ -32,7 +42,7 @@ class Progress:
     def __init__(self, stage: str, total: int, stream=None, every_s: float = 20.0, tty: bool | None = None, clock=None):
         self.stage, self.total = stage, max(1, total)
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = tty if tty is not None else _terminal(self.stream)
         self.every_s, self.clock = every_s, clock or time.monotonic
         self.done = 0  # epochs finished or counted as done
         self.timed = 0  # of those, the epochs trained in this process (the rate's basis)
