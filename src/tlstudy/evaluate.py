@@ -174,6 +174,6 @@ def run(params: dict, part: str) -> dict:
         metrics[group] = {**entry, "n_val": n_val, "n_test": n_test}
     write_json(Path("details") / f"{part}.json", metrics)
     variants = P.part_grid(params, part)[2]
-    families = {v: augment.family(params["augmentations"][v]) for v in variants} if len(variants) > 1 else None
+    families = {v: augment.family(params["augmentations"][v]) for v in variants} if P.is_sweep(params, part) else None
     write_json(Path("metrics") / f"{part}.json", headline(metrics, families))
     return metrics

@@ -151,6 +151,12 @@ def part_grid(params: dict, part: str) -> tuple[list[str], list[float], list[str
     return optimizers, lrs, variants
 
 
+def is_sweep(params: dict, part: str) -> bool:
+    """A part over several augmentation variants (Table VIII): evaluated and reported per variant
+    and family, its selections kept as test logits, not models."""
+    return len(part_grid(params, part)[2]) > 1
+
+
 # --- validation -------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from tlstudy import augment
-from tlstudy.params import all_parts, describe_init, part_grid, part_spec
+from tlstudy.params import all_parts, describe_init, is_sweep, part_spec
 
 
 def read_json(path: Path) -> dict | None:
@@ -53,11 +53,6 @@ def provenance() -> dict | None:
     if label is None:
         return None
     return {**(read_json(Path("details/data.json")) or {}), **label}
-
-
-def is_sweep(params: dict, part: str) -> bool:
-    """A part over several augmentation variants (Table VIII), reported per variant."""
-    return len(part_grid(params, part)[2]) > 1
 
 
 def families(params: dict) -> dict[str, str]:
