@@ -18,9 +18,7 @@ from tlstudy import profile
 
 pytestmark = pytest.mark.slow
 # A small pipeline: one part, one optimizer, one lr, one epoch, 32 px, 8 synthetic images per
-# class (the rest as in test_dvc_pipeline.py). The report stage depends on details/, which only
-# pretrain@ writes (until evaluate@ writes details/<part>.json too), so one pretrained backbone
-# (1 epoch) and the one few-shot part that starts from it stay.
+# class, no pretraining (the rest as in test_dvc_pipeline.py).
 OVERLAY = {
     "lr": [0.03],
     "optimizer": ["sgd"],
@@ -31,8 +29,8 @@ OVERLAY = {
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
     "fewshot": {"per_class": 4},
     "parts": {p: None for p in PARTS if p != "scratch"},
-    "pretrain": {"pacs_sources": {"source": "synthetic", "epochs": 1, "batch_size": 16, "lr": 0.01}},
-    "transfer": {"finetune_pacs": None},
+    "pretrain": {"pacs_sources": None},
+    "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
 }
 EXP = "lr-001"
 
