@@ -38,7 +38,8 @@ def planted(good_jpeg: bytes) -> dict[str, tuple[bytes, str]]:
     return {
         "bomb.png": (png(20000, 20000, zlib.compress(b"\0" * 64)), f"{bomb}: 400,000,000 pixels"),
         "bomb_warning.png": (png(10000, 9000, zlib.compress(b"\0" * (1251 * 9000), 9)), f"{bomb}: 90,000,000 pixels"),
-        "huge.gif": (gif(30000, 30000), f"{bomb}: 900,000,000 pixels"),
+        # GIF bytes under an image name (a .gif is no image by name: ImageFolder does not take it)
+        "huge-gif.png": (gif(30000, 30000), f"{bomb}: 900,000,000 pixels"),
         "truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "not a readable image"),
         "text.jpg": (b"hello, not a picture\n", "not a readable image (not a format PIL knows"),
         "garbage.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "not a readable image"),
@@ -76,6 +77,7 @@ def test_each_refusal_is_listed_with_its_reason_then_skipped_on_request(folder):
 def test_the_fetch_stage_ends_with_one_error_line_or_skips_and_reports(folder, in_tmp, params, capsys):
     root, bad = folder
     params["data"].update(source="local", path=str(root), on_bad_image="error")
+    params["fewshot"]["per_class"] = 2  # the folder has 4 images per class, one of them for testing
     (in_tmp / "params.yaml").write_text(yaml.safe_dump(params))
     assert main(["fetch"]) == 2
     err = capsys.readouterr().err

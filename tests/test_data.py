@@ -3,6 +3,7 @@ import csv
 import shutil
 
 import pytest
+import yaml
 import torch
 from conftest import SHARED_PACS
 
@@ -78,11 +79,6 @@ def test_split_without_lists_is_stratified_and_sized(synthetic_root):
     assert all(e.full in ("train", "val") for e in entries if e.fewshot in ("train", "val"))
 
 
-def test_fewshot_takes_every_image_of_a_class_smaller_than_per_class(synthetic_root):
-    _, entries = split_of(synthetic_root, per_class=100)
-    assert sum(e.fewshot in ("train", "val") for e in entries) == sum(e.full in ("train", "val") for e in entries)
-
-
 def test_fetch_stage_writes_manifest_and_cache_from_real_jpegs(in_tmp, params):
     fetch.run(params)
     rows = list(csv.DictReader(open("manifest.csv")))
@@ -112,17 +108,17 @@ def test_unreadable_images_are_listed_together(tmp_path, synthetic_root):
     root = tmp_path / "data"
     shutil.copytree(synthetic_root, root)
     (root / "circle" / "empty.jpg").write_bytes(b"")
-    (root / "square" / "notes.txt").write_text("not an image")
+    (root / "square" / "notes.jpg").write_text("not an image")  # named as an image: a bad one
     classes, entries = D.scan(root)
     with pytest.raises(D.DataError) as err:
         D.build_cache(root, entries, classes, 32, "error")
     assert "2 unreadable image(s)" in str(err.value)
-    assert "circle/empty.jpg: empty file" in str(err.value) and "square/notes.txt" in str(err.value)
+    assert "circle/empty.jpg: empty file" in str(err.value) and "square/notes.jpg" in str(err.value)
     cache, bad = D.build_cache(root, entries, classes, 32, "skip")
     assert len(bad) == 2 and len(cache["paths"]) == 7 * 15
     assert {e.path for e in entries if e.excluded.startswith("unreadable")} == {
         "circle/empty.jpg",
-        "square/notes.txt",
+        "square/notes.jpg",
     }
 
 
@@ -180,3 +176,73 @@ def test_a_cache_larger_than_memory_is_refused_before_decoding(tmp_path, synthet
     classes, entries = D.scan(synthetic_root)
     with pytest.raises(D.DataError, match=r"decoding 105 images at 200000 px needs .* GiB but this machine has"):
         D.build_cache(synthetic_root, entries, classes, 200_000, "error")
+
+
+def test_files_that_are_not_images_by_name_are_left_out_with_one_warning(tmp_path, synthetic_root, params, capsys):
+    """A class folder copied from a desktop: Thumbs.db, desktop.ini, a README, .DS_Store and
+    macOS's ._pic files beside the images fetch with one warning line, and nothing else changes."""
+    from tlstudy.stage import main
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    clean = split_of(synthetic_root, per_class=4)[1]
+    junk = {"Thumbs.db": b"\0" * 64, "desktop.ini": b"[.ShellClassInfo]\n", "README.txt": b"my dogs\n"}
+    junk |= {".DS_Store": b"\0\0\0\1Bud1", "._img_000.jpg": b"\0\5\26\7 AppleDouble"}
+    for name, blob in junk.items():
+        (root / "circle" / name).write_bytes(blob)
+    (root / ".hidden_class").mkdir()  # a hidden folder is no class either
+    (root / "square" / "IMG_9.JPG").write_bytes((root / "square" / "img_000.jpg").read_bytes())  # any case
+
+    classes, entries = D.scan(root, log=print)
+    warning = capsys.readouterr().out.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith(f"warning: left out 5 file(s) under {root}")
+    assert ".DS_Store, ._img_000.jpg, README.txt, Thumbs.db, desktop.ini" in warning[0]
+    assert classes == split_of(synthetic_root, per_class=4)[0]
+    assert {e.path for e in entries} == {e.path for e in clean} | {"square/IMG_9.JPG"}
+
+    # The fetch stage on that folder: it runs, warns once, and decodes only the images.
+    (root / "square" / "IMG_9.JPG").unlink()
+    in_tmp = tmp_path / "ws"
+    in_tmp.mkdir()
+    params["data"].update(source="local", path=str(root))
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    import os
+
+    os.chdir(in_tmp)
+    assert main(["fetch"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("warning: left out 5 file(s)") == 1
+    assert {r.path for r in D.read_manifest(in_tmp / "manifest.csv")} == {e.path for e in clean}
+
+
+def test_a_file_named_as_an_image_that_does_not_decode_is_still_a_bad_image(tmp_path, synthetic_root):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    (root / "circle" / "notes.jpg").write_text("not a picture")
+    classes, entries = D.scan(root)
+    assert "circle/notes.jpg" in {e.path for e in entries}
+    with pytest.raises(D.DataError, match=r"notes.jpg: not a readable image"):
+        D.build_cache(root, entries, classes, 32, "error")
+
+
+def test_a_class_folder_with_no_image_by_name_is_an_empty_class_folder(tmp_path, synthetic_root):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    (root / "extra").mkdir()
+    (root / "extra" / "Thumbs.db").write_bytes(b"\0")
+    with pytest.raises(D.DataError, match=r"data/extra: empty class folder \(1 file\(s\), none an image by name\)"):
+        D.scan(root)
+
+
+def test_a_fewshot_subset_larger_than_a_class_is_refused_naming_key_class_and_count(synthetic_root):
+    classes, entries = D.scan(synthetic_root)
+    pool = collections.Counter(e.cls for e in split_of(synthetic_root, per_class=2)[1] if e.full in ("train", "val"))
+    smallest = min(pool.values())
+    cls = min(c for c in pool if pool[c] == smallest)
+    split_of(synthetic_root, per_class=smallest)  # exactly what the smallest class has: accepted
+    with pytest.raises(
+        D.DataError,
+        match=rf"'fewshot.per_class' is {smallest + 1}, but class '{cls}' has only {smallest} image\(s\) .*"
+        rf"set fewshot.per_class to at most {smallest}",
+    ):
+        split_of(synthetic_root, per_class=smallest + 1)

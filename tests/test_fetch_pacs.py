@@ -13,7 +13,7 @@ from conftest import PROJECT, SHARED_PACS
 from http_fixture import Server
 
 from tlstudy import data as D
-from tlstudy import fetch, pacs_archive
+from tlstudy import fetch, pacs, pacs_archive
 from tlstudy.cli import main
 from tlstudy.profile import tool
 
@@ -37,7 +37,7 @@ def pacs_params(params, url, sha256, path):
 
 
 def test_download_unpacks_the_cartoon_domain_with_official_names_and_splits(in_tmp, params, pacs_zip, monkeypatch):
-    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(pacs, "BACKOFF_S", 0.01)
     with Server() as server:
         server.files["/PACS.zip"] = pacs_zip
         server.faults = ["cut"]  # the first response drops half-way: the download resumes
@@ -100,7 +100,7 @@ def test_offline_fails_with_one_message_naming_the_local_route(in_tmp, params, c
         url = server.url("/gone.zip")
     params = pacs_params(params, url, None, in_tmp / "data/pacs")
     (in_tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(pacs, "BACKOFF_S", 0.01)
     assert main(["fetch"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: could not download PACS")

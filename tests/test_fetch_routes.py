@@ -18,7 +18,7 @@ from conftest import PROJECT, SHARED_PACS
 from http_fixture import Server
 
 from tlstudy import data as D
-from tlstudy import fetch, pacs_archive, pretrain
+from tlstudy import fetch, pacs, pacs_archive, pretrain
 
 SHARED_SOURCES = PROJECT.parent / "shared" / "data" / "pacs_sources"
 DOMAINS = ["art_painting", "photo", "sketch"]
@@ -167,10 +167,10 @@ def test_original_bytes_give_the_official_split_by_sha256(in_tmp, params, images
     photo = in_tmp / "work/photo_only"
     with Server() as server:
         p = pacs_params(params, server, blob, in_tmp)
-        assert fetch.get_sources(p, photo, ["photo"], "pretrain@photo") == photo
+        assert pacs.get_sources(p, photo, ["photo"], "pretrain@photo") == photo
         assert json.loads((photo / pacs_archive.PROVENANCE_FILE).read_text())["names"] == pacs_archive.SOURCES_OFFICIAL
         (in_tmp / "work/downloads/train-00000-of-00001.parquet").unlink()
-        fetch.get_sources(p, photo, ["photo"], "pretrain@photo")
+        pacs.get_sources(p, photo, ["photo"], "pretrain@photo")
         assert pacs_archive.sources_complete(photo, ["photo"]) and not pacs_archive.sources_complete(photo, DOMAINS)
         assert server.requests == []
 

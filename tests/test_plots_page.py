@@ -22,7 +22,8 @@ from conftest import PROJECT
 from PIL import Image
 
 from tlstudy import augment, engine
-from tlstudy.train import PLOT_COLUMNS, run_name
+from tlstudy.curves import PLOT_COLUMNS
+from tlstudy.train import run_name
 
 pytestmark = pytest.mark.slow
 EPOCHS = 4

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import PROJECT
 
-from tlstudy import data, engine, fetch, models, pacs_archive, pretrain, stats, train, uncertainty
+from tlstudy import curves, data, engine, fetch, models, pacs_archive, pretrain, stats, train, uncertainty
 from tlstudy import params as P
 
 SHARED_SOURCES = PROJECT.parent / "shared" / "data" / "pacs_sources"
@@ -61,7 +61,7 @@ def test_pretraining_writes_a_backbone_that_a_transfer_part_starts_from(prepared
         )
 
     rows = Path("plots/pretrain/pacs_sources.csv").read_text().splitlines()
-    assert rows[0].split(",") == train.PLOT_COLUMNS and len(rows) == 1 + 2
+    assert rows[0].split(",") == curves.PLOT_COLUMNS and len(rows) == 1 + 2
 
     # A transfer part starts from that backbone (its head is new), and records where it came from.
     start = models.build(7, P.part_spec(params, "finetune_pacs")["init"], "random", 0)

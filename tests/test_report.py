@@ -11,8 +11,8 @@ import yaml
 from PIL import Image
 
 from tlstudy import report, uncertainty
+from tlstudy.curves import PLOT_COLUMNS
 from tlstudy.evaluate import aggregate
-from tlstudy.train import PLOT_COLUMNS
 from tlstudy.uncertainty import with_wilson
 
 CLASSES = ["dog", "elephant", "giraffe"]

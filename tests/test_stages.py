@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlstudy import evaluate, fetch, stats, train, uncertainty
+from tlstudy import curves, evaluate, fetch, stats, train, uncertainty
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
     assert saved["lr"] == best["lr"] and saved["epoch"] == best["best_epoch"]
 
     rows = list(csv.DictReader(open("plots/train/scratch.csv")))
-    assert list(rows[0]) == train.PLOT_COLUMNS
+    assert list(rows[0]) == curves.PLOT_COLUMNS
     assert {r["run"] for r in rows} >= {"sgd lr=0.01", "adam lr=0.01"}
     assert len([r for r in rows if r["run"] == "sgd lr=0.01"]) == params["epochs"]
 

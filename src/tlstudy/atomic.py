@@ -13,10 +13,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from tlstudy.errors import StudyError
+
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-class DiskFullError(RuntimeError):
+class DiskFullError(StudyError, RuntimeError):
     """A write that the disk had no room (or no quota) for."""
 
 
@@ -81,12 +83,20 @@ def disk_full(
     )
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def replacing(path: str | Path, mode: str = "w", fsync: bool = True):
     """Open a temp file beside `path`; on success it replaces `path` in one rename.
 
     The rename alone makes the write atomic for a killed process; fsync adds durability
-    across a power loss, at a cost that only matters for large files."""
+    across a power loss, at a cost that only matters for large files. The file gets the mode the
+    umask gives a new file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +106,10 @@ def replacing(path: str | Path, mode: str = "w", fsync: bool = True):
             raise disk_full(path, exc) from exc
         raise
     try:
+        # mkstemp makes the file 0600; an output gets the mode any new file would (0644 under
+        # umask 022, 0664 under 002), so a shared cache's group and a host user reading what a
+        # container wrote can read it.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
             yield f
             f.flush()

@@ -1,10 +1,14 @@
-"""`python -m tlstudy <stage>`: the one entry point every DVC stage calls."""
+"""`python -m tlstudy <command>`: the tools — demo, profile, compare, bench — and, for a person
+typing them, the stages of dvc.yaml (which runs them as `python -m tlstudy.stage …`, so that no
+stage depends on this file: see stage.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from tlstudy import stage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -13,19 +17,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Stages of the transfer-learning study (run them through `dvc repro`).",
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    sub.add_parser("fetch", help="get the images, write manifest.csv and the decoded cache")
-    sub.add_parser("stats", help="per-channel mean and std of the training images")
-    sub.add_parser("inspect", help="study part 1: SqueezeNet 1.0 on the Samoyed photo")
-    sub.add_parser("report", help="regenerate report/ from the metrics and plots")
-    s = sub.add_parser("pretrain", help="pretrain a backbone on PACS's other domains")
-    s.add_argument("--backbone", required=True, help="a backbone named under `pretrain` in params.yaml")
-    for name, text in (
-        ("train", "train a part's grid of runs and keep its selected models"),
-        ("evaluate", "test a part's selected models; write its metrics and predictions"),
-    ):
-        s = sub.add_parser(name, help=text)
-        s.add_argument("--part", required=True, help="a part named under `parts` or `transfer` in params.yaml")
+    sub = p.add_subparsers(dest="stage", required=True, metavar="COMMAND")
+    # The stages, as dvc.yaml runs them (`python -m tlstudy.stage …`), for a person typing them.
+    stage.add_parsers(sub)
     b = sub.add_parser("bench", help="time the engine against the study's style of loop; write metrics/bench.json")
     b.add_argument("--data", type=Path, help="folder of class folders of JPEGs (default: data.path, else synthetic)")
     b.add_argument("--size", type=int, help="image size in px (default: 64 on the CPU, 227 on a GPU)")
@@ -76,72 +70,33 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from tlstudy import params as P
-    from tlstudy.atomic import DiskFullError, disk_full, out_of_space
-    from tlstudy.data import DataError
-    from tlstudy.download import DownloadError
-    from tlstudy.fetch import FetchError
-    from tlstudy.models import WeightsError
+    if args.stage in stage.MODULES:
+        return stage.run(args)
+    from tlstudy.errors import StudyError
 
     try:
-        if args.stage in ("demo", "profile"):
+        if args.stage == "demo":
             from tlstudy import profile
 
-            if args.stage == "demo":
-                profile.run("demo", args.dir, args.params, fresh=True)
-            else:
-                command = "python -m tlstudy " + " ".join(argv if argv is not None else sys.argv[1:])
-                profile.run(
-                    args.name, args.dir, args.params, fresh=args.fresh, data=args.data, sources=args.sources,
-                    publish_results=args.publish, command=command, sets=args.sets,
-                )  # fmt: skip
-            return 0
-        if args.stage == "compare":
+            profile.run("demo", args.dir, args.params, fresh=True)
+        elif args.stage == "profile":
+            from tlstudy import profile
+
+            command = "python -m tlstudy " + " ".join(argv if argv is not None else sys.argv[1:])
+            profile.run(
+                args.name, args.dir, args.params, fresh=args.fresh, data=args.data, sources=args.sources,
+                publish_results=args.publish, command=command, sets=args.sets,
+            )  # fmt: skip
+        elif args.stage == "compare":
             from tlstudy import compare, profile
 
             print(compare.run(profile.tool_argv("dvc"), args.metric, args.dvc_args))
-            return 0
-        params = P.load(args.params)
-        if args.stage == "fetch":
-            from tlstudy import fetch
-
-            fetch.run(params)
-        elif args.stage == "stats":
-            from tlstudy import stats
-
-            stats.run(params)
-        elif args.stage == "inspect":
-            from tlstudy import inspect_model
-
-            inspect_model.run(params)
-        elif args.stage == "report":
-            from tlstudy import report
-
-            report.run(params)
-        elif args.stage == "pretrain":
-            from tlstudy import pretrain
-
-            pretrain.run(params, args.backbone)
-        elif args.stage == "train":
-            from tlstudy import train
-
-            train.run(params, args.part)
-        elif args.stage == "evaluate":
-            from tlstudy import evaluate
-
-            evaluate.run(params, args.part)
         elif args.stage == "bench":
-            _bench(params, args)
-    except (P.ParamsError, DataError, DownloadError, FetchError, WeightsError, FileNotFoundError, DiskFullError) as exc:
+            from tlstudy import params as P
+
+            _bench(P.load(args.params), args)
+    except (StudyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # A full disk met by a write that does not go through atomic.replacing (a library's own
-        # file, say) is still the user's to fix, not a bug: one line, not a traceback.
-        full = out_of_space(exc)
-        if full is None:
-            raise
-        print(f"error: {disk_full(None, full, left='the file it was writing may be incomplete')}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,12 +16,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+from tlstudy.errors import StudyError
+
+# An image, by name, is what torchvision's ImageFolder accepts: one of its suffixes, in any case,
+# and not hidden. What else a folder copied from a desktop holds (Thumbs.db,
+# desktop.ini, a README.txt, .DS_Store, macOS's ._pic_001.jpg) is left out and counted in one
+# warning, never an error; whether a file named as an image decodes is decided by its content.
+IMAGE_SUFFIXES = IMG_EXTENSIONS
 MANIFEST_COLUMNS = ["path", "class", "full", "fewshot", "excluded"]
 
 
-class DataError(ValueError):
+class DataError(StudyError, ValueError):
     pass
 
 
@@ -37,19 +44,34 @@ class Entry:
 # --- scanning and splitting --------------------------------------------------------------
 
 
-def scan(root: Path) -> tuple[list[str], list[Entry]]:
-    """Class folders (sorted, which is PACS's label order) and their image files."""
+def is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def scan(root: Path, log=print) -> tuple[list[str], list[Entry]]:
+    """Class folders (sorted, which is PACS's label order; hidden ones skipped) and their image
+    files; files that are not images by name are left out, with one warning line."""
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder; expected <class>/<image> sub-folders")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "splits")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "splits" and p.name[0] != ".")
     if len(classes) < 2:
         raise DataError(f"{root}: found {len(classes)} class folder(s); need at least 2")
-    entries = []
+    entries, left_out = [], []
     for cls in classes:
-        files = sorted(p for p in (root / cls).iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise DataError(f"{root / cls}: empty class folder; remove it or add images")
-        entries += [Entry(f"{cls}/{p.name}", cls) for p in files]
+        files = sorted(p for p in (root / cls).iterdir() if p.is_file())
+        images = [p for p in files if is_image_name(p.name)]
+        left_out += [p for p in files if not is_image_name(p.name)]
+        if not images:
+            others = f" ({len(files)} file(s), none an image by name)" if files else ""
+            raise DataError(f"{root / cls}: empty class folder{others}; remove it or add images")
+        entries += [Entry(f"{cls}/{p.name}", cls) for p in images]
+    if left_out:
+        names = sorted({p.name for p in left_out})
+        shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+        log(
+            f"warning: left out {len(left_out)} file(s) under {root} that are not images by name ({shown}); "
+            f"an image is a file named *{', *'.join(IMAGE_SUFFIXES)} (any case), not hidden"
+        )
     return classes, entries
 
 
@@ -131,6 +153,13 @@ def assign_split(
     few = []
     for cls in sorted({e.cls for e in pool}):
         members = [e for e in pool if e.cls == cls]
+        if len(members) < fewshot_per_class:
+            # Taking what there is would make the few-shot parts train on the full set, silently.
+            raise DataError(
+                f"params: 'fewshot.per_class' is {fewshot_per_class}, but class {cls!r} has only {len(members)} "
+                f"image(s) to draw from (its training and validation images under {root}); set "
+                f"fewshot.per_class to at most {min(sum(e.cls == c for e in pool) for c in {e.cls for e in pool})}"
+            )
         pick = rng.permutation(len(members))[:fewshot_per_class]
         few += [members[i] for i in sorted(pick)]
     order = rng.permutation(len(few))

@@ -1,9 +1,7 @@
 """Stage `fetch`: get the images (PACS download, a local folder or synthetic), split them into
-the manifest and decode them once into the cache; and, for pretraining, PACS's source domains
-from the same download.
+the manifest and decode them once into the cache.
 
-PACS comes from a pinned public copy (params `data.url`, `data.sha256`), downloaded once to
-work/downloads (TLSTUDY_DOWNLOADS moves it) and unpacked into `data.path` by tlstudy.pacs_archive,
+PACS comes from a pinned public copy, downloaded and unpacked into `data.path` by tlstudy.pacs,
 whose route (official lists; official lists, matched by name; derived) is the split's provenance.
 Anything but the official lists is printed as a warning. The provenance is recorded in
 `metrics/data.json` (the label alone) and in `details/data.json` (with the counts). A folder that
@@ -13,30 +11,15 @@ is already complete (for example after `dvc pull data.dvc`) is used as it is.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
-import urllib.parse
 from pathlib import Path
 
 from tlstudy import data as D
 from tlstudy import synthetic
 from tlstudy.atomic import torch_save, write_json
-from tlstudy.download import DownloadError, download, sha256_of
-from tlstudy.pacs_archive import (
-    BY_NAME,
-    DERIVED,
-    OFFICIAL,
-    SOURCES_OFFICIAL,
-    ArchiveError,
-    describe_split,
-    pacs_complete,
-    pacs_reference,
-    read_provenance,
-    sources_complete,
-    unpack_pacs,
-    unpack_sources,
-)
+from tlstudy.download import sha256_of
+from tlstudy.pacs import get_pacs, warn_provenance
+from tlstudy.pacs_archive import BY_NAME, DERIVED, OFFICIAL, describe_split, pacs_reference, read_provenance
 
 CACHE = Path("work/images.pt")
 MANIFEST = Path("manifest.csv")
@@ -46,24 +29,6 @@ SYNTHETIC_ROOT = Path("work/synthetic")
 METRIC = Path("metrics/data.json")
 DETAILS = Path("details/data.json")
 SYNTHETIC = "derived (synthetic demo data)"
-# Outside data/, which data.dvc pins; TLSTUDY_DOWNLOADS moves it to a cache that outlives the
-# checkout (the container keeps it on its /cache volume).
-DOWNLOADS = Path(os.environ.get("TLSTUDY_DOWNLOADS", "work/downloads"))
-RETRIES, BACKOFF_S = 5, 2.0
-OFFLINE_HINT = (
-    "To use a copy you already have, set in params.yaml:\n"
-    "  data:\n    source: local\n    path: /path/to/pacs_cartoon   # <class>/<file>.jpg, optional splits/\n"
-    "or run `dvc pull data.dvc` from a DVC remote that holds data/, or try the demo: `make demo`."
-)
-SOURCES_HINT = (
-    "To use a copy you already have, point the backbone at a folder of <domain>/<class>/<image>:\n"
-    "  pretrain:\n    <name>:\n      source: local\n      path: /path/to/pacs_sources\n"
-    "or try the demo: `make demo`."
-)
-
-# One class for the stage's errors and the archive's, so that whoever catches FetchError (cli)
-# also catches an archive that is not PACS.
-FetchError = ArchiveError
 
 
 def folder_provenance(root: Path) -> dict:
@@ -83,11 +48,6 @@ def folder_provenance(root: Path) -> dict:
     return prov | {"how": describe_split(prov)}
 
 
-def warn_provenance(what: str, how: str, stage: str = "fetch") -> None:
-    bar = "!" * 100
-    print(f"{bar}\n{stage}: WARNING: {what}: {how}.\n{bar}", file=sys.stderr)
-
-
 def record_provenance(prov: dict, source: str, root: Path) -> None:
     """metrics/data.json: the label alone (one column in `dvc exp show`); details/data.json: all of it."""
     write_json(METRIC, {"split": prov["split"]})
@@ -104,46 +64,6 @@ def provenance(details: Path = DETAILS, metric: Path = METRIC) -> dict | None:
             prov["text"] = f"Split: {prov['split']}" + (f" — {prov['how']}." if prov.get("how") else ".")
             return prov
     return None
-
-
-def get_pacs(params: dict) -> Path:
-    cfg = params["data"]
-    root = Path(cfg["path"])
-    if pacs_complete(root):
-        print(f"fetch: using the PACS cartoon images already in {root}")
-        return root
-    archive = download_pacs(params, OFFLINE_HINT)
-    print(f"fetch: {archive} ({sha256_of(archive)[:12]}…) → {root}")
-    unpack_pacs(archive, root, OFFLINE_HINT)
-    return root
-
-
-def download_pacs(params: dict, hint: str) -> Path:
-    """The PACS archive (all four domains) in work/downloads/; a complete one is not fetched again."""
-    cfg = params["data"]
-    name = Path(urllib.parse.urlparse(cfg["url"]).path).name or "pacs.parquet"
-    try:
-        return download(cfg["url"], DOWNLOADS / name, cfg.get("sha256"), retries=RETRIES, backoff=BACKOFF_S)
-    except DownloadError as exc:
-        raise FetchError(f"could not download PACS: {exc}\n{hint}") from exc
-
-
-def get_sources(params: dict, root: Path, domains: list[str], stage: str) -> Path:
-    """PACS's other domains for pretraining, as <domain>/<class>/<image> under `root`: a complete
-    folder there is used as it is, else they are unpacked from the archive fetch downloads."""
-    if sources_complete(root, domains):
-        print(f"{stage}: using the PACS source domains already in {root}")
-        return root
-    archive = download_pacs(params, SOURCES_HINT)
-    print(f"{stage}: unpacking {', '.join(domains)} from {archive} → {root}")
-    prov = unpack_sources(archive, root, domains, SOURCES_HINT)
-    if prov["names"] != SOURCES_OFFICIAL:
-        how = (
-            f"{prov['matched_by_sha256']:,} of the {prov['official_images']:,} official images found by their bytes, "
-            f"{prov['matched_by_name']:,} by name, {prov['from_archive_columns']:,} more rows named from the archive"
-        )
-        warn_provenance(f"source images {prov['names']}", how, stage)
-    return root
 
 
 # --- the stage -----------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import numpy as np
 
 from tlstudy import data as D
 from tlstudy.atomic import disk_full, out_of_space
+from tlstudy.errors import StudyError
 
 PROVENANCE_FILE = "provenance.json"  # in an unpacked folder: how it was made
 OFFICIAL = "official lists"
@@ -53,7 +54,7 @@ PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "perso
 PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(StudyError, RuntimeError):
     """An archive that is not the PACS release, or an unpacked folder whose provenance is unreadable."""
 
 
@@ -155,7 +156,7 @@ def _rows(archive: Path) -> Iterator[Row]:
     or a zip of the release (`<domain>/<class>/<file>` names)."""
     if archive.suffix == ".zip":
         with zipfile.ZipFile(archive) as z:
-            for index, name in enumerate(n for n in z.namelist() if Path(n).suffix.lower() in D.IMAGE_SUFFIXES):
+            for index, name in enumerate(n for n in z.namelist() if D.is_image_name(Path(n).name)):
                 parts = name.split("/")
                 cls = _word(parts[-2]) if len(parts) >= 3 else None
                 cls = cls if cls in PACS_CLASSES else None

@@ -2,7 +2,7 @@
 backbone that `transfer` parts start from (leave-one-domain-out: cartoon is never seen).
 
 Sources (params `pretrain.<name>`): `pacs` — the archive `fetch` downloads holds all four
-domains; the three others are unpacked to `path` (fetch.get_sources: by the archive's own domain
+domains; the three others are unpacked to `path` (pacs.get_sources: by the archive's own domain
 and label columns, under their official names where the bytes are the reference ones), and a
 folder already complete there is used as it is; `local` — a folder `<domain>/<class>/<image>`;
 `synthetic` — the demo's shapes in one style per domain.
@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tlstudy import augment, data, engine, fetch, models, resume, synthetic, uncertainty
+from tlstudy import augment, data, engine, models, pacs, resume, synthetic, uncertainty
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json
+from tlstudy.curves import plot_rows, write_curves
 from tlstudy.progress import Progress
 from tlstudy.stats import channel_stats
-from tlstudy.train import plot_rows, write_curves
 
 SYNTHETIC_ROOT = Path("work/synthetic_sources")
 
@@ -46,7 +46,7 @@ def source_root(params: dict, name: str) -> Path:
         for domain, style in zip(spec["domains"], synthetic.STYLES):
             synthetic.generate(SYNTHETIC_ROOT / domain, per_class, size, params["seed"], style)
         return SYNTHETIC_ROOT
-    return fetch.get_sources(params, root, spec["domains"], f"pretrain@{name}")
+    return pacs.get_sources(params, root, spec["domains"], f"pretrain@{name}")
 
 
 def scan(root: Path, domains: list[str], classes: list[str]) -> list[data.Entry]:
@@ -116,7 +116,7 @@ def run(params: dict, name: str) -> dict:
         "adam": {"weight_decay": spec["weight_decay"]},
     }
     inputs = [Path("work/images.pt"), Path("manifest.csv")]
-    store = resume.RunStore(f"pretrain_{name}", resume.fingerprint(params, spec, inputs))
+    store = resume.RunStore(f"pretrain_{name}", resume.fingerprint(params, spec, inputs, "pretrain"))
     result = store.load(r)
     if result is None:
         transform = augment.batched(augment.build(params["augmentations"][spec["augment"]], where=spec["augment"]))

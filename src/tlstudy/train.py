@@ -20,8 +20,6 @@ mid-grid and re-run continues after the last finished run and ends with the same
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import shutil
 from pathlib import Path
 
@@ -29,24 +27,10 @@ import torch
 
 from tlstudy import augment, data, engine, models, placement, resume
 from tlstudy import params as P
-from tlstudy.atomic import torch_save, write_json, write_text
+from tlstudy.atomic import torch_save, write_json
+from tlstudy.curves import plot_rows, write_curves
 from tlstudy.progress import Progress
 from tlstudy.stats import load_stats
-
-PLOT_COLUMNS = [
-    "run",
-    "seed",
-    "optimizer",
-    "lr",
-    "variant",
-    "family",  # the variant's (augment.family): the sweep's plots draw a panel per family
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "seconds",
-]
 
 
 def group_key(run: engine.Run, optimizers: list[str], variants: list[str]) -> str:
@@ -83,24 +67,6 @@ def better(result: engine.Result, current: engine.Result | None) -> bool:
     if current is None:
         return True
     return (result.best_val_acc, -result.best_epoch) > (current.best_val_acc, -current.best_epoch)
-
-
-def plot_rows(result: engine.Result, name: str, seed: int, family: str) -> list[list]:
-    r = result.run
-    return [
-        [name, seed, r.optimizer, f"{r.lr:g}", r.variant, family, h["epoch"]]
-        + [f"{h[k]:.6g}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")]
-        for h in result.history
-    ]
-
-
-def write_curves(path: Path, rows: list[list]) -> None:
-    """The long-format curves file `dvc plots` draws: a header, then a row per (run, epoch)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PLOT_COLUMNS)
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
 
 
 def record(result: engine.Result, name: str, group: str, n_train: int, seed: int) -> dict:
@@ -180,7 +146,7 @@ def run(params: dict, part: str) -> None:
     n_train = len(split.x_train)
     x_test = dataset.part(spec["subset"], "test")[0].to(dev)
     init = P.describe_init(spec["init"], params["imagenet_weights"], params, part)
-    base = resume.fingerprint(params, spec, inputs)
+    base = resume.fingerprint(params, spec, inputs, "train")
     print(
         f"train@{part}: {len(seeds)} seed(s) x {len(optimizers) * len(lrs) * len(variants)} runs on {dev} "
         f"({'bf16' if speed.bf16 else 'fp32'}), {n_train} train / {len(split.x_val)} val images, init {init}"

@@ -20,10 +20,12 @@ from urllib.parse import urlparse
 
 import torch
 
+from tlstudy.errors import StudyError
+
 HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention for a file's name
 
 
-class WeightsError(ValueError):
+class WeightsError(StudyError, ValueError):
     pass
 
 
