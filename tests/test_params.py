@@ -1,4 +1,5 @@
 import copy
+import json
 
 import pytest
 import yaml
@@ -148,3 +149,34 @@ def test_the_cli_names_a_missing_params_file(in_tmp, capsys):
 
     assert main(["--params", "nope.yaml", "stats"]) == 2
     assert "nope.yaml: not found" in capsys.readouterr().err
+
+
+def test_numbers_as_people_write_them_read_as_dvc_reads_them(in_tmp, params):
+    """YAML 1.2, as DVC reads params.yaml: `1e-3` is a number (PyYAML, YAML 1.1, made it a string
+    and every stage refused it)."""
+    from tlstudy import yamlio
+
+    text = yamlio.dump(params).replace("lr:\n- 0.01\n", "lr: [1e-2, 1e-3]\n")
+    text = text.replace("  weight_decay: 0.0\n", "  weight_decay: 5E-4\n", 1)
+    assert "lr: [1e-2, 1e-3]" in text and "5E-4" in text
+    (in_tmp / "params.yaml").write_text(text)
+    loaded = P.load(in_tmp / "params.yaml")
+    assert loaded["lr"] == [0.01, 0.001] and loaded["sgd"]["weight_decay"] == 0.0005
+    # DVC's own reading of the same file agrees.
+    from dvc.utils.serialize import load_yaml
+
+    assert load_yaml(str(in_tmp / "params.yaml"))["lr"] == [0.01, 0.001]
+
+
+def test_a_stage_runs_on_params_written_with_exponents(in_tmp, params):
+    """`lr: [1e-2, 1e-3]` in params.yaml runs: fetch, stats and a part's training."""
+    from tlstudy import yamlio
+    from tlstudy.stage import main
+
+    params.update(epochs=1, optimizer=["sgd"])
+    text = yamlio.dump(params).replace("lr:\n- 0.01\n", "lr: [1e-2, 1e-3]\n")
+    (in_tmp / "params.yaml").write_text(text)
+    for argv in (["fetch"], ["stats"], ["train", "--part", "scratch"]):
+        assert main(argv) == 0, argv
+    runs = json.loads((in_tmp / "models/scratch/runs.json").read_text())["runs"]
+    assert [r["lr"] for r in runs] == [0.01, 0.001]

@@ -137,3 +137,11 @@ def test_stages_get_a_python_shim_where_the_interpreter_has_no_python_beside_it(
     (fake.parent / "python").symlink_to(sys.executable)
     assert profile._python_on_path(tmp_path / "ws2") == str(fake.parent)
     assert not (tmp_path / "ws2").exists()
+
+
+def test_a_set_value_with_an_exponent_is_a_number_as_in_dvc_exp_run():
+    """`--set lr=1e-3` as `dvc exp run -S lr=1e-3` reads it: a float, not the string '1e-3'."""
+    assert profile.parse_set("lr=1e-3") == (["lr"], 0.001)
+    assert profile.parse_set("lr=[1e-2, 3E-3]") == (["lr"], [0.01, 0.003])
+    params = profile.profile_params(PROJECT, "demo", sets=["lr=1e-3", "sgd.weight_decay=5e-4"])
+    assert params["lr"] == 0.001 and params["sgd"]["weight_decay"] == 0.0005

@@ -10,8 +10,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tlstudy import yamlio
 from tlstudy.errors import ParamsError  # noqa: F401  (callers catch it as params.ParamsError)
 
 OPTIMIZERS = ("sgd", "adam")
@@ -80,8 +79,8 @@ def load(path: str | Path = "params.yaml") -> dict[str, Any]:
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the project root, where params.yaml is)")
     try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        params = yamlio.load(path.read_text())
+    except yamlio.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")

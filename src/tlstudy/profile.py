@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from tlstudy import yamlio
 
 COPIED = ["dvc.yaml", "src", "pyproject.toml", "assets"]
 PUBLISHED = [
@@ -76,8 +76,8 @@ def profile_params(
     from tlstudy import params as P
 
     overlay_path = overlay_file(project, name_or_path)
-    base = yaml.safe_load((project / params_path).read_text())
-    params = apply_sets(merge(base, yaml.safe_load(overlay_path.read_text()) or {}), sets)
+    base = yamlio.load((project / params_path).read_text())
+    params = apply_sets(merge(base, yamlio.load(overlay_path.read_text()) or {}), sets)
     try:
         P.validate(params, source=f"{params_path} + {overlay_path.name}")
     except P.ParamsError as exc:
@@ -104,8 +104,8 @@ def parse_set(text: str) -> tuple[list[str], object]:
     if not raw.strip():
         raise ParamsError(f"--set {key}=: no value; give one (YAML), or null to remove the key")
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
+        value = yamlio.load(raw)
+    except yamlio.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ParamsError(f"--set {key}: the value {raw!r} is not valid YAML ({problem})") from exc
     return [p.strip() for p in parts], value
@@ -228,7 +228,7 @@ def prepare(dest: Path, project: Path, params: dict, name: str, fresh: bool, lin
     # with the templates above); DVC resolves the path against .dvc/. Set on every refresh, so a
     # workspace made before the template existed gets it too.
     sh(dest, *tool_argv("dvc"), "config", "plots.html_template", "plots/page.html")
-    write_text(dest / "params.yaml", yaml.safe_dump(params, sort_keys=False, width=120))
+    write_text(dest / "params.yaml", yamlio.dump(params))
     write_text(dest / "README.md", NOTE.format(name=name))
     write_text(dest / ".gitignore", "__pycache__/\n*.egg-info/\n/work/\n/data/\n")
     for where, folder in links.items():
@@ -349,7 +349,7 @@ def summary(metrics_dir: Path) -> str:
     workspace = metrics_dir.parent
     parts = None
     if (workspace / "params.yaml").exists():
-        params = yaml.safe_load((workspace / "params.yaml").read_text())
+        params = yamlio.load((workspace / "params.yaml").read_text())
         parts = {*(params.get("parts") or {}), *(params.get("transfer") or {})}
     lines = ["part                   selected model: test accuracy [95 % CI] (lr, epoch or seeds)"]
     for path in sorted(metrics_dir.glob("*.json")):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from importlib import resources
 
-import yaml
+from tlstudy import yamlio
 
 
 def numbers() -> dict:
-    return yaml.safe_load(resources.files("tlstudy.resources").joinpath("study.yaml").read_text())
+    return yamlio.load(resources.files("tlstudy.resources").joinpath("study.yaml").read_text())
 
 
 def part(study: dict, name: str) -> dict:
