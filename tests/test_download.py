@@ -1,10 +1,12 @@
 import hashlib
+import io
 import socket
 
 import pytest
 from http_fixture import Server
 
 from tlstudy.download import DownloadError, download
+from tlstudy.progress import Transfer
 
 BODY = bytes(range(256)) * 4000  # ~1 MB
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -66,3 +68,40 @@ def test_no_server_listening_fails_after_bounded_retries(tmp_path):
         port = s.getsockname()[1]
     with pytest.raises(DownloadError, match="gave up after 2 attempts"):
         download(f"http://127.0.0.1:{port}/x.zip", tmp_path / "x.zip", retries=2, backoff=0.01, log=lambda m: None)
+
+
+def test_a_chunked_response_cut_mid_body_is_retried_and_resumes(server, tmp_path):
+    """http.client raises IncompleteRead (no OSError) when a chunked body stops early."""
+    server.faults = ["chunked-cut"]
+    assert get(server, tmp_path, sha256=SHA).read_bytes() == BODY
+    assert len(server.requests) == 2 and server.requests[0][1] is None
+    assert server.requests[1][1] == f"bytes={len(BODY) // 2}-"  # it kept what arrived, asked for the rest
+
+
+@pytest.mark.parametrize("status", ["429", "503"])
+def test_retry_after_is_waited_before_the_next_try(server, tmp_path, status):
+    server.faults = [f"{status}:1"]
+    said = []
+    download(server.url("/pacs.zip"), tmp_path / "p.zip", sha256=SHA, backoff=0.01, log=said.append)
+    assert len(server.requests) == 2
+    assert server.times[1] - server.times[0] >= 1.0  # the backoff alone would be 0.01 s
+    assert "Retry-After: 1 s" in said[0]
+
+
+def test_progress_without_a_terminal_is_a_line_at_start_and_end_with_sizes(server, tmp_path):
+    out = io.StringIO()
+    server.faults = ["cut"]
+    get(server, tmp_path, sha256=SHA, progress=Transfer("pacs.zip", stream=out, tty=False, every_s=3600))
+    lines = out.getvalue().splitlines()
+    mb = f"{len(BODY) / 1e6:.1f} MB"
+    # The first attempt starts at 0 and is cut; the second resumes from half and ends at 100 %.
+    assert lines[0] == f"download pacs.zip: 0 kB of {mb} (0 %)"
+    assert lines[1].startswith(f"download pacs.zip: {len(BODY) // 2 / 1e6:.1f} MB of {mb} (50 %)")
+    assert lines[-1].startswith(f"download pacs.zip: {mb} of {mb} (100 %), ") and lines[-1].endswith("left")
+    assert len(lines) == 3
+
+
+def test_progress_on_a_terminal_is_a_bar_in_bytes(server, tmp_path):
+    out = io.StringIO()
+    get(server, tmp_path, sha256=SHA, progress=Transfer("pacs.zip", stream=out, tty=True))
+    assert "pacs.zip" in out.getvalue() and "B/s" in out.getvalue()

@@ -1,24 +1,33 @@
-"""A plain HTTP(S) download with resume, bounded retries, timeouts and a checksum.
+"""A plain HTTP(S) download with resume, bounded retries, timeouts, progress and a checksum.
 
 The bytes go to `<dest>.part`; a retry resumes it with a Range request, and only a file whose
-sha256 matches is renamed to `dest`. A wrong checksum removes the partial file. A full disk stops
-the download at once (atomic.DiskFullError) and keeps the partial file for the next try.
+sha256 matches is renamed to `dest`. A connection cut mid-body — a short read, or a chunked
+response that stops before its last chunk (http.client.IncompleteRead, which is no OSError) — is
+retried like any dropped connection; a 429 or 503 waits what its Retry-After asks (up to
+MAX_WAIT_S) before the next try. A wrong checksum removes the partial file. A full disk stops the
+download at once (atomic.DiskFullError) and keeps the partial file for the next try. Progress is
+shown as the training's is: a bar on a terminal, a line every 20 s elsewhere.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
+import http.client
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tlstudy.atomic import disk_full, out_of_space
+from tlstudy.errors import StudyError
+from tlstudy.progress import Transfer
 
 CHUNK = 1 << 20
+MAX_WAIT_S = 600.0  # the longest Retry-After honoured: a server asking for more is not waited out
 
 
-class DownloadError(RuntimeError):
+class DownloadError(StudyError, RuntimeError):
     pass
 
 
@@ -30,7 +39,21 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _fetch_once(url: str, part: Path, timeout: float) -> None:
+def retry_after(exc: urllib.error.HTTPError, now: float | None = None) -> float | None:
+    """Seconds a 429/503 response asks to wait (Retry-After: seconds or an HTTP date), or None."""
+    value = (exc.headers.get("Retry-After") or "").strip() if exc.headers is not None else ""
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _fetch_once(url: str, part: Path, timeout: float, progress: Transfer) -> None:
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "tlstudy"})
     if have:
@@ -45,13 +68,30 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         resumed = response.status == 206
         expected = response.headers.get("Content-Length")
         expected = int(expected) if expected is not None else None
+        progress.start(have if resumed else 0, (have if resumed else 0) + expected if expected is not None else None)
         got = 0
         with open(part, "ab" if resumed else "wb") as f:
-            for block in iter(lambda: response.read(CHUNK), b""):
+            for block in _blocks(response):
                 f.write(block)
                 got += len(block)
+                progress.update(len(block))
         if expected is not None and got < expected:
             raise ConnectionError(f"connection closed after {got} of {expected} bytes")
+    progress.finish()
+
+
+def _blocks(response):
+    """The body in blocks; a chunked body cut mid-way still hands over what arrived before the
+    read fails (IncompleteRead carries it), so that the retry resumes after those bytes."""
+    while True:
+        try:
+            block = response.read(CHUNK)
+        except http.client.IncompleteRead as exc:
+            yield exc.partial
+            raise
+        if not block:
+            return
+        yield block
 
 
 def download(
@@ -62,22 +102,27 @@ def download(
     timeout: float = 60.0,
     backoff: float = 2.0,
     log=print,
+    progress: Transfer | None = None,
 ) -> Path:
     dest = Path(dest)
     if dest.exists() and (sha256 is None or sha256_of(dest) == sha256):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    progress = progress or Transfer(dest.name)
     last: Exception | None = None
     for attempt in range(1, retries + 1):
+        asked = None
         try:
-            _fetch_once(url, part, timeout)
+            _fetch_once(url, part, timeout, progress)
             break
         except urllib.error.HTTPError as exc:
             last = exc
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            if exc.code in (429, 503):
+                asked = retry_after(exc)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, http.client.HTTPException) as exc:
             # A full disk does not clear by waiting: say so now instead of after every retry.
             full = out_of_space(exc)
             if full is not None:
@@ -85,12 +130,19 @@ def download(
                 kept = f"the partial download ({have} bytes) is kept"
                 raise disk_full(part, full, left=kept, then="run the same command again: the download resumes") from exc
             last = exc
+        finally:
+            progress.close()
         if attempt < retries:
             wait = backoff * 2 ** (attempt - 1)
-            log(f"download: attempt {attempt}/{retries} failed ({last}); retrying in {wait:.0f} s")
+            said = ""
+            if asked is not None:
+                wait = max(wait, min(asked, MAX_WAIT_S))
+                capped = f", capped at {MAX_WAIT_S:.0f} s" if asked > MAX_WAIT_S else ""
+                said = f" (Retry-After: {asked:.0f} s{capped})"
+            log(f"download: attempt {attempt}/{retries} failed ({_why(last)}); retrying in {wait:.0f} s{said}")
             time.sleep(wait)
     else:
-        raise DownloadError(f"{url}: gave up after {retries} attempts: {last}") from last
+        raise DownloadError(f"{url}: gave up after {retries} attempts: {_why(last)}") from last
     if sha256 is not None:
         actual = sha256_of(part)
         if actual != sha256:
@@ -100,3 +152,9 @@ def download(
             )
     part.replace(dest)
     return dest
+
+
+def _why(exc: BaseException | None) -> str:
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"connection closed mid-body after {len(exc.partial)} more bytes"
+    return str(exc)
