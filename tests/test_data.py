@@ -3,8 +3,8 @@ import csv
 import shutil
 
 import pytest
-import yaml
 import torch
+import yaml
 from conftest import SHARED_PACS
 
 from tlstudy import data as D
