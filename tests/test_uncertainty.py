@@ -1,6 +1,7 @@
 """The interval and test arithmetic against published values (tables of Student's t, worked examples)."""
 
 import math
+import re
 
 import pytest
 
@@ -36,3 +37,42 @@ def test_mcnemar_exact():
     # 10 vs 2 discordant pairs: 2 * P(X <= 2 | n = 12, p = 1/2) = 2 * 79 / 4096.
     assert U.mcnemar(10, 2)["p"] == pytest.approx(2 * 79 / 4096)
     assert U.mcnemar(0, 0)["p"] == 1.0 and U.mcnemar(5, 5)["p"] == 1.0
+
+
+@pytest.mark.parametrize("t", [1e3, 1e6, 1e9])
+def test_tiny_p_values_are_computed_not_rounded_to_zero(t):
+    """The tail is computed directly: against closed forms for 1 and 2 degrees of freedom
+    (Cauchy: 2/π·atan(1/t); df = 2: 2 / (√(2+t²)·(√(2+t²)+t))), to 1e-9 relative error."""
+    cauchy = 2 / math.pi * math.atan(1 / t)
+    two = 2 / (math.sqrt(2 + t * t) * (math.sqrt(2 + t * t) + t))
+    assert U.t_tail(t, 1) == pytest.approx(cauchy, rel=1e-9)
+    assert U.t_tail(t, 2) == pytest.approx(two, rel=1e-9)
+    assert U.t_within(2.7764, 4) == pytest.approx(0.95, abs=1e-5)
+
+
+def test_a_p_value_below_1e_16_prints_as_a_bound_not_as_zero():
+    t = U.paired_t([0.1, 0.1000001, 0.0999999, 0.1, 0.1], [0.0] * 5)
+    assert 0 < t["p"] < 1e-16
+    assert U.p_text(t["p"]) == "p < 10⁻⁶"
+    assert [U.p_text(p) for p in (0.43, 0.0051, 0.00099, 1e-4, 4.2e-5)] == [
+        "p = 0.43", "p = 0.0051", "p < 10⁻³", "p < 10⁻³", "p < 10⁻⁴",
+    ]  # fmt: skip
+
+
+def coverage(p: float, n: int) -> float:
+    """The probability that Wilson's interval from Binomial(n, p) counts holds p."""
+    return sum(
+        math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1) if U.wilson(k, n)[0] <= p <= U.wilson(k, n)[1]
+    )
+
+
+def test_the_wilson_docstring_states_its_coverage_near_100_percent_as_it_is():
+    """Its coverage near 0 and 1 is not 95 %: the docstring gives the lowest at n = 237 (the
+    cartoon test set), and that number is what the interval does."""
+    # Coverage jumps where p crosses an interval's end, so its infimum is just beside one.
+    ends = [e for k in range(238) for e in U.wilson(k, 237) if 0.99 < e < 1]
+    worst, at = min((coverage(p, 237), p) for e in ends for p in (e - 1e-12, e + 1e-12))
+    stated = re.search(r"the lowest at n = 237 is ([\d.]+) %, at a true accuracy of ([\d.]+) %", U.__doc__)
+    assert stated, "uncertainty's docstring must state Wilson's lowest coverage at n = 237"
+    assert float(stated[1]) == round(100 * worst, 1) and float(stated[2]) == round(100 * at, 2)
+    assert worst < 0.9 and coverage(0.5, 237) > 0.94

@@ -12,6 +12,7 @@ from tlstudy.report import figures, tables, verdicts
 from tlstudy.report import study as S
 from tlstudy.report.inputs import Inputs, predictions, pretrain_curves, read_json
 from tlstudy.report.tables import DASH, md_table, pct, pct_ci, wilson_cell
+from tlstudy.uncertainty import p_value
 
 OUT = Path("report")
 
@@ -270,7 +271,7 @@ def optimizer_section(inp: Inputs) -> list[str]:
         else:
             how = f"McNemar exact, one seed: {t['only_a']} images right by SGD alone, {t['only_b']} by Adam alone"
         rows.append([f"`{part}`", inp.backbone(part), pct_ci(m["sgd"], "test_acc"), pct_ci(m["adam"], "test_acc"),
-                     diff, how, f"**{t['p']:.3g}**" if t["p"] < 0.05 else f"{t['p']:.3g}"])  # fmt: skip
+                     diff, how, f"**{p_value(t['p'])}**" if t["p"] < 0.05 else p_value(t["p"])])  # fmt: skip
     if not rows:
         return []
     significant = [f"`{part}`" for part, t in tested if t["p"] < 0.05]

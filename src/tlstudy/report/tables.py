@@ -160,7 +160,7 @@ def test_cell(t: dict | None) -> str:
     where = (
         f"paired t, {t['n']} seeds" if t["test"] == "paired t" else f"McNemar, {t['only_a']} vs {t['only_b']} images"
     )
-    return f"{100 * t['diff']:+.1f} pp, p = {t['p']:.2g} ({where})"
+    return f"{100 * t['diff']:+.1f} pp, {uncertainty.p_text(t['p'])} ({where})"
 
 
 def _variant_cell(tested: dict, study: dict, v: str) -> str:
