@@ -62,3 +62,14 @@ def test_a_state_dict_of_another_model_is_rejected_by_name(tmp_path):
     torch.save(torch.nn.Linear(2, 2).state_dict(), path)
     with pytest.raises(WeightsError, match="resnet.pt: not a SqueezeNet 1.0 state dict"):
         inspect_model.build(str(path), 0)
+
+
+def test_the_kernel_grid_scales_each_kernel_to_its_own_range_with_white_gaps():
+    weight = torch.stack([torch.full((3, 2, 2), -5.0), torch.full((3, 2, 2), 7.0)])
+    weight[0, 0, 0, 0], weight[1, 2, 1, 1] = 5.0, 9.0  # each kernel's own min and max
+    grid = inspect_model.kernel_grid(weight, cols=2)
+    assert grid.shape == (3, 1 + 2 + 1, 1 + 2 + 1 + 2 + 1)
+    first, second = grid[:, 1:3, 1:3], grid[:, 1:3, 4:6]
+    assert first.max() == 1 and first.min() == 0 and first[0, 0, 0] == 1
+    assert second.max() == 1 and second[2, 1, 1] == 1 and second.min() == 0
+    assert (grid[:, 0, :] == 1).all() and (grid[:, :, 3] == 1).all()  # the gaps

@@ -48,3 +48,12 @@ def test_head_parts_keep_only_the_head():
     model = models.build(7, "random", "random", seed=0)
     assert set(models.kept_state(model, "head")) == {"weight", "bias"}
     assert set(models.kept_state(model, "all")) == set(model.state_dict())
+
+
+def test_a_tensor_of_another_shape_is_named(tmp_path):
+    state = models.build(7, "random", "random", seed=0).state_dict()
+    state["layer2.0.conv1.weight"] = torch.zeros(128, 64, 5, 5)
+    path = tmp_path / "odd.pt"
+    torch.save(state, path)
+    with pytest.raises(models.WeightsError, match=r"not a ResNet-18 state dict \(size mismatch for layer2.0.conv1"):
+        models.build(7, str(path), "imagenet", seed=0)

@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         "compare", help="every part's test accuracy across experiments, a column each (dvc exp show, turned around)"
     )
     c.add_argument("--metric", default="test_acc", help="the metric of each group to show (default: %(default)s)")
-    c.add_argument("dvc_args", nargs="*", help="passed to `dvc exp show`, e.g. -A or --rev main (after --)")
+    c.add_argument("--rev", action="append", help="a baseline revision, as dvc exp show --rev (repeatable)")
+    c.add_argument("-n", "--num", type=int, default=1, help="experiments of the last N commits (default: %(default)s)")
+    c.add_argument("-A", "--all", action="store_true", help="every commit of the history (dvc.api.exp_show num=-1)")
     d = sub.add_parser("demo", help="the demo profile on synthetic data, rebuilt in demo/ (make demo)")
     d.add_argument("--dir", default="demo", help="workspace to rebuild (default: %(default)s)")
     r = sub.add_parser("profile", help="run a profile (profiles/<name>.yaml over params.yaml) in its own workspace")
@@ -88,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 publish_results=args.publish, command=command, sets=args.sets,
             )  # fmt: skip
         elif args.stage == "compare":
-            from tlstudy import compare, profile
+            from tlstudy import compare
 
-            print(compare.run(profile.tool_argv("dvc"), args.metric, args.dvc_args))
+            print(compare.run(args.metric, args.rev, -1 if args.all else args.num))
         elif args.stage == "bench":
             from tlstudy import params as P
 

@@ -61,17 +61,10 @@ def classify(model: torch.nn.Module, photo: torch.Tensor, k: int = 5):
 
 
 def kernel_grid(weight: torch.Tensor, cols: int = 12) -> torch.Tensor:
-    """The kernels as RGB tiles, each min-max scaled on its own, in a grid with 1-px gaps."""
-    n, _, kh, kw = weight.shape
-    lo = weight.amin(dim=(1, 2, 3), keepdim=True)
-    hi = weight.amax(dim=(1, 2, 3), keepdim=True)
-    tiles = (weight - lo) / (hi - lo).clamp_min(1e-12)
-    rows = -(-n // cols)
-    grid = torch.ones(3, rows * (kh + 1) + 1, cols * (kw + 1) + 1)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        grid[:, 1 + r * (kh + 1) : 1 + r * (kh + 1) + kh, 1 + c * (kw + 1) : 1 + c * (kw + 1) + kw] = tiles[i]
-    return grid
+    """The kernels as RGB tiles, each min-max scaled on its own, in a grid with 1-px white gaps."""
+    from torchvision.utils import make_grid
+
+    return make_grid(weight, nrow=cols, padding=1, normalize=True, scale_each=True, pad_value=1.0)
 
 
 def save_figures(photo, kernels, before, after, folder: Path, note: str) -> None:

@@ -39,24 +39,29 @@ def _backbone_state(init: str) -> dict[str, torch.Tensor]:
     return load_state_file(init, "init", "ResNet-18")
 
 
+def _first_problem(exc: RuntimeError) -> str:
+    """The first 'size mismatch for …' line of load_state_dict's error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")
+
+
 def build(n_classes: int, init: str, imagenet_weights: str, seed: int) -> nn.Module:
     """A ResNet-18 whose weights depend only on (init, seed): same call, same model."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = resnet18(weights=None)
         if init != "random" and not (init == "imagenet" and imagenet_weights == "random"):
-            state = _backbone_state(init)
-            own = model.state_dict()
-            backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            missing = sorted(set(own) - set(backbone) - {"fc.weight", "fc.bias"})
-            unexpected = sorted(set(backbone) - set(own))
-            wrong = sorted(k for k in backbone if k in own and backbone[k].shape != own[k].shape)
-            if missing or unexpected or wrong:
+            backbone = {k: v for k, v in _backbone_state(init).items() if not k.startswith("fc.")}
+            try:  # the head is new; every other key must be there, with its shape
+                loaded = model.load_state_dict(backbone, strict=False)
+            except RuntimeError as exc:  # a tensor of another shape
+                raise WeightsError(f"init {init!r}: not a ResNet-18 state dict ({_first_problem(exc)})") from None
+            missing = [k for k in loaded.missing_keys if not k.startswith("fc.")]
+            if missing or loaded.unexpected_keys:
                 raise WeightsError(
                     f"init {init!r}: not a ResNet-18 state dict "
-                    f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})"
+                    f"(missing {missing[:3]}, unexpected {loaded.unexpected_keys[:3]})"
                 )
-            model.load_state_dict(backbone, strict=False)
         model.fc = nn.Linear(model.fc.in_features, n_classes)
     return model
 
