@@ -71,7 +71,9 @@ def test_a_full_disk_ends_the_train_stage_with_one_line_and_the_rerun_finishes(t
     params.update(lr=[0.01, 0.003], optimizer=["sgd"], epochs=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     prepare(tmp_path / "straight", params)
-    assert train(tmp_path / "straight").wait(timeout=600) == 0
+    straight = train(tmp_path / "straight")
+    out, _ = straight.communicate(timeout=600)  # read, not wait: a full pipe would block the child
+    assert straight.returncode == 0, out
 
     report = in_namespace("train", tmp_path)
     assert [s["rc"] for s in report["prepare"]] == [0, 0], report["prepare"]

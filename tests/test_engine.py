@@ -172,12 +172,21 @@ def test_parallel_stages_claim_different_gpus_and_wait_for_a_free_one(tmp_path):
     )
 
     def start():
-        return subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def line(proc) -> str:
+        """The child's next line; a child that exited first fails the test instead of hanging it."""
+        text = proc.stdout.readline()
+        if not text:
+            raise AssertionError(f"the child exited ({proc.wait()}) before printing what was expected")
+        return text.strip()
 
     def claimed(proc):
-        lines = []
-        while not (lines and lines[-1].startswith("got")):
-            lines.append(proc.stdout.readline().strip())
+        lines = [line(proc)]
+        while not lines[-1].startswith("got"):
+            lines.append(line(proc))
         return lines
 
     a, b = start(), start()
@@ -185,7 +194,7 @@ def test_parallel_stages_claim_different_gpus_and_wait_for_a_free_one(tmp_path):
         got_a, got_b = claimed(a)[-1], claimed(b)[-1]
         assert {got_a, got_b} == {"got 0", "got 1"}
         c = start()
-        assert "is claimed by another stage; waiting" in c.stdout.readline()
+        assert "is claimed by another stage; waiting" in line(c)
         a.kill()
         a.wait()
         assert claimed(c)[-1] == got_a

@@ -53,7 +53,9 @@ def test_killed_mid_grid_then_rerun_equals_an_uninterrupted_run(tmp_path, params
     prepare(tmp_path / "straight", params)
     prepare(tmp_path / "killed", params)
 
-    assert train(tmp_path / "straight").wait(timeout=600) == 0
+    straight = train(tmp_path / "straight")
+    out, _ = straight.communicate(timeout=600)  # read, not wait: a full pipe would block the child
+    assert straight.returncode == 0, out
 
     proc = train(tmp_path / "killed")
     runs_dir = tmp_path / "killed/work/runs/scratch"
@@ -85,8 +87,8 @@ def test_stored_runs_are_keyed_by_every_setting_that_decides_their_results(param
 
     (in_tmp / "images.pt").write_bytes(b"images")
     spec = params["parts"]["scratch"]
-    base = resume.fingerprint(params, spec, [in_tmp / "images.pt"])
-    assert resume.fingerprint(params, spec, [in_tmp / "images.pt"]) == base
+    base = resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train")
+    assert resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train") == base
     for key, value in [("precision", "bf16"), ("batch_size", 8), ("epochs", 3), ("seed", 1)]:
         changed = dict(params, **{key: value})
-        assert resume.fingerprint(changed, spec, [in_tmp / "images.pt"]) != base, key
+        assert resume.fingerprint(changed, spec, [in_tmp / "images.pt"], "train") != base, key
