@@ -145,7 +145,7 @@ def serve(
                 if time.monotonic() - short_since >= grace_s:
                     log(
                         f"queue: {len(queued)} queued and {len(running)} running on {jobs} workers for "
-                        f"{grace_s:.0f} s: a worker stopped early; starting workers again"
+                        f"{grace_s:.0f} s: fewer workers than asked for; starting workers again"
                     )
                     start(len(running))
                     short_since = None
