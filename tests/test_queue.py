@@ -48,7 +48,7 @@ BAD = -1  # rejected by the train stage's params check: the experiment fails in 
 
 
 def env() -> dict:
-    # As a user with the virtual environment activated: stages call `python -m tlstudy`.
+    # As a user with the virtual environment activated: stages call `python -m tlstudy.stage`.
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 

@@ -75,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.stage in stage.MODULES:
         return stage.run(args)
-    if args.stage == "queue":
-        return exp_queue.main(args)
     from tlstudy.errors import StudyError
 
     try:
@@ -96,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             from tlstudy import compare
 
             print(compare.run(args.metric, args.rev, -1 if args.all else args.num))
+        elif args.stage == "queue":
+            return exp_queue.serve(args.jobs)
         elif args.stage == "bench":
             from tlstudy import params as P
 

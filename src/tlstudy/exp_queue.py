@@ -25,17 +25,18 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tlstudy.errors import StudyError
+
 HELP = "run every queued experiment (dvc exp run --queue) on N of DVC's workers; return when all ended"
 DONE = ("Success", "Failed", "Unknown")
 
 
-class QueueError(Exception):
+class QueueError(StudyError):
     """The queue cannot be served from here; the message says why and what to do."""
 
 
@@ -54,14 +55,6 @@ def jobs_arg(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers: give a whole number, 1 or more")
     return n
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        return serve(args.jobs)
-    except QueueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
 
 
 def repo_root(start: Path) -> Path:
@@ -89,7 +82,7 @@ def dvc(root: Path, *args: str) -> str:
     pipe: `dvc queue start` leaves worker daemons that hold it open until they exit."""
     from tlstudy.profile import _python_on_path, tool_argv
 
-    # The stages call `python -m tlstudy`: this interpreter's, as with an activated venv.
+    # The stages call `python -m tlstudy.stage`: this interpreter's, as with an activated venv.
     env = dict(os.environ, PATH=f"{_python_on_path(root)}{os.pathsep}{os.environ.get('PATH', '')}")
     with tempfile.TemporaryFile("w+") as out:
         code = subprocess.run(
