@@ -1,8 +1,10 @@
-"""Parallel experiments as a user queues them: `dvc exp run --queue` twice, `dvc queue start -j 2`,
-then `dvc exp show` — in a temporary repo on the demo data, with the real DVC and two workers."""
+"""Parallel experiments as a user queues them (README, Parallel experiments): `dvc exp run --queue`
+four times, `python -m tlstudy queue -j 2`, then `dvc queue status` and `dvc exp show` — in a
+temporary repo on the demo data, with the real DVC and its real workers."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,45 +26,104 @@ OVERLAY = {
     "inspect": {"weights": "random"},
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
     "fewshot": {"per_class": 4},
+    # One part: an experiment is then two short stages and the report, so that three experiments
+    # on two workers fit the test's budget.
     "parts": {
         p: None
-        for p in ("classifier", "finetune", "fewshot_classifier", "fewshot_finetune", "augment", "augment_study")
+        for p in (
+            "classifier",
+            "finetune",
+            "fewshot_scratch",
+            "fewshot_classifier",
+            "fewshot_finetune",
+            "augment",
+            "augment_study",
+        )
     },
     "pretrain": {"pacs_sources": None},
     "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
 }
+GOOD = (0.01, 0.003, 0.001)
+BAD = -1  # rejected by the train stage's params check: the experiment fails in the queue
+
+
+def env() -> dict:
+    # As a user with the virtual environment activated: stages call `python -m tlstudy.stage`.
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
 def dvc(ws, *args) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    r = subprocess.run([profile.tool("dvc"), *args], cwd=ws, capture_output=True, text=True, env=env, timeout=900)
-    assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
-    return r.stdout + r.stderr
+    # stdout to a file: `dvc queue start` and `stop` leave daemons that would hold a pipe open.
+    out = ws.parent / "dvc.out"
+    with out.open("w") as f:
+        r = subprocess.run(
+            [profile.tool("dvc"), *args], cwd=ws, stdout=f, stderr=subprocess.STDOUT, env=env(), timeout=300
+        )
+    assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.read_text()}"
+    return out.read_text()
 
 
-def test_two_queued_experiments_run_on_two_workers_and_show_side_by_side(tmp_path):
+def statuses(ws) -> list[str]:
+    rows = dvc(ws, "queue", "status").splitlines()
+    return [line.split()[-1] for line in rows[1 : rows.index("")]]
+
+
+def exited(info: Path) -> bool:
+    try:
+        return json.loads(info.read_text())["returncode"] is not None
+    except (OSError, ValueError):  # not written yet, or being written
+        return False
+
+
+def used_and_stopped(ws, timeout_s: float = 120) -> None:
+    """A workspace whose queue was used and stopped: two workers ran (with nothing queued they
+    exit after DVC's 10 s idle check), then `dvc queue stop`. With no worker running, its shutdown
+    waits in each worker slot's broker queue, as does the one a stopping worker's idle check sends
+    itself; `dvc queue start -j 2` then ran one experiment per worker and left the rest queued
+    with no worker (issue #23)."""
+    dvc(ws, "queue", "start", "-j", "2")
+    # DVC's record of each worker process; the returncode is set when it has exited.
+    infos = [ws / f".dvc/tmp/exps/celery/dvc-exp-worker-{n}.json" for n in (1, 2)]
+    deadline = time.monotonic() + timeout_s
+    while not all(exited(i) for i in infos):
+        assert time.monotonic() < deadline, "idle queue workers did not exit"
+        time.sleep(1)
+    dvc(ws, "queue", "stop")
+
+
+def test_more_queued_experiments_than_workers_all_run_after_a_stopped_queue(tmp_path):
     (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
     ws = profile.run(str(tmp_path / "overlay.yaml"), str(tmp_path / "ws"), project=PROJECT, fresh=True)
-    for lr in ("0.01", "0.003"):
+    used_and_stopped(ws)
+    for lr in (*GOOD, BAD):
         assert "Queued experiment" in dvc(ws, "exp", "run", "--queue", "-S", f"lr={lr}")
-    assert "Started '2' new experiments task queue workers" in dvc(ws, "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 900
-    while True:
-        status = dvc(ws, "queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(2)
-    assert status.count("Success") == 2, status
+
+    cmd = [sys.executable, "-m", "tlstudy", "queue", "-j", "2"]
+    try:
+        r = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, env=env(), timeout=360)
+    except subprocess.TimeoutExpired:
+        dvc(ws, "queue", "stop", "--kill")  # the workers are daemons: do not leave them training
+        raise
+    out = r.stdout + r.stderr
+    # Exit 1: one experiment failed, and the command says which and how to look into it.
+    assert r.returncode == 1, out
+    assert "3 of 4 succeeded" in out, out
+    assert sorted(statuses(ws)) == ["Failed", "Success", "Success", "Success"], out
+    failed = re.search(r"did not succeed: (\S+)", out).group(1)
+    assert f"dvc queue logs {failed}" in out, out
+    # ... and the log it points to names the bad value.
+    log = dvc(ws, "queue", "logs", failed)
+    assert "'lr'" in log and str(BAD) in log, log
 
     shown = json.loads(dvc(ws, "exp", "show", "--json"))
-    exps = [r for rev in shown for e in (rev.get("experiments") or []) for r in e["revs"]]
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    done = [r["data"] for e in exps if e["executor"]["state"] == "success" for r in e["revs"]]
     results = {
-        r["data"]["params"]["params.yaml"]["data"]["lr"]: r["data"]["metrics"]["metrics/scratch.json"]["data"]["sgd"]
-        for r in exps
+        d["params"]["params.yaml"]["data"]["lr"]: d["metrics"]["metrics/scratch.json"]["data"]["sgd"] for d in done
     }
-    assert set(results) == {0.01, 0.003}
-    assert all(m["lr"] == lr and 0 <= m["test_acc"] <= 1 for lr, m in results.items())
+    # Each experiment's metrics come from its own params.
+    assert set(results) == set(GOOD), results
+    assert all(m["lr"] == lr and 0 <= m["test_acc"] <= 1 for lr, m in results.items()), results
     # Each ran in a workspace of its own: the main one is untouched.
     assert yaml.safe_load((ws / "params.yaml").read_text())["lr"] == [0.03]
     assert json.loads((ws / "metrics/scratch.json").read_text())["sgd"]["lr"] == 0.03

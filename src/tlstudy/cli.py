@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tlstudy import stage
+from tlstudy import exp_queue, stage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--rev", action="append", help="a baseline revision, as dvc exp show --rev (repeatable)")
     c.add_argument("-n", "--num", type=int, default=1, help="experiments of the last N commits (default: %(default)s)")
     c.add_argument("-A", "--all", action="store_true", help="every commit of the history (dvc.api.exp_show num=-1)")
+    exp_queue.add_parser(sub)
     d = sub.add_parser("demo", help="the demo profile on synthetic data, rebuilt in demo/ (make demo)")
     d.add_argument("--dir", default="demo", help="workspace to rebuild (default: %(default)s)")
     r = sub.add_parser("profile", help="run a profile (profiles/<name>.yaml over params.yaml) in its own workspace")
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             from tlstudy import compare
 
             print(compare.run(args.metric, args.rev, -1 if args.all else args.num))
+        elif args.stage == "queue":
+            return exp_queue.serve(args.jobs)
         elif args.stage == "bench":
             from tlstudy import params as P
 

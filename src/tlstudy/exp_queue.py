@@ -1,0 +1,163 @@
+"""`python -m tlstudy queue -j N`: DVC's experiment queue, served until nothing is queued or running.
+
+`dvc queue start -j N` alone can leave experiments queued with no worker (issue #23). DVC's queue
+workers are Celery workers on a filesystem broker (.dvc/tmp/exps/celery/broker): a control message
+is a file per worker queue, and a worker's queue is named after its slot
+(`dvc-exp-<hash>-<n>@localhost`, dvc's LocalCeleryQueue._spawn_worker), so it outlives the worker.
+A shutdown that no running worker reads at once stays there: what `dvc queue stop` sends to a slot
+with no worker, or what the idle check of a worker that is already stopping sends to itself
+(dvc_task's TemporaryWorker.monitor). Nothing expires it: the filesystem transport keeps every
+message and the worker side of kombu (pidbox Node.handle_message) ignores the `expires` header.
+The next worker of that slot takes one experiment, reads the old shutdown and exits when that
+experiment ends, and its own idle check leaves a new shutdown behind, so the workspace stays this
+way (upstream: treeverse/dvc#10427, #10562, #10578). `dvc exp clean` deletes such messages (they
+have all expired) and keeps the queued experiments.
+
+So this command runs `dvc exp clean` when no experiment is running, then `dvc queue start -j N`,
+and follows the queue; should queued experiments wait with a slot free for `grace` seconds (a
+worker stopped early, however), it starts the workers again. It schedules nothing itself: DVC's
+workers take the experiments, each in a workspace of its own, and the workers inherit this
+process's environment (TLSTUDY_GPUS: each stage claims a GPU of its own, engine.claim_gpu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tlstudy.errors import StudyError
+
+HELP = "run every queued experiment (dvc exp run --queue) on N of DVC's workers; return when all ended"
+DONE = ("Success", "Failed", "Unknown")
+
+
+class QueueError(StudyError):
+    """The queue cannot be served from here; the message says why and what to do."""
+
+
+def add_parser(sub) -> None:
+    q = sub.add_parser("queue", help=HELP, description=HELP)
+    q.add_argument(
+        "-j", "--jobs", type=jobs_arg, default=1, metavar="N", help="workers, experiments at a time (default: 1)"
+    )
+
+
+def jobs_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers: give a whole number, 1 or more")
+    return n
+
+
+def repo_root(start: Path) -> Path:
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    raise QueueError(
+        f"{start} is not in a DVC repository (no .dvc/ in it or above): run this in the workspace where "
+        "you queued the experiments with `dvc exp run --queue`"
+    )
+
+
+def queue_status(root: Path) -> dict[str, tuple[str, str]]:
+    """Each queue entry's (name, status), by stash revision, as `dvc queue status` lists them. Read
+    through DVC's API: `dvc queue status` would also ask every worker, a broadcast that adds a
+    message to every worker queue on each poll, and cost a process start."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {e["rev"]: (e.get("name") or e["rev"][:7], e["status"]) for e in repo.experiments.celery_queue.status()}
+
+
+def dvc(root: Path, *args: str) -> str:
+    """A dvc command in the workspace, its output returned. The output goes through a file, not a
+    pipe: `dvc queue start` leaves worker daemons that hold it open until they exit."""
+    from tlstudy.profile import _python_on_path, tool_argv
+
+    # The stages call `python -m tlstudy.stage`: this interpreter's, as with an activated venv.
+    env = dict(os.environ, PATH=f"{_python_on_path(root)}{os.pathsep}{os.environ.get('PATH', '')}")
+    with tempfile.TemporaryFile("w+") as out:
+        code = subprocess.run(
+            [*tool_argv("dvc"), *args], cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        ).returncode
+        out.seek(0)
+        text = out.read().strip()
+    if code:
+        raise QueueError(f"`dvc {' '.join(args)}` failed (exit {code}):\n{text}")
+    return text
+
+
+def serve(
+    jobs: int,
+    root: Path | None = None,
+    poll_s: float = 5.0,
+    grace_s: float = 30.0,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Start `jobs` workers and follow the queue until nothing is queued or running. 0 when every
+    experiment it saw ended Success, 1 when one failed."""
+    root = repo_root(Path(root or Path.cwd()).resolve())
+    status = queue_status(root)
+    mine = {rev for rev, (_, st) in status.items() if st not in DONE}
+    if not mine:
+        log("queue: nothing queued; queue experiments first, e.g. `dvc exp run --queue -S lr=0.01`")
+        return 0
+
+    def start(running: int) -> None:
+        if not running:
+            # Safe only with no experiment running: it also deletes a live worker's unread messages.
+            log("queue: dvc exp clean  (drops the shutdowns stopped workers left, see README)")
+            dvc(root, "exp", "clean")
+        log(f"queue: dvc queue start -j {jobs}")
+        log("queue: " + dvc(root, "queue", "start", "-j", str(jobs)))
+
+    shown: dict[str, str] = {}
+    short_since = None
+    try:
+        start(sum(st == "Running" for _, st in status.values()))
+        while True:
+            for rev, (name, st) in status.items():
+                if rev in mine and shown.get(rev) != st:
+                    log(f"queue: {name} {st}")
+                    shown[rev] = st
+            queued = [rev for rev, (_, st) in status.items() if st == "Queued"]
+            running = [rev for rev, (_, st) in status.items() if st == "Running"]
+            mine.update(queued, running)
+            if not queued and not running:
+                break
+            if queued and len(running) < jobs:
+                short_since = short_since or time.monotonic()
+                if time.monotonic() - short_since >= grace_s:
+                    log(
+                        f"queue: {len(queued)} queued and {len(running)} running on {jobs} workers for "
+                        f"{grace_s:.0f} s: fewer workers than asked for; starting workers again"
+                    )
+                    start(len(running))
+                    short_since = None
+            else:
+                short_since = None
+            time.sleep(poll_s)
+            status = queue_status(root)
+    except KeyboardInterrupt:
+        log("queue: no longer following; the workers go on (`dvc queue status`; `dvc queue stop` stops them)")
+        return 130
+    return summary({rev: status[rev] for rev in mine if rev in status}, log)
+
+
+def summary(entries: dict[str, tuple[str, str]], log: Callable[[str], None]) -> int:
+    failed = sorted(name for name, st in entries.values() if st != "Success")
+    log(f"queue: done, {len(entries) - len(failed)} of {len(entries)} succeeded; compare them with `dvc exp show`")
+    if not failed:
+        return 0
+    log(f"queue: did not succeed: {', '.join(failed)}")
+    log(f"queue: why: `dvc queue logs {failed[0]}`. Again, after a fix: `dvc queue remove {failed[0]}`, then")
+    log("queue: queue it anew with the same -S options (`dvc exp run --queue -S ...`) and run this again")
+    return 1
