@@ -6,7 +6,7 @@ import json
 import torch
 from conftest import PROJECT
 
-from tlstudy import cli, engine
+from tlstudy import bench, cli, cpu, engine
 
 KEYS = {
     "device", "image_size", "baseline_img_s", "ours_img_s", "ratio", "head_grid_baseline_s", "head_grid_ours_s",
@@ -17,7 +17,7 @@ KEYS = {
 def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
     argv = [
         "--params", str(PROJECT / "params.yaml"), "bench", "--size", "32", "--per-class", "3", "--val-per-class", "1",
-        "--repeats", "1", "--head-epochs", "1", "--configs", "none/sgd,hflip_rot10/adam", "--layout-sizes", "32,128",
+        "--repeats", "1", "--head-epochs", "1", "--configs", "none/sgd,hflip_rot10/adam", "--cpu-sizes", "32,128",
     ]  # fmt: skip
     assert cli.main(argv) == 0
     result = json.loads((in_tmp / "metrics/bench.json").read_text())
@@ -34,15 +34,22 @@ def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
     assert result["ratio"] == result["full_training"][0]["ratio"]
     assert result["ratio_min"] == min(c["ratio"] for c in result["full_training"])
     assert abs(result["head_grid_ratio"] - result["head_grid_baseline_s"] / result["head_grid_ours_s"]) < 0.1
-    # The CPU layout case: channels_last against the default layout, with the engine's decision.
+    # The CPU cases: fp32 and bf16, each in both layouts, with what the engine runs.
     if not torch.cuda.is_available():
-        layout = result["cpu_layout"]
-        assert layout["channels_last_from_px"] == engine.CPU_CHANNELS_LAST_MIN_PX
-        assert [c["image_size"] for c in layout["cases"]] == [32, 128]
-        assert [c["engine_uses_channels_last"] for c in layout["cases"]] == [False, True]
-        for c in layout["cases"]:
-            assert c["nchw_img_s"] > 0 and c["channels_last_img_s"] > 0 and len(c["nchw_samples_s"]) == 1
-            assert abs(c["ratio"] - c["channels_last_img_s"] / c["nchw_img_s"]) < 0.01
+        speed = result["cpu_speed"]
+        assert speed["channels_last_from_px_fp32"] == engine.CPU_CHANNELS_LAST_MIN_PX
+        assert speed["amx_bf16"] == cpu.amx_bf16()
+        assert [c["image_size"] for c in speed["cases"]] == [32, 128]
+        assert [c["fp32_engine"] for c in speed["cases"]] == ["fp32_nchw", "fp32_channels_last"]
+        auto = "bf16_channels_last" if cpu.amx_bf16() else None
+        assert [c["engine_auto"] for c in speed["cases"]] == [auto or "fp32_nchw", auto or "fp32_channels_last"]
+        for c in speed["cases"]:
+            s = c["img_s"]
+            assert set(s) == set(bench.CPU_SIDES) and all(v > 0 for v in s.values())
+            assert all(len(v) == 1 for v in c["samples_s"].values())
+            assert abs(c["layout_ratio"] - s["fp32_channels_last"] / s["fp32_nchw"]) < 0.01
+            best_bf16 = max(s["bf16_nchw"], s["bf16_channels_last"])
+            assert abs(c["bf16_ratio"] - best_bf16 / s[c["fp32_engine"]]) < 0.01
     out = capsys.readouterr().out
     assert "head-only grid of 10 runs" in out and "wrote metrics/bench.json" in out
 

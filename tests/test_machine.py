@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import PROJECT
 
-from tlstudy import machine, profile
+from tlstudy import cpu, machine, profile
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -27,7 +27,7 @@ flags\t\t: fpu avx2
 def test_cpuinfo_gives_the_model_and_only_the_kernel_selecting_flags(tmp_path):
     path = tmp_path / "cpuinfo"
     path.write_text(CPUINFO)
-    model, flags = machine._cpuinfo(path)
+    model, flags = cpu.cpuinfo(path)
     assert model == "Intel(R) Xeon(R) Platinum 8480+"
     # avx, fma and avx_vnni do not pick ATen's kernels; the first processor's line is read.
     assert flags == ["amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_bf16", "avx512_fp16", "avx512bw", "avx512f"]
@@ -63,7 +63,7 @@ def test_python_m_tlstudy_machine_prints_the_record_as_json():
 
 @pytest.mark.parametrize("flags", [["avx2"], []])
 def test_published_timing_records_the_machine(tmp_path, monkeypatch, flags):
-    monkeypatch.setattr(machine, "_cpuinfo", lambda path: ("Test CPU", flags))
+    monkeypatch.setattr(cpu, "cpuinfo", lambda path=None: ("Test CPU", flags))
     ws, project = tmp_path / "ws", tmp_path / "project"
     (ws / "metrics").mkdir(parents=True)
     (ws / "params.yaml").write_text("seed: 0\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlstudy import curves, evaluate, fetch, stats, train, uncertainty
+from tlstudy import curves, engine, evaluate, fetch, stats, train, uncertainty
 
 
 @pytest.fixture
@@ -49,8 +49,9 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
         m = metrics[opt]
         assert set(m) == {
             "lr", "epoch", "val_acc", "val_acc_lo", "val_acc_hi", "test_acc", "test_acc_lo", "test_acc_hi",
-            "interval", "sec_per_epoch", "ms_per_example", "runs", "diverged", "n_val", "n_test",
+            "interval", "sec_per_epoch", "ms_per_example", "runs", "diverged", "n_val", "n_test", "precision",
         }  # fmt: skip
+        assert m["precision"] == engine.speed_for(torch.device("cpu"), params["precision"]).precision
         assert 0 <= m["test_acc"] <= 1 and m["runs"] == 2 and m["diverged"] >= 1
         # One seed: Wilson's interval from the counts, around the accuracy.
         lo, hi = uncertainty.wilson(round(m["test_acc"] * m["n_test"]), m["n_test"])

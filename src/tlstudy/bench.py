@@ -242,19 +242,28 @@ def head_grid(initial, split, train_dir, val_dir, size, norm, batch, workers, re
     }
 
 
-def layout_case(size: int, n: int, batch: int, repeats: int) -> dict:
-    """A training step of the engine in the default layout against channels_last, on the CPU at
-    one image size: the evidence for engine.CPU_CHANNELS_LAST_MIN_PX. Random pixels (the speed
-    does not depend on them), the two layouts taking turns batch by batch (side_by_side)."""
-    cpu = torch.device("cpu")
+CPU_SIDES = {  # name -> (bf16, channels_last)
+    "fp32_nchw": (False, False),
+    "fp32_channels_last": (False, True),
+    "bf16_nchw": (True, False),
+    "bf16_channels_last": (True, True),
+}
+
+
+def cpu_case(size: int, n: int, batch: int, repeats: int) -> dict:
+    """A training step of the engine on the CPU at one image size, in fp32 and under bf16
+    autocast, each in the default layout and channels_last: the evidence for speed_for's choices
+    (engine.CPU_CHANNELS_LAST_MIN_PX, and bf16 only where AMX makes it pay). Random pixels (the
+    speed does not depend on them), the four sides taking turns batch by batch (side_by_side)."""
+    here = torch.device("cpu")
     gen = torch.Generator().manual_seed(size)
     x = torch.randint(0, 256, (n, 3, size, size), generator=gen, dtype=torch.uint8)
     y = torch.randint(0, 7, (n,), generator=gen)
     col = torch.full((1, 3, 1, 1), 0.5)
     split = engine.Split(x, y, x[:batch], y[:batch], col, col / 2)
     sides = {}
-    for name, last in (("nchw", False), ("channels_last", True)):
-        speed = engine.Speed(cpu, bf16=False, channels_last=last)
+    for name, (bf16, last) in CPU_SIDES.items():
+        speed = engine.Speed(here, bf16=bf16, channels_last=last)
         model = speed.prepare(models.build(7, "random", "random", seed=0)).train()
         sides[name] = (model, engine.make_optimizer("sgd", model.parameters(), 0.01, SETTINGS), speed)
     times = {name: [] for name in sides}
@@ -263,19 +272,26 @@ def layout_case(size: int, n: int, batch: int, repeats: int) -> dict:
             name: engine.train_steps(m, opt, split, None, batch, torch.Generator().manual_seed(r), None, speed)
             for name, (m, opt, speed) in (sides.items() if r % 2 == 0 else reversed(sides.items()))
         }
-        for name, seconds in side_by_side(epochs, cpu).items():
+        for name, seconds in side_by_side(epochs, here).items():
             if r > 0:
                 times[name].append(seconds)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    img_s = {name: round(n / statistics.median(t), 2) for name, t in times.items()}
+    auto = engine.speed_for(here, "auto", size)
+    fp32 = engine.speed_for(here, "fp32", size)
+    name_of = {v: k for k, v in CPU_SIDES.items()}
     return {
         "image_size": size,
         "images": n,
-        "nchw_img_s": round(n / med["nchw"], 2),
-        "channels_last_img_s": round(n / med["channels_last"], 2),
-        "ratio": round(med["nchw"] / med["channels_last"], 3),
-        "nchw_samples_s": [round(t, 4) for t in times["nchw"]],
-        "channels_last_samples_s": [round(t, 4) for t in times["channels_last"]],
-        "engine_uses_channels_last": size >= engine.CPU_CHANNELS_LAST_MIN_PX,
+        "img_s": img_s,
+        "samples_s": {name: [round(s, 4) for s in t] for name, t in times.items()},
+        # The layout case: fp32, channels_last against the default layout.
+        "layout_ratio": round(img_s["fp32_channels_last"] / img_s["fp32_nchw"], 3),
+        # The precision case: bf16 (its faster layout) against fp32 as the engine runs it.
+        "fp32_engine": name_of[(False, fp32.channels_last)],
+        "bf16_ratio": round(
+            max(img_s["bf16_nchw"], img_s["bf16_channels_last"]) / img_s[name_of[(False, fp32.channels_last)]], 3
+        ),
+        "engine_auto": name_of[(auto.bf16, auto.channels_last)],
     }
 
 
@@ -291,7 +307,7 @@ def run(
     configs: list[tuple[str, str, list]],
     out: Path,
     precision: str = "auto",
-    layout_sizes: tuple[int, ...] = (),
+    cpu_sizes: tuple[int, ...] = (),
 ) -> dict:
     dev = engine.device()
     speed = engine.speed_for(dev, precision)
@@ -325,15 +341,17 @@ def run(
                 f"({c['ours_s_epoch']:.2f} s/epoch), ratio {c['ratio']:.3f}"
             )
         grid = head_grid(initial, split, train_dir, val_dir, size, norm, batch, workers, repeats, head_epochs, speed)
-    layouts = []
-    for layout_size in layout_sizes if dev.type == "cpu" else ():
+    cases = []
+    for cpu_size in cpu_sizes if dev.type == "cpu" else ():
         # Two batches at 227 px take seconds on 2 cores; more at small sizes, where a step is short.
-        c = layout_case(layout_size, batch * (2 if layout_size >= 128 else 6), batch, repeats)
-        layouts.append(c)
+        c = cpu_case(cpu_size, batch * (2 if cpu_size >= 128 else 6), batch, repeats)
+        cases.append(c)
+        s = c["img_s"]
         print(
-            f"bench: CPU layout at {layout_size:>3} px: default {c['nchw_img_s']:7.1f} img/s, channels_last "
-            f"{c['channels_last_img_s']:7.1f} img/s, ratio {c['ratio']:.3f} (the engine uses "
-            f"{'channels_last' if c['engine_uses_channels_last'] else 'the default layout'} at this size)"
+            f"bench: CPU at {cpu_size:>3} px, img/s: fp32 {s['fp32_nchw']:.1f} (channels_last "
+            f"{s['fp32_channels_last']:.1f}, x{c['layout_ratio']:.2f}), bf16 {s['bf16_nchw']:.1f} (channels_last "
+            f"{s['bf16_channels_last']:.1f}): bf16 x{c['bf16_ratio']:.2f} fp32's {c['fp32_engine']}; "
+            f"precision auto runs {c['engine_auto']} here"
         )
     # The headline is the study's own timing case: SGD without augmentation.
     plain = next((c for c in results if (c["variant"], c["optimizer"]) == ("none", "sgd")), results[0])
@@ -356,8 +374,14 @@ def run(
         "full_training": results,
         **grid,
     }
-    if layouts:
-        result["cpu_layout"] = {"channels_last_from_px": engine.CPU_CHANNELS_LAST_MIN_PX, "cases": layouts}
+    if cases:
+        from tlstudy import cpu
+
+        result["cpu_speed"] = {
+            "channels_last_from_px_fp32": engine.CPU_CHANNELS_LAST_MIN_PX,
+            "amx_bf16": cpu.amx_bf16(),
+            "cases": cases,
+        }
     print(
         f"bench: head-only grid of {len(GRID)} runs x {head_epochs} epochs: baseline "
         f"{result['head_grid_baseline_s']:.1f} s, ours {result['head_grid_ours_s']:.2f} s, "

@@ -37,9 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         help="full-training cases as variant/optimizer, variants from params (default: %(default)s)",
     )
     b.add_argument(
-        "--layout-sizes",
+        "--cpu-sizes",
         default="64,227",
-        help="image sizes of the CPU layout case, channels_last vs the default (default: %(default)s; '' skips it)",
+        help="image sizes of the CPU cases, fp32/bf16 x default/channels_last (default: %(default)s; '' skips them)",
     )
     b.add_argument("--out", type=Path, default=Path("metrics/bench.json"), help="default: %(default)s")
     c = sub.add_parser(
@@ -129,14 +129,14 @@ def _bench(params: dict, args: argparse.Namespace) -> None:
     bench.run(
         source, pick(args.size, "size"), pick(args.per_class, "per_class"), pick(args.val_per_class, "n_val"),
         args.batch_size or params["batch_size"], pick(args.repeats, "repeats"), pick(args.workers, "workers"),
-        pick(args.head_epochs, "head_epochs"), configs, args.out, params["precision"], layout_sizes(args.layout_sizes),
+        pick(args.head_epochs, "head_epochs"), configs, args.out, params["precision"], cpu_sizes(args.cpu_sizes),
     )  # fmt: skip
 
 
-def layout_sizes(text: str) -> tuple[int, ...]:
+def cpu_sizes(text: str) -> tuple[int, ...]:
     from tlstudy import params as P
 
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise P.ParamsError(f"bench --layout-sizes: {text!r} is not a comma-separated list of pixel sizes") from None
+        raise P.ParamsError(f"bench --cpu-sizes: {text!r} is not a comma-separated list of pixel sizes") from None

@@ -3,10 +3,11 @@
 Images stay uint8 on the device, are augmented a batch at a time there (augment.Batched) and
 normalised per batch; the data order and the augmentation draws come from the run's seed, so a
 run is reproducible on the CPU. On CUDA the engine trains under bf16 autocast with channels_last
-tensors and cuDNN autotuning; on the CPU in fp32, channels_last from mid-sized images on
-(`Speed`). A head-only run without augmentation trains its head on backbone features computed
-once (`head_features`): the frozen backbone in eval mode is a fixed function, so every epoch of
-every run would compute the same features again."""
+tensors and cuDNN autotuning; on a CPU with AMX-BF16 under bf16 autocast with channels_last too;
+on other CPUs in fp32, channels_last from mid-sized images on (`speed_for`). A head-only run
+without augmentation trains its head on backbone features computed once (`head_features`): the
+frozen backbone in eval mode is a fixed function, so every epoch of every run would compute the
+same features again."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlstudy import augment, models
+from tlstudy import augment, cpu, models
 from tlstudy.progress import Progress
 
 GPUS_ENV = "TLSTUDY_GPUS"  # e.g. "0,1,2,3": the GPUs that parallel experiments share
@@ -65,9 +66,8 @@ def claim_gpu(ids: list[str], lock_dir: Path | None = None, poll_s: float = 2.0,
 
 @dataclass(frozen=True)
 class Speed:
-    """How the engine computes on its device. On the 2-core CPU we develop on, a bf16-autocast
-    training step is 24x slower than fp32 and channels_last no faster (README, Performance), so
-    both are for CUDA only."""
+    """How the engine computes on its device: bf16 autocast or fp32, channels_last or not
+    (speed_for decides)."""
 
     device: torch.device
     bf16: bool
@@ -87,22 +87,31 @@ class Speed:
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    @property
+    def precision(self) -> str:
+        """What a run was computed in, as its records say: `bf16` (autocast) or `fp32`."""
+        return "bf16" if self.bf16 else "fp32"
+
 
 # A ResNet-18 training step on our 2-core CPU (AMD EPYC, AVX-512), channels_last against the
 # default layout, batch 32: 64 px 0.92-1.33x (noise: no gain), 96 px 1.16x, 128 px 1.23-1.31x,
 # 160 px 1.21x, 227 px 1.19-1.40x; bench.json records the 64 and 227 px cases. Below this size
-# the CPU keeps the default layout, so the 64 px results do not move.
+# an fp32 CPU run keeps the default layout, so the 64 px fp32 results do not move.
 CPU_CHANNELS_LAST_MIN_PX = 96
 
 
 def speed_for(dev: torch.device, precision: str = "auto", image_size: int | None = None) -> Speed:
-    """`precision: auto` is bf16 on CUDA and fp32 elsewhere; fp32 / bf16 force it. channels_last
-    on CUDA, and on the CPU for images of at least CPU_CHANNELS_LAST_MIN_PX."""
+    """`precision: auto` is bf16 autocast on CUDA and on a CPU with AMX-BF16, fp32 on any other
+    CPU; fp32 / bf16 force it. On a CPU without AMX a bf16 step is 24x slower than fp32 (AMD EPYC,
+    AVX-512 BF16); with AMX's tiles it is faster (bench.json's cpu_precision case: README,
+    Performance). channels_last on CUDA and in bf16 (oneDNN's AMX kernels want it), and for fp32
+    on the CPU from CPU_CHANNELS_LAST_MIN_PX on."""
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuned kernels pay off
-    bf16 = dev.type == "cuda" if precision == "auto" else precision == "bf16"
+    fast_bf16 = dev.type == "cuda" or (dev.type == "cpu" and cpu.amx_bf16())
+    bf16 = fast_bf16 if precision == "auto" else precision == "bf16"
     large = image_size is not None and image_size >= CPU_CHANNELS_LAST_MIN_PX
-    return Speed(dev, bf16=bf16, channels_last=dev.type == "cuda" or large)
+    return Speed(dev, bf16=bf16, channels_last=dev.type == "cuda" or bf16 or large)
 
 
 @dataclass

@@ -8,7 +8,7 @@ Two files, so that what DVC shows by default is what a person compares:
   figures are in the details.
 - `details/<part>.json` (not declared: it feeds the report): per optimizer or variant, val_acc
   and test_acc with their 95 % intervals (`_lo`, `_hi`), sec_per_epoch, ms_per_example, runs,
-  diverged, n_val, n_test. With one seed: the selected lr and epoch, and Wilson intervals from
+  diverged, n_val, n_test, precision (bf16 or fp32, as train@ computed). With one seed: the selected lr and epoch, and Wilson intervals from
   the counts. With several: the mean over seeds with Student's t interval over seeds
   (`interval` says which), and each seed's own selection under `seeds`.
 `plots/predictions/<part>/<group>.csv` (path, label, predicted, top-3 with probabilities; the
@@ -121,6 +121,7 @@ def run(params: dict, part: str) -> dict:
     for group in dict.fromkeys(r["group"] for r in runs):
         members = [r for r in runs if r["group"] == group]
         entry = {"runs": len(members), "diverged": sum(r["diverged_epoch"] is not None for r in members)}
+        entry["precision"] = saved_runs["precision"]  # what train@ computed in: bf16 or fp32
         per_seed: dict[str, dict] = {}
         for seed in seeds:
             path = folder / f"seed{seed}" / f"{group}.pt"

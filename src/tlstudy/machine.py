@@ -1,8 +1,9 @@
 """What a result ran on, recorded beside it (published timing.json, the GPU check's machine.json).
 
-Speed and, on the CPU, the last digits of a result depend on which kernels PyTorch picked, and it
-picks them by the processor's instruction sets (AVX2, AVX-512, AMX) and the thread count; so the
-record names those, not only the processor, with the versions of every library a stage uses.
+Speed and, on the CPU, the last digits of a result depend on which kernels PyTorch picked: ATen
+picks them by the instruction sets (AVX2, AVX-512), oneDNN by its own ISA levels (AMX among them)
+and the processor's cache sizes, all of them by the thread count; so the record names those —
+the model numbers and caches, oneDNN's ISA — with the versions of every library a stage uses.
 
 `python -m tlstudy.machine` prints the record as JSON.
 """
@@ -13,28 +14,14 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-# The flags that decide PyTorch's CPU kernels (ATen dispatches on AVX2 / AVX-512; oneDNN uses
-# AVX-512 BF16/VNNI and AMX for bf16 and int8 matrix products).
-KERNEL_FLAGS = re.compile(r"^(avx2|avx512\w*|amx\w*)$")
+from tlstudy import cpu
+
 LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "dvc")
-
-
-def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str | None, list[str]]:
-    """The first processor's model name and its kernel-selecting flags (Linux only)."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return None, []
-    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    found = sorted({f for f in flags.group(1).split() if KERNEL_FLAGS.match(f)}) if flags else []
-    return (model.group(1).strip() if model else None), found
 
 
 def _version(dist: str) -> str | None:
@@ -61,11 +48,11 @@ def _gpu_driver() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
-def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+def machine(cpuinfo: Path = cpu.CPUINFO) -> dict:
     """The processor, its kernel-selecting features, threads, library versions and the GPU."""
     import torch
 
-    model, flags = _cpuinfo(cpuinfo)
+    model, flags = cpu.cpuinfo(cpuinfo)
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -82,6 +69,12 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": flags,
+        # What decides oneDNN's kernels beyond the flags (its ISA; the cache sizes set its blocking),
+        # and with them a CPU result's last digits.
+        "cpu_model": cpu.model_numbers(cpuinfo),
+        "onednn_isa": cpu.onednn_isa(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "amx_bf16": "amx_bf16" in flags,
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "torch_threads": torch.get_num_threads(),

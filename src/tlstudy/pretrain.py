@@ -175,6 +175,7 @@ def run(params: dict, name: str) -> dict:
         **uncertainty.with_wilson("cartoon_test_acc", cartoon_acc, n_cartoon),
         "cartoon_test_n": n_cartoon,
         "sec_per_epoch": round(result.sec_per_epoch, 4),
+        "precision": speed.precision,
     }
     write_json(Path("details/pretrain") / f"{name}.json", metrics)
     headline = {k: metrics[k] for k in ("val_acc", "cartoon_test_acc", "epoch")}

@@ -149,7 +149,7 @@ def run(params: dict, part: str) -> None:
     base = resume.fingerprint(params, spec, inputs, "train")
     print(
         f"train@{part}: {len(seeds)} seed(s) x {len(optimizers) * len(lrs) * len(variants)} runs on {dev} "
-        f"({'bf16' if speed.bf16 else 'fp32'}), {n_train} train / {len(split.x_val)} val images, init {init}"
+        f"({speed.precision}), {n_train} train / {len(split.x_val)} val images, init {init}"
         + (", augmentation placed as the study placed it" if where == "study" else "")
     )
 
@@ -201,6 +201,7 @@ def run(params: dict, part: str) -> None:
         save_selected(out, part, spec, params, dataset.classes, seed, best, store, initial, test, speed)
     progress.close()
     info = {"part": part, "init": init, "n_train": n_train, "seeds": seeds, "placement": where}
+    info |= {"precision": speed.precision, "channels_last": speed.channels_last}
     write_json(out / "runs.json", {**info, "runs": records})
     write_curves(Path("plots/train") / f"{part}.csv", rows)
     shutil.rmtree(stores[0].dir.parent, ignore_errors=True)  # work/runs/<part>: every seed's store

@@ -1,0 +1,78 @@
+"""What this processor offers PyTorch's CPU kernels, read from /proc/cpuinfo (Linux).
+
+ATen dispatches on AVX2 / AVX-512 (`torch.backends.cpu.get_cpu_capability()`); oneDNN, which runs
+the convolutions, picks its kernels by its own ISA levels — up to AVX-512 with AMX, whose tiles
+do bf16 and int8 matrix products — and by the processor's cache sizes. The engine trains in bf16
+on a CPU with AMX-BF16 (`amx_bf16`), where the tiles make bf16 pay; machine.py records the rest.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+# The flags that decide PyTorch's CPU kernels (ATen: AVX2 / AVX-512; oneDNN: AVX-512 BF16/VNNI/FP16
+# and AMX for bf16 and int8 matrix products).
+KERNEL_FLAGS = re.compile(r"^(avx2|avx512\w*|amx\w*)$")
+
+
+def cpuinfo(path: Path = CPUINFO) -> tuple[str | None, list[str]]:
+    """The first processor's model name and its kernel-selecting flags (Linux only)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None, []
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    found = sorted({f for f in flags.group(1).split() if KERNEL_FLAGS.match(f)}) if flags else []
+    return (model.group(1).strip() if model else None), found
+
+
+@functools.cache
+def amx_bf16() -> bool:
+    """Whether the processor has AMX tiles for bf16 (Intel Sapphire Rapids and later)."""
+    return "amx_bf16" in cpuinfo()[1]
+
+
+def model_numbers(path: Path = CPUINFO) -> dict:
+    """Family, model and stepping, and the cache sizes: what, beyond the flags, decides oneDNN's
+    blocking, hence the order of a convolution's sums and the last digits of a result."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    out = {}
+    for key, name in (("cpu family", "family"), ("model", "model"), ("stepping", "stepping")):
+        m = re.search(rf"^{key}\s*:\s*(\d+)$", text, re.M)
+        if m:
+            out[name] = int(m.group(1))
+    caches = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
+            caches[f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''}"] = (
+                index / "size"
+            ).read_text().strip()
+        except OSError:
+            continue
+    if caches:
+        out["caches"] = caches
+    return out
+
+
+def onednn_isa() -> str | None:
+    """The instruction set oneDNN dispatches to here, as it prints it (ONEDNN_VERBOSE) when it runs
+    a convolution in a child process; ONEDNN_MAX_CPU_ISA caps it."""
+    code = "import torch; torch.nn.functional.conv2d(torch.ones(2, 3, 16, 16), torch.ones(4, 3, 3, 3))"
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"onednn_verbose,(?:v\d+,)?info,cpu,isa:(.+)", out.stdout + out.stderr)
+    return m.group(1).strip() if m else None
