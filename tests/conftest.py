@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,19 @@ PARTS = [
 ]
 SWEEPS = ["augment", "augment_study"]  # the parts over augmentation variants
 SHARED_PACS = PROJECT.parent / "shared" / "data" / "pacs_cartoon"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`: a worker per core), each worker and the stages it starts
+    get an equal share of the cores: two workers of two threads each on two cores would take turns
+    mid-step, and PyTorch's threads wait on each other when they do."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 @pytest.fixture(scope="session")
