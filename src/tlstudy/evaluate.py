@@ -8,9 +8,10 @@ Two files, so that what DVC shows by default is what a person compares:
   figures are in the details.
 - `details/<part>.json` (not declared: it feeds the report): per optimizer or variant, val_acc
   and test_acc with their 95 % intervals (`_lo`, `_hi`), sec_per_epoch, ms_per_example, runs,
-  diverged, n_val, n_test, precision (bf16 or fp32, as train@ computed). With one seed: the selected lr and epoch, and Wilson intervals from
-  the counts. With several: the mean over seeds with Student's t interval over seeds
-  (`interval` says which), and each seed's own selection under `seeds`.
+  diverged, n_val, n_test, precision (bf16 or fp32, as train@ computed). With one seed: the
+  selected lr and epoch, and Wilson intervals from the counts. With several: the mean over seeds
+  with Student's t interval over seeds (`interval` says which), and each seed's own selection
+  under `seeds`.
 `plots/predictions/<part>/<group>.csv` (path, label, predicted, top-3 with probabilities; the
 first seed's model) feeds the confusion matrix and the misclassified-examples figure. It only
 loads weights (or the test logits train@ kept instead): re-running it never retrains.
