@@ -55,9 +55,8 @@ def model_numbers(path: Path = CPUINFO) -> dict:
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
             level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
-            caches[f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''}"] = (
-                index / "size"
-            ).read_text().strip()
+            suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+            caches[f"L{level}{suffix}"] = (index / "size").read_text().strip()
         except OSError:
             continue
     if caches:

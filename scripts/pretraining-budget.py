@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""How much pretraining does transfer need? The offline study's source-domain pretraining at
+several budgets, as DVC experiments in the offline profile's workspace, and their publication.
+
+    python scripts/pretraining-budget.py run        # the experiments not yet done, one at a time
+    python scripts/pretraining-budget.py publish    # results/pretraining-budget/: metrics, timing, figure
+
+`run` needs the offline workspace (`make offline` builds it, work/profiles/offline). Each budget
+is one `dvc exp run -n <name>` there with its overrides (BUDGETS), on the baseline's params.yaml:
+the pretraining and the four transfer parts that start from it (head-only and fine-tuning, full
+and few-shot, over the profile's seeds) re-run, the rest is restored from DVC's run-cache. The two
+augmentation sweeps are left out of these experiments (`~transfer.augment`): they answer another
+question and would cost 2 x 28 runs per budget. Interrupted, it continues: finished experiments
+are skipped, an unfinished one runs again with its finished stages restored from the run-cache
+and its `train` stage resuming after its last finished run (work/runs/ stays in the workspace).
+Wall and CPU seconds of every experiment and stage go to the workspace's work/budget-timing.json.
+
+`publish` reads each experiment's metrics and details from its git ref (they are committed with
+it: cache: false) and writes results/pretraining-budget/: per experiment its params overrides,
+metrics/ and details/ of the pretraining and the transfer parts, budget.json (the curve's numbers),
+timing.json and budget.png. A reader gets the experiments themselves back by running `run` (every
+stage restores from a shared DVC cache or remote if one holds them; otherwise it recomputes).
+
+The strong recipe was fixed before any cartoon result of this sweep was seen: 60 epochs with the
+colour augmentation that domain-generalisation work on PACS relies on (colour jitter 0.4 on
+brightness, contrast and saturation, 0.1 on hue, random grayscale 0.2) on top of the default
+flips and ±10° rotations — sketches are grayscale and paintings colourful, so invariance to
+colour is what a backbone needs to carry across PACS's domains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "src"))
+from tlstudy import profile  # noqa: E402
+from tlstudy.atomic import save_figure, write_json  # noqa: E402
+
+WORKSPACE = PROJECT / "work/profiles/offline"
+OUT = PROJECT / "results/pretraining-budget"
+WITHOUT_SWEEPS = ["~transfer.augment", "~transfer.augment_study"]
+STRONG = (
+    "+augmentations.strong=[[RandomHorizontalFlip,{p:0.5}],[RandomAffine,{degrees:10}],"
+    "[ColorJitter,{brightness:0.4,contrast:0.4,saturation:0.4,hue:0.1}],[RandomGrayscale,{p:0.2}]]"
+)
+# name -> (pretraining epochs, the recipe in words, dvc exp run -S overrides)
+BUDGETS = {
+    "pretrain-012ep": (12, "default recipe", ["pretrain.pacs_sources.epochs=12"]),
+    "pretrain-030ep": (30, "default recipe", ["pretrain.pacs_sources.epochs=30"]),
+    "pretrain-060ep": (60, "default recipe", ["pretrain.pacs_sources.epochs=60"]),
+    "pretrain-120ep": (120, "default recipe", ["pretrain.pacs_sources.epochs=120"]),
+    "pretrain-060ep-strong": (
+        60,
+        "strong colour augmentation",
+        ["pretrain.pacs_sources.epochs=60", STRONG, "pretrain.pacs_sources.augment=strong"],
+    ),
+}
+PARTS = ["classifier", "finetune", "fewshot_classifier", "fewshot_finetune"]  # the transfer parts
+SCRATCH = {"full": "scratch", "fewshot": "fewshot_scratch"}
+
+
+def sh(*cmd: str, cwd: Path = WORKSPACE) -> str:
+    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def experiments() -> dict[str, str]:
+    """Finished experiments of the workspace's baseline, by name: their git refs."""
+    refs = sh("git", "for-each-ref", "--format=%(refname)", "refs/exps/")
+    head = sh("git", "rev-parse", "HEAD").strip()
+    out = {}
+    for ref in refs.split():
+        # refs/exps/<2 chars>/<38 chars of the baseline sha>/<name>
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[2] + parts[3] == head:
+            out[parts[4]] = ref
+    return out
+
+
+def run() -> None:
+    if not (WORKSPACE / "dvc.yaml").exists():
+        raise SystemExit(f"{WORKSPACE}: no offline workspace; run `make offline` first")
+    timing_path = WORKSPACE / "work/budget-timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(WORKSPACE / "src"),
+    )
+    for name, (_, _, overrides) in BUDGETS.items():
+        if name in experiments():
+            print(f"budget: {name}: done before; kept")
+            continue
+        # Every experiment starts from the baseline's params, not from the last experiment's.
+        sh("git", "checkout", "HEAD", "--", "params.yaml")
+        argv = [*profile.tool_argv("dvc"), "exp", "run", "-n", name]
+        for o in overrides + WITHOUT_SWEEPS:
+            argv += ["-S", o]
+        print(f"budget: {name}: {' '.join(argv[len(profile.tool_argv('dvc')) :])}", flush=True)
+        cpu0, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        proc = subprocess.Popen(
+            argv, cwd=WORKSPACE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        stages, stage, started = {}, None, time.perf_counter()
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            m = re.match(r"Running stage '([^']+)'", line)
+            if m:
+                now = time.perf_counter()
+                if stage:
+                    stages[stage] = round(now - started, 1)
+                stage, started = m.group(1), now
+        if proc.wait():
+            raise SystemExit(f"budget: {name}: dvc exp run failed ({proc.returncode}); run again to continue")
+        if stage:
+            stages[stage] = round(time.perf_counter() - started, 1)
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        timing[name] = {
+            "wall_s": round(time.perf_counter() - wall0, 1),
+            "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
+            "stages_run_s": stages,
+        }
+        write_json(timing_path, timing)
+    sh("git", "checkout", "HEAD", "--", "params.yaml")
+    print("budget: every experiment is done; `python scripts/pretraining-budget.py publish` publishes them")
+
+
+def read(ref: str, path: str) -> dict:
+    return json.loads(sh("git", "show", f"{ref}:{path}"))
+
+
+def curve(refs: dict[str, str]) -> dict:
+    """The numbers of the figure: per experiment, pretraining's and each transfer part's."""
+    out = {}
+    for name, ref in refs.items():
+        epochs, recipe, _ = BUDGETS[name]
+        pre = read(ref, "details/pretrain/pacs_sources.json")
+        entry = {"epochs": epochs, "recipe": recipe, "pretrain": {k: pre[k] for k in (
+            "epoch", "val_acc", "val_acc_lo", "val_acc_hi", "cartoon_test_acc", "cartoon_test_acc_lo",
+            "cartoon_test_acc_hi", "sec_per_epoch")}}  # fmt: skip
+        for part in PARTS + list(SCRATCH.values()):
+            d = read(ref, f"details/{part}.json")
+            entry[part] = {
+                opt: {k: d[opt][k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "val_acc")} for opt in d
+            }
+        out[name] = entry
+    return out
+
+
+def _yerr(points: list[dict]) -> list[list[float]]:
+    """Matplotlib's asymmetric error bars, in percent, of accuracies with their intervals."""
+    return [
+        [100 * (m["test_acc"] - m["test_acc_lo"]) for m in points],
+        [100 * (m["test_acc_hi"] - m["test_acc"]) for m in points],
+    ]
+
+
+def figure(numbers: dict, study: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    colours = {"classifier": "#1f77b4", "finetune": "#d62728"}
+    plain = [e for e in numbers.values() if e["recipe"] == "default recipe"]
+    strong = [e for e in numbers.values() if e["recipe"] != "default recipe"]
+    for ax, subset in zip(axes, ("full", "fewshot")):
+        scratch = next(iter(numbers.values()))[SCRATCH[subset]]
+        lo = min(scratch[o]["test_acc_lo"] for o in scratch)
+        hi = max(scratch[o]["test_acc_hi"] for o in scratch)
+        ax.axhspan(100 * lo, 100 * hi, color="0.85", label=f"{SCRATCH[subset]} (SGD and Adam, 95 % intervals)")
+        for part in [p for p in PARTS if p.startswith("fewshot") == (subset == "fewshot")]:
+            colour = colours[part.removeprefix("fewshot_")]
+            for opt, dx, style in (("sgd", 0.97, "-"), ("adam", 1.03, "--")):
+                points = [e[part][opt] for e in plain]
+                xs, ys = [e["epochs"] * dx for e in plain], [100 * m["test_acc"] for m in points]
+                label = f"{part} {'SGD' if opt == 'sgd' else 'Adam'}"
+                ax.errorbar(
+                    xs, ys, yerr=_yerr(points), color=colour, ls=style, marker="o", ms=4, capsize=3, label=label
+                )
+                points = [e[part][opt] for e in strong]
+                xs, ys = [e["epochs"] * dx * 1.08 for e in strong], [100 * m["test_acc"] for m in points]
+                ax.errorbar(xs, ys, yerr=_yerr(points), color=colour, marker="*", ms=11, capsize=3, ls="none")
+                ref = (study["parts"].get(part) or {}).get(opt, {}).get("test_acc")
+                if ref is not None:
+                    ax.axhline(100 * ref, color=colour, ls=style, lw=0.8, alpha=0.5)
+        ax.set_xscale("log")
+        ticks = sorted({e["epochs"] for e in numbers.values()})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("pretraining epochs on art_painting, photo, sketch (log scale)")
+        ax.set_title(f"{'full subset' if subset == 'full' else 'few-shot subset'}: cartoon test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("test accuracy (%), mean over seeds with 95 % interval")
+    fig.suptitle(
+        "Transfer from a backbone pretrained here, by pretraining budget. ★ = 60 epochs with strong colour "
+        "augmentation; thin lines: the study's ImageNet values (SGD solid, Adam dashed)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
+def publish() -> None:
+    from tlstudy.machine import machine, summary
+    from tlstudy.report import study as S
+
+    refs = {n: r for n, r in experiments().items() if n in BUDGETS}
+    missing = [n for n in BUDGETS if n not in refs]
+    if missing:
+        raise SystemExit(f"budget: not run yet: {', '.join(missing)}; run `python scripts/pretraining-budget.py run`")
+    numbers = curve(refs)
+    timing = json.loads((WORKSPACE / "work/budget-timing.json").read_text())
+    for name, ref in refs.items():
+        folder = OUT / name
+        write_json(folder / "overrides.json", BUDGETS[name][2] + WITHOUT_SWEEPS)
+        (folder / "params.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (folder / "params.yaml").write_text(sh("git", "show", f"{ref}:params.yaml"))
+        for sub in ("metrics", "details"):
+            for path in [f"{sub}/pretrain/pacs_sources.json", *(f"{sub}/{p}.json" for p in PARTS)]:
+                write_json(folder / path, read(ref, path))
+    write_json(OUT / "budget.json", numbers)
+    details = machine()
+    write_json(OUT / "timing.json", {"machine": summary(details), "machine_details": details, "experiments": timing})
+    figure(numbers, S.numbers(), OUT / "budget.png")
+    print(f"budget: published {len(refs)} experiments to {OUT}")
+
+
+if __name__ == "__main__":
+    {"run": run, "publish": publish}[sys.argv[1] if len(sys.argv) > 1 else "run"]()
