@@ -25,13 +25,14 @@ DOMAINS = ["art_painting", "photo", "sketch"]
 DRY_SETS = [
     "data.image_size=32",
     "lr=0.01",
+    "optimizer=[sgd]",
     "batch_size=16",
     "fewshot.per_class=3",
     "pretrain.pacs_sources.batch_size=32",
     "parts.augment.augment=[none,bright005]",
     "parts.augment_study.augment=[none,bright005]",
 ]
-BENCH_ARGS = "--per-class 3 --val-per-class 1 --repeats 1 --head-epochs 1 --size 32 --configs none/sgd"
+BENCH_ARGS = "--per-class 3 --val-per-class 1 --repeats 1 --head-epochs 1 --size 32 --configs none/sgd --cpu-sizes 32"
 FAST_TEST = "tests/test_engine.py::test_best_epoch_is_the_earliest_of_equal_validation_accuracies"
 RETURNED = {"machine.json", "tests.txt", "timing.json", "results.tar.gz", "bench.json", "summary.txt", "log.txt"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -74,3 +75,21 @@ def test_published_timing_records_the_machine(tmp_path, monkeypatch, flags):
     assert details["cpu"] == "Test CPU" and details["cpu_flags"] == flags
     assert details["cpu_capability"] and details["torch_threads"] >= 1 and details["versions"]["dvc"]
     assert "Test CPU" in published["machine"] and published["stages"] == {"fetch": 1.0}
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or not torch.backends.mkldnn.is_available() or not torch.backends.mkl.is_available(),
+    reason="oneDNN and MKL on x86-64 only",
+)
+def test_the_record_names_the_isa_onednn_and_mkl_run_and_the_settings_that_cap_them(monkeypatch):
+    """What decides a CPU result's last digits beyond the flags: the ISA each library dispatches
+    to (and any setting that caps it), read from the libraries themselves."""
+    info = machine.machine()
+    assert info["kernel_isa"]["onednn"] and info["kernel_isa"]["mkl"] and info["kernel_isa"]["mkl_cnr"]
+    assert info["kernel_env"] == {} or set(info["kernel_env"]) <= {"ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"}
+    assert set(info["cpu_model"]) >= {"family", "model"} and info["amx_bf16"] == ("amx_bf16" in info["cpu_flags"])
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    capped = machine.machine()
+    assert capped["kernel_isa"]["onednn"] == "Intel AVX2" and "AVX2" in capped["kernel_isa"]["mkl"]
+    assert capped["kernel_env"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}

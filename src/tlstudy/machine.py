@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,25 @@ def _gpu_driver() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
+def mkl() -> dict:
+    """The instruction set MKL (the matrix products) dispatches to here and whether its conditional
+    numerical reproducibility is on, as MKL_VERBOSE prints them in a child process. MKL picks its
+    code path by the processor's vendor and model too (MKL_ENABLE_INSTRUCTIONS caps it, MKL_CBWR
+    pins it), so two processors with the same flags can run other kernels."""
+    env = dict(os.environ, MKL_VERBOSE="1")
+    code = "import torch; torch.ones(64, 64) @ torch.ones(64, 64)"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    if m := re.search(r"MKL_VERBOSE .*? for Intel\(R\) 64 architecture (.+?)(?:, Lnx|$)", out.stdout, re.M):
+        found["mkl"] = m.group(1).strip()
+    if m := re.search(r"MKL_VERBOSE \w*GEMM.* CNR:(\S+)", out.stdout):
+        found["mkl_cnr"] = m.group(1)
+    return found
+
+
 def machine(cpuinfo: Path = cpu.CPUINFO) -> dict:
     """The processor, its kernel-selecting features, threads, library versions and the GPU."""
     import torch
@@ -69,11 +89,14 @@ def machine(cpuinfo: Path = cpu.CPUINFO) -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": flags,
-        # What decides oneDNN's kernels beyond the flags (its ISA; the cache sizes set its blocking),
-        # and with them a CPU result's last digits.
+        # What decides the kernels beyond the flags — oneDNN's and MKL's ISA, the model and its
+        # caches (oneDNN's blocking) — and with them a CPU result's last digits.
         "cpu_model": cpu.model_numbers(cpuinfo),
-        "onednn_isa": cpu.onednn_isa(),
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "kernel_isa": {"onednn": cpu.onednn_isa(), **mkl()},
+        # Settings that cap or pin those libraries' choices, where set.
+        "kernel_env": {
+            k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR") if k in os.environ
+        },  # fmt: skip
         "amx_bf16": "amx_bf16" in flags,
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
