@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--metric", default="test_acc", help="the metric of each group to show (default: %(default)s)")
     c.add_argument("dvc_args", nargs="*", help="passed to `dvc exp show`, e.g. -A or --rev main (after --)")
+    # Listed for --help only: main() hands `slurm …` to tlstudy.slurm, which no stage imports.
+    sub.add_parser("slurm", help="run the pipeline as Slurm jobs, a part per job (slurm submit | slurm status)")
     d = sub.add_parser("demo", help="the demo profile on synthetic data, rebuilt in demo/ (make demo)")
     d.add_argument("--dir", default="demo", help="workspace to rebuild (default: %(default)s)")
     r = sub.add_parser("profile", help="run a profile (profiles/<name>.yaml over params.yaml) in its own workspace")
@@ -75,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["slurm"]:
+        from tlstudy.slurm import main as slurm
+
+        return slurm(argv[1:])
     args = _parser().parse_args(argv)
     from tlstudy import params as P
     from tlstudy.atomic import DiskFullError, disk_full, out_of_space
