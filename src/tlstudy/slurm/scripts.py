@@ -64,12 +64,12 @@ def part_script(job: Job, copy: Path, record: Path, log_dir: Path, options: list
         "# This copy is this job's alone: a DVC lock left by a killed attempt, maybe on another node, is stale.",
         "rm -f .dvc/tmp/rwlock",
     ]
-    # No shared cache: what upstream jobs made comes through the remote, run-cache included.
+    # With a remote instead of a shared cache, what upstream jobs made comes through it.
     steps = [_dvc(dvc, "repro", *(["--pull"] if remote else []), *job.stages)]
-    # DVC leaves stages with uncached outputs out of the run-cache; runcache.py records them.
-    steps.append(" ".join(shlex.quote(a) for a in ("python", "-m", "tlstudy.slurm.runcache", *job.stages)))
-    if remote:
-        steps.append(_dvc(dvc, "push", "--run-cache", *job.stages))
+    # DVC leaves stages with uncached outputs out of the run-cache; runcache.py records them, and
+    # sends them to the remote with the files `dvc push --run-cache` leaves behind.
+    helper = ("python", "-m", "tlstudy.slurm.runcache", *(["--push", remote] if remote else []), *job.stages)
+    steps.append(" ".join(shlex.quote(a) for a in helper))
     body.append(" && ".join(steps))
     head = HEADER.format(
         sbatch=sbatch_lines(job, log_dir, options), checkout=checkout, commit=commit, key=key,
