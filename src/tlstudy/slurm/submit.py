@@ -116,9 +116,9 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
         )
     cache = None if remote else copies.cache_dir(root)
     links = copies.data_links(root, values)
-    from tlstudy.profile import _python_on_path, tool
+    from tlstudy.profile import tool
 
-    dvc = tool("dvc")
+    target = scripts.Target(root, commit, key, base, tool("dvc"), remote)
     for sub in ("logs", "scripts", "state"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     opts = {kind: C.sbatch_options(config, kind) for kind in C.KINDS}
@@ -126,32 +126,26 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
     ids: dict[str, str] = {}
     rows = []
     for job in jobs:
-        before = previous.get(job.name)
         row = {"name": job.name, "kind": job.kind, "part": job.part, "stages": job.stages, "after": job.after,
                "record": str(base / "state" / f"{job.folder}.json")}  # fmt: skip
-        if job.name != plan.FINAL and before and before["state"] in status.ACTIVE:
+        before = previous.get(job.name) if job.name != plan.FINAL else None
+        if before and before["state"] in (*status.ACTIVE, "COMPLETED"):
+            # Its stages are in the run-cache, or will be: wait for it rather than run it twice.
+            kept = "completed" if before["state"] == "COMPLETED" else "still queued or running"
             ids[job.name] = before["job_id"]
-            rows.append(
-                {**before, **row, "job_id": before["job_id"], "log": before["log"], "kept": "still queued or running"}
-            )
+            rows.append({**row, "job_id": before["job_id"], "log": before["log"], "kept": kept})
             continue
-        if job.name != plan.FINAL and before and before["state"] == "COMPLETED":
-            rows.append({**before, **row, "job_id": before["job_id"], "log": before["log"], "kept": "completed"})
-            continue
-        script = base / "scripts" / f"{job.folder}.sh"
-        record = base / "state" / f"{job.folder}.json"
+        record = Path(row["record"])
         record.unlink(missing_ok=True)
         if job.name == plan.FINAL:
-            text = scripts.final_script(job, root, record, base / "logs", opts[job.kind], dvc, _python_on_path(base),
-                                        commit, key, params_sha, overrides, name, remote)  # fmt: skip
+            text = scripts.final_script(target, job, record, opts[job.kind], params_sha, overrides, name)
         else:
             copy = base / "jobs" / job.folder
             copies.make(copy, root, commit, params, cache, remote, links)
-            text = scripts.part_script(job, copy, record, base / "logs", opts[job.kind], dvc, _python_on_path(copy),
-                                       root, commit, key, remote)  # fmt: skip
+            text = scripts.part_script(target, job, copy, record, opts[job.kind])
+        script = base / "scripts" / f"{job.folder}.sh"
         script.write_text(text)
-        after = [ids[a] for a in job.after if a in ids]
-        ids[job.name] = _sbatch(script, after)
+        ids[job.name] = _sbatch(script, [ids[a] for a in job.after])
         rows.append({**row, "job_id": ids[job.name], "log": str(base / "logs" / f"{job.folder}.{ids[job.name]}.log")})
 
     submission = {
