@@ -50,9 +50,11 @@ OVERLAY = {
     "transfer": {"finetune_pacs": None},
 }
 JOBS = {"data", "pretrain@pacs_sources", "train@scratch", "transfer@fewshot_finetune_pacs", "final"}
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED"}  # states of a job that goes on
 TIMING = {"seconds", "sec_per_epoch", "ms_per_example"}  # what differs between two runs of the same params
 LIMIT = 900  # seconds any one command may take: a hung job fails the test instead of hanging the suite
-GRID = "+parts.scratch.lr=[0.03,0.01,0.003]"  # three runs in train@scratch (a new key: hydra's +)
+GRID = "+parts.scratch.lr=[0.03,0.01,0.003,0.001]"  # four runs in train@scratch (a new key: hydra's +)
+KEPT = "finished before the stage was interrupted; kept"  # train's line for each run it resumes
 
 
 def env() -> dict:
@@ -215,35 +217,53 @@ def test_a_failing_part_keeps_the_final_job_from_running_and_is_named(study):
 
 
 @pytest.mark.slow
-def test_a_train_job_cancelled_mid_grid_continues_when_submitted_again(study):
+def test_a_train_job_preempted_or_cancelled_mid_grid_continues(study):
+    """Requeued (as Slurm preempts): the job resumes in its copy. Cancelled: the same command
+    submitted again resumes it. Either way the finished runs are kept, and the results are those
+    of a sequential run."""
     ws, seq = study["cluster"], study["sequential"]
     r = slurm(ws, "submit", "-S", GRID)
     assert r.returncode == 0, r.stdout + r.stderr
     first = jobs_of(ws)
-    job = first["train@scratch"]
+    job_id, log = first["train@scratch"]["job_id"], Path(first["train@scratch"]["log"])
     runs = Path(submission(ws)["folder"]) / "jobs" / "train@scratch" / "work" / "runs" / "scratch"
     deadline = time.monotonic() + LIMIT
-    while not list(runs.rglob("*.json")):
-        assert scontrol(job["job_id"])["JobState"] in ("PENDING", "RUNNING"), "the job ended before a run finished"
-        assert time.monotonic() < deadline, "no run of train@scratch finished in time"
-        time.sleep(0.2)
-    subprocess.run(["scancel", job["job_id"]], check=True)
-    while scontrol(job["job_id"])["JobState"] not in ("CANCELLED", "COMPLETED", "FAILED"):
+
+    def finished() -> int:
+        return len(list(runs.rglob("*.json")))
+
+    def wait_for(what: str, done) -> None:
+        while not done():
+            assert scontrol(job_id)["JobState"] in ACTIVE, f"the job ended before {what}"
+            assert time.monotonic() < deadline, f"no {what} in time"
+            time.sleep(0.2)
+
+    wait_for("a finished run", lambda: finished() >= 1)
+    # As Slurm preempts: the job goes back to the queue (for the credential lifetime, 20 s on the
+    # cluster of scripts/slurm-cluster.sh) and starts again in its copy.
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    wait_for("resumed run", lambda: KEPT in log.read_text())
+    before = log.read_text().count(KEPT)
+    assert "restart 1" in log.read_text() and scontrol(job_id)["Restarts"] == "1"
+    wait_for("run after the requeue", lambda: finished() > before)
+
+    subprocess.run(["scancel", job_id], check=True)
+    while scontrol(job_id)["JobState"] not in ("CANCELLED", "COMPLETED", "FAILED"):
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    assert scontrol(job["job_id"])["JobState"] == "CANCELLED", "the grid finished before the cancel"
-    finished = len(list(runs.rglob("*.json")))
-    assert 1 <= finished < 3
+    assert scontrol(job_id)["JobState"] == "CANCELLED", "the grid finished before the cancel"
+    kept = finished()
+    assert before < kept < 4
     assert scontrol(first["final"]["job_id"])["JobState"] == "CANCELLED"
 
     r = slurm(ws, "submit", "-S", GRID, "--wait")
     assert r.returncode == 0, r.stdout + r.stderr
     again = jobs_of(ws)
-    assert again["train@scratch"]["job_id"] != job["job_id"]
+    assert again["train@scratch"]["job_id"] != job_id
     # Jobs that completed, or were still running, are not submitted again.
     assert again["transfer@fewshot_finetune_pacs"]["job_id"] == first["transfer@fewshot_finetune_pacs"]["job_id"]
-    log = Path(again["train@scratch"]["log"]).read_text()
-    assert log.count("finished before the stage was interrupted; kept") == finished, log
+    resumed = Path(again["train@scratch"]["log"]).read_text()
+    assert resumed.count(KEPT) == kept, resumed
 
     dvc(seq, "exp", "run", "-S", GRID)
     assert outputs(ws) == outputs(seq)
@@ -375,3 +395,26 @@ def test_without_sbatch_on_path_submit_says_so(plain, monkeypatch, capsys, tmp_p
     assert code == 2 and "sbatch: not found on PATH" in err
     code, err = run_cli(plain, monkeypatch, capsys, "status")
     assert code == 2 and "nothing submitted" in err
+
+
+def test_resources_come_from_slurm_yaml_per_job_kind(tmp_path):
+    from tlstudy.slurm import config
+
+    (tmp_path / "slurm.yaml").write_text(
+        "train: {partition: gpu, account: lab, time: '16:00:00', cpus: 8, mem: 32G, gpus: 1, extra: [--qos=short]}\n"
+        "report: {time: '00:30:00'}\n"
+    )
+    loaded = config.load(tmp_path / "slurm.yaml")
+    assert config.sbatch_options(loaded, "train") == [
+        "--partition=gpu", "--account=lab", "--time=16:00:00", "--cpus-per-task=8", "--mem=32G", "--gres=gpu:1",
+        "--qos=short",
+    ]  # fmt: skip
+    assert (
+        config.sbatch_options(loaded, "report") == ["--time=00:30:00"] and config.sbatch_options(loaded, "data") == []
+    )
+    (tmp_path / "slurm.yaml").write_text("train: {gpus: two}\n")
+    with pytest.raises(config.SlurmError, match=r"'train.gpus' must be a whole number of at least 1, got 'two'"):
+        config.load(tmp_path / "slurm.yaml")
+    (tmp_path / "slurm.yaml").write_text("train: {nodes: 2}\n")
+    with pytest.raises(config.SlurmError, match=r"'train.nodes': unknown setting; accepted: partition, account"):
+        config.load(tmp_path / "slurm.yaml")
