@@ -31,18 +31,18 @@ def _scontrol(ids: list[str]) -> dict[str, dict[str, str]]:
     return known
 
 
-def _sacct(ids: list[str]) -> dict[str, tuple[str, str]]:
-    """(state, exit code) per job from accounting; nothing where the cluster keeps none."""
+def _sacct(ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """(state, exit code, job name) per job from accounting; nothing where the cluster keeps none."""
     if not ids or shutil.which("sacct") is None:
         return {}
-    r = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(ids)],
+    r = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,JobName", "-j", ",".join(ids)],
                        capture_output=True, text=True)  # fmt: skip
     if r.returncode:
         return {}
     out = {}
     for line in r.stdout.splitlines():
-        job, state, code = (line.split("|") + ["", ""])[:3]
-        out[job] = (state.split()[0] if state else "", code)
+        job, state, code, name = (line.split("|", 3) + ["", "", ""])[:4]
+        out[job] = (state.split()[0] if state else "", code, name)
     return out
 
 
@@ -56,8 +56,10 @@ def _record(path: str) -> dict | None:
 def rows(submission: dict) -> list[dict]:
     """The submission's jobs with `state` (one word, Slurm's) and `detail` (reason, exit code)."""
     ids = [j["job_id"] for j in submission["jobs"]]
-    slurm = _scontrol(ids)
-    accounting = _sacct([i for i in ids if i not in slurm])
+    names = {j["job_id"]: f"tlstudy:{j['name']}" for j in submission["jobs"]}
+    # A cluster started afresh numbers its jobs from 1 again: an id alone may be another job.
+    slurm = {i: f for i, f in _scontrol(ids).items() if f.get("JobName") == names[i]}
+    accounting = {i: v for i, v in _sacct([i for i in ids if i not in slurm]).items() if v[2] == names[i]}
     out = []
     for job in submission["jobs"]:
         jid, detail = job["job_id"], ""
@@ -71,7 +73,7 @@ def rows(submission: dict) -> list[dict]:
             elif state != "COMPLETED":
                 detail = f"exit {code}" if reason in ("None", "", "NonZeroExitCode") else reason
         elif jid in accounting:
-            state, code = accounting[jid]
+            state, code, _ = accounting[jid]
             detail = "" if state == "COMPLETED" else f"exit {code}"
         elif record and record.get("job_id") == jid:
             state = record["state"]
