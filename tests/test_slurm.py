@@ -418,3 +418,5 @@ def test_resources_come_from_slurm_yaml_per_job_kind(tmp_path):
     (tmp_path / "slurm.yaml").write_text("train: {nodes: 2}\n")
     with pytest.raises(config.SlurmError, match=r"'train.nodes': unknown setting; accepted: partition, account"):
         config.load(tmp_path / "slurm.yaml")
+    (tmp_path / "slurm.yaml").write_text("train: {time: 16:00:00}\n")  # YAML 1.2: a string, not 57600
+    assert config.sbatch_options(config.load(tmp_path / "slurm.yaml"), "train") == ["--time=16:00:00"]

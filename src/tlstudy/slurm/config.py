@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from tlstudy.slurm.errors import SlurmError
 
 KINDS = ("data", "train", "report")
@@ -35,9 +33,12 @@ def load(path: Path) -> dict:
     """The validated config, `{}` when the file does not exist."""
     if not path.exists():
         return {}
+    from ruamel.yaml import YAML, YAMLError
+
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        # YAML 1.2, as DVC reads params: `time: 16:00:00` is a string there, not 57600.
+        config = YAML(typ="safe", pure=True).load(path.read_text()) or {}
+    except YAMLError as exc:
         raise SlurmError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(config, dict):
         raise SlurmError(f"{path}: expected a mapping of {', '.join(TOP_KEYS)}, got {type(config).__name__}")

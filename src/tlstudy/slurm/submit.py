@@ -35,11 +35,11 @@ def require_slurm() -> None:
 
 
 def _validate(params_text: str, overrides: list[str]) -> dict:
-    import yaml
+    from dvc.utils.serialize import parse_yaml
 
     from tlstudy import params as P
 
-    params = yaml.safe_load(params_text)
+    params = parse_yaml(params_text, copies.PARAMS)  # as DVC and the stages read it: YAML 1.2
     try:
         P.validate(params, source=copies.PARAMS)
     except P.ParamsError as exc:
