@@ -194,7 +194,7 @@ def test_submit_wait_assembles_what_a_sequential_repro_gives_each_part_a_job_of_
 @pytest.mark.slow
 def test_a_failing_part_keeps_the_final_job_from_running_and_is_named(study):
     ws = study["cluster"]
-    lock = (ws / "dvc.lock").read_bytes()
+    lock = (ws / "dvc.lock").read_bytes() if (ws / "dvc.lock").exists() else None  # None: run alone (xdist)
     r = slurm(ws, "submit", "-S", "parts.scratch.init=no/such/backbone.pt", "--wait")
     assert r.returncode == 1, r.stdout + r.stderr
     jobs = jobs_of(ws)
@@ -213,7 +213,7 @@ def test_a_failing_part_keeps_the_final_job_from_running_and_is_named(study):
     while scontrol(transfer)["JobState"] in ("PENDING", "RUNNING", "COMPLETING") and time.monotonic() < deadline:
         time.sleep(1)
     assert scontrol(transfer)["JobState"] == "COMPLETED"
-    assert (ws / "dvc.lock").read_bytes() == lock
+    assert ((ws / "dvc.lock").read_bytes() if (ws / "dvc.lock").exists() else None) == lock
 
 
 @pytest.mark.slow
