@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-n", "--num", type=int, default=1, help="experiments of the last N commits (default: %(default)s)")
     c.add_argument("-A", "--all", action="store_true", help="every commit of the history (dvc.api.exp_show num=-1)")
     exp_queue.add_parser(sub)
+    # Listed for --help only: main() hands `slurm …` to tlstudy.slurm, which no stage imports.
+    sub.add_parser("slurm", help="run the pipeline as Slurm jobs, a part per job (slurm submit | slurm status)")
     d = sub.add_parser("demo", help="the demo profile on synthetic data, rebuilt in demo/ (make demo)")
     d.add_argument("--dir", default="demo", help="workspace to rebuild (default: %(default)s)")
     r = sub.add_parser("profile", help="run a profile (profiles/<name>.yaml over params.yaml) in its own workspace")
@@ -72,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["slurm"]:
+        from tlstudy.slurm import main as slurm
+
+        return slurm(argv[1:])
     args = _parser().parse_args(argv)
     if args.stage in stage.MODULES:
         return stage.run(args)

@@ -1,0 +1,123 @@
+"""The batch script of each job: `dvc repro` of its stages in its working copy (the final job: `dvc
+repro` or `dvc exp run -S …` in the user's checkout), and a record of how it ended that outlives
+the controller's memory of the job on a cluster with no accounting database."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlstudy.slurm.plan import Job
+
+HEADER = """#!/bin/bash
+{sbatch}
+# Written by `python -m tlstudy slurm submit` for {checkout} at commit {commit}
+# (params {key}): {what}.
+set -u
+record() {{
+  # How this attempt ended, for `python -m tlstudy slurm status` once Slurm has forgotten the job.
+  printf '{{"job_id": "%s", "state": "%s", "exit": %s, "restarts": %s, "host": "%s", "time": "%s"}}\\n' \\
+    "$SLURM_JOB_ID" "$1" "$2" "${{SLURM_RESTART_COUNT:-0}}" "$(hostname)" "$(date -Iseconds)" >{record}.tmp
+  mv {record}.tmp {record}
+}}
+cd {cwd} || {{ echo "tlstudy slurm: {cwd} is gone" >&2; record FAILED 1; exit 1; }}
+# The stages run `python -m tlstudy` from this folder's own code, the code DVC hashes.
+export PATH={path}:"$PATH" PYTHONPATH={cwd}/src DVC_NO_ANALYTICS=1
+# One download of PACS for every job (fetch's, then pretraining's), kept in the checkout for later runs.
+export TLSTUDY_DOWNLOADS=${{TLSTUDY_DOWNLOADS:-{downloads}}}
+# The GPU comes from Slurm (CUDA_VISIBLE_DEVICES); TLSTUDY_GPUS's lock files share the GPUs of one host.
+unset TLSTUDY_GPUS
+# PyTorch's threads follow the CPUs asked for (a node's other cores are other jobs').
+if [ -n "${{SLURM_CPUS_PER_TASK:-}}" ]; then export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK; fi
+echo "tlstudy slurm: {name}: job $SLURM_JOB_ID, restart ${{SLURM_RESTART_COUNT:-0}}, $(hostname), $(date -Iseconds)"
+echo "tlstudy slurm: in $PWD"
+record RUNNING null
+"""
+
+FOOTER = """rc=$?
+if [ $rc -eq 0 ]; then record COMPLETED 0; else record FAILED $rc; fi
+echo "tlstudy slurm: {name}: exit $rc, $(date -Iseconds)"
+exit $rc
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What every script of one submission shares."""
+
+    checkout: Path
+    commit: str
+    key: str  # the hash of (commit, params) that names the submission's folder
+    base: Path  # that folder: copies, logs, scripts, records
+    dvc: str  # the venv's dvc
+    remote: str | None
+
+    def head(self, job: Job, cwd: Path, record: Path, options: list[str], what: str) -> str:
+        from tlstudy.profile import _python_on_path
+
+        return HEADER.format(
+            sbatch=sbatch_lines(job, self.base / "logs", options), checkout=self.checkout, commit=self.commit,
+            key=self.key, what=what, record=shlex.quote(str(record)), cwd=shlex.quote(str(cwd)),
+            path=shlex.quote(_python_on_path(cwd)), name=job.name,
+            downloads=shlex.quote(str(self.checkout / "work" / "downloads")),
+        )  # fmt: skip
+
+    def run(self, *args: str) -> str:
+        return " ".join(shlex.quote(a) for a in (self.dvc, *args))
+
+
+def sbatch_lines(job: Job, log_dir: Path, options: list[str]) -> str:
+    lines = [
+        f"--job-name=tlstudy:{job.name}",
+        # %j: a resubmitted job is a new Slurm job with a log of its own; a requeued one appends.
+        f"--output={log_dir / (job.folder + '.%j.log')}",
+        "--open-mode=append",
+        # A preempted or failed node's job goes back to the queue and resumes in its copy.
+        "--requeue",
+        *options,
+    ]
+    return "\n".join(f"#SBATCH {shlex.quote(line)}" for line in lines)
+
+
+def part_script(t: Target, job: Job, copy: Path, record: Path, options: list[str]) -> str:
+    """A data or part job: its stages in its own working copy; the stages upstream of them
+    (fetch's outputs, a backbone) come from the run-cache."""
+    body = [
+        "# This copy is this job's alone: a DVC lock left by a killed attempt, maybe on another node, is stale.",
+        "rm -f .dvc/tmp/rwlock",
+    ]
+    # With a remote instead of a shared cache, what upstream jobs made comes through it.
+    steps = [t.run("repro", *(["--pull"] if t.remote else []), *job.stages)]
+    # DVC leaves stages with uncached outputs out of the run-cache; runcache.py records them, and
+    # sends them to the remote with the files `dvc push --run-cache` leaves behind.
+    helper = ("python", "-m", "tlstudy.slurm.runcache", *(["--push", t.remote] if t.remote else []), *job.stages)
+    steps.append(" ".join(shlex.quote(a) for a in helper))
+    body.append(" && ".join(steps))
+    head = t.head(job, copy, record, options, f"the stages {' '.join(job.stages)} in their own working copy")
+    return head + "\n".join(body) + "\n" + FOOTER.format(name=job.name)
+
+
+def final_script(t: Target, job: Job, record: Path, options: list[str], params_sha: dict[str, str],
+                 overrides: list[str], name: str | None) -> str:  # fmt: skip
+    """The final job: in the user's checkout, `dvc repro` — or `dvc exp run -S …`, a real
+    experiment — restores every stage the other jobs ran from the run-cache and runs the rest
+    (the report), writing dvc.lock. It refuses a checkout that moved since the submission, which
+    would make DVC run the whole pipeline here."""
+    checks = [f'[ "$(git rev-parse HEAD)" = {t.commit} ] || {{ echo "tlstudy slurm: the checkout is no longer at '
+              f'{t.commit[:10]} (submitted); submit again" >&2; record FAILED 3; exit 3; }}']  # fmt: skip
+    for file, sha in sorted(params_sha.items()):
+        checks.append(
+            f'[ "$(sha256sum {shlex.quote(file)} | cut -d" " -f1)" = {sha} ] || {{ echo "tlstudy slurm: {file} '
+            f'changed in the checkout since the submission; submit again" >&2; record FAILED 3; exit 3; }}'
+        )
+    if overrides:
+        run = ["exp", "run", *(a for o in overrides for a in ("-S", o)), *(["-n", name] if name else [])]
+    else:
+        run = ["repro"]
+    if t.remote:
+        run.append("--pull")
+    # The user may run DVC in the checkout meanwhile: wait for its lock rather than fail.
+    body = [*checks, t.run("--wait-for-lock", *run)]
+    head = t.head(job, t.checkout, record, options, f"`dvc {' '.join(run)}` in the checkout")
+    return head + "\n".join(body) + "\n" + FOOTER.format(name=job.name)

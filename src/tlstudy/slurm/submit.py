@@ -1,0 +1,206 @@
+"""`python -m tlstudy slurm submit`: the pipeline of the current params (or an experiment, `-S`) as
+Slurm jobs that follow dvc.yaml's graph (plan.py), each in its own working copy (copies.py), and a
+record of the submission that `status` reads.
+
+Submitting the same command again continues: jobs that completed are not submitted again (their
+stages are in the run-cache), jobs still queued or running are kept and waited for, the others
+start again in their working copies, where a train stage resumes after its last finished run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from tlstudy.slurm import config as C
+from tlstudy.slurm import copies, plan, scripts, status
+from tlstudy.slurm.errors import SlurmError
+
+CONFIG = "slurm.yaml"
+LATEST = Path(".dvc/tmp/slurm/latest.json")  # in the checkout: where `status` finds the last submission
+
+
+def require_slurm() -> None:
+    for tool in ("sbatch", "squeue", "scontrol"):
+        if shutil.which(tool) is None:
+            raise SlurmError(
+                f"{tool}: not found on PATH; run this on a Slurm login node, or start the one-node "
+                "cluster of scripts/slurm-cluster.sh (README, On a cluster)"
+            )
+
+
+def _validate(params_text: str, overrides: list[str]) -> dict:
+    from dvc.utils.serialize import parse_yaml
+
+    from tlstudy import params as P
+
+    params = parse_yaml(params_text, copies.PARAMS)  # as DVC and the stages read it: YAML 1.2
+    try:
+        P.validate(params, source=copies.PARAMS)
+    except P.ParamsError as exc:
+        after = f" (after {' '.join(f'-S {o}' for o in overrides)})" if overrides else ""
+        raise SlurmError(f"{exc}{after}") from exc
+    return params
+
+
+def _check_remote(root: Path, remote: str) -> None:
+    from tlstudy.profile import tool
+
+    listed = subprocess.run([tool("dvc"), "remote", "list"], cwd=root, capture_output=True, text=True).stdout
+    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    if remote not in names:
+        raise SlurmError(f"--remote {remote}: no such DVC remote in {root}; known: {', '.join(names) or 'none'}")
+    default = subprocess.run([tool("dvc"), "remote", "default"], cwd=root, capture_output=True, text=True)
+    if default.stdout.strip() != remote:
+        raise SlurmError(
+            f"--remote {remote}: the final job runs `dvc repro --pull` in {root}, which pulls from the default "
+            f"remote ({default.stdout.strip() or 'none'}); make it the default first: dvc remote default {remote}"
+        )
+
+
+def _sbatch(script: Path, after: list[str]) -> str:
+    argv = ["sbatch", "--parsable"]
+    if after:
+        # A failed or cancelled dependency cancels the job instead of leaving it pending forever.
+        argv += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
+    r = subprocess.run([*argv, str(script)], capture_output=True, text=True)
+    if r.returncode:
+        raise SlurmError(f"sbatch {script}: {r.stderr.strip() or r.stdout.strip()}")
+    return r.stdout.strip().split(";")[0]
+
+
+def _previous(base: Path) -> dict[str, dict]:
+    """The jobs of the last submission with these params, by name, with their states now."""
+    path = base / "submission.json"
+    if not path.exists():
+        return {}
+    record = json.loads(path.read_text())
+    return {row["name"]: row for row in status.rows(record)}
+
+
+def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | None = None,
+        config_file: Path | None = None, wait: bool = False, out=print) -> int:  # fmt: skip
+    root = copies.checkout_root(cwd)
+    config = C.load(config_file or root / CONFIG)
+    if remote:
+        _check_remote(root, remote)
+    if name and not overrides:
+        raise SlurmError(
+            "--name names an experiment: give -S overrides too (without them the final job runs dvc repro)"
+        )
+    commit = copies.git(root, "rev-parse", "HEAD").strip()
+    params = copies.overridden_params(root, overrides)
+    values = _validate(params[copies.PARAMS], overrides)
+    key = copies.key(commit, params)
+    workdir = Path(config["workdir"]).expanduser() if "workdir" in config else root / ".dvc" / "tmp" / "slurm"
+    base = (workdir if workdir.is_absolute() else root / workdir) / key
+
+    # The graph of these params (a -S can add a part): read in a copy of its own.
+    copies.make(base / ".plan", root, commit, params, None)
+    pipeline = plan.read(base / ".plan")
+    copies.check_clean(root, pipeline, set(params))
+    jobs = plan.from_graph(pipeline.edges)
+    require_slurm()  # after the checks of the input, which need no cluster
+
+    previous = _previous(base)
+    if previous.get(plan.FINAL, {}).get("state") in status.ACTIVE:
+        final = previous[plan.FINAL]
+        raise SlurmError(
+            f"this submission is still in progress: its final job {final['job_id']} is {final['state']} "
+            "(python -m tlstudy slurm status); wait for it, or scancel it to submit again"
+        )
+    cache = None if remote else copies.cache_dir(root)
+    links = copies.data_links(root, values)
+    from tlstudy.profile import tool
+
+    target = scripts.Target(root, commit, key, base, tool("dvc"), remote)
+    for sub in ("logs", "scripts", "state"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    opts = {kind: C.sbatch_options(config, kind) for kind in C.KINDS}
+    params_sha = {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in params}
+    ids: dict[str, str] = {}
+    rows = []
+    for job in jobs:
+        row = {"name": job.name, "kind": job.kind, "part": job.part, "stages": job.stages, "after": job.after,
+               "record": str(base / "state" / f"{job.folder}.json")}  # fmt: skip
+        before = previous.get(job.name) if job.name != plan.FINAL else None
+        if before and before["state"] in (*status.ACTIVE, "COMPLETED"):
+            # Its stages are in the run-cache, or will be: wait for it rather than run it twice.
+            kept = "completed" if before["state"] == "COMPLETED" else "still queued or running"
+            ids[job.name] = before["job_id"]
+            rows.append({**row, "job_id": before["job_id"], "log": before["log"], "kept": kept})
+            continue
+        record = Path(row["record"])
+        record.unlink(missing_ok=True)
+        if job.name == plan.FINAL:
+            text = scripts.final_script(target, job, record, opts[job.kind], params_sha, overrides, name)
+        else:
+            copy = base / "jobs" / job.folder
+            copies.make(copy, root, commit, params, cache, remote, links)
+            text = scripts.part_script(target, job, copy, record, opts[job.kind])
+        script = base / "scripts" / f"{job.folder}.sh"
+        script.write_text(text)
+        ids[job.name] = _sbatch(script, [ids[a] for a in job.after])
+        rows.append({**row, "job_id": ids[job.name], "log": str(base / "logs" / f"{job.folder}.{ids[job.name]}.log")})
+
+    submission = {
+        "submitted": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "checkout": str(root), "commit": commit, "key": key, "folder": str(base),
+        "overrides": overrides, "remote": remote, "name": name, "jobs": rows,
+    }  # fmt: skip
+    (base / "submission.json").write_text(json.dumps(submission, indent=2) + "\n")
+    (root / LATEST).parent.mkdir(parents=True, exist_ok=True)
+    (root / LATEST).write_text(json.dumps({"folder": str(base)}) + "\n")
+    out(status.table(status.rows(submission)))
+    final = ids[plan.FINAL]
+    if not wait:
+        out(f"submitted: the final job is {final}; `python -m tlstudy slurm status` shows every job")
+        return 0
+    return wait_for(submission, out)
+
+
+def wait_for(submission: dict, out=print, poll_s: float = 5.0) -> int:
+    """Until the final job ends; non-zero when any job failed (naming it, with its log's end)."""
+    final = next(j for j in submission["jobs"] if j["name"] == plan.FINAL)
+    shown = ""
+    while True:
+        rows = status.rows(submission)
+        now = status.table(rows)
+        if now != shown:
+            out(f"-- {datetime.datetime.now().strftime('%H:%M:%S')}\n{now}")
+            shown = now
+        state = next(r for r in rows if r["name"] == plan.FINAL)["state"]
+        if state not in status.ACTIVE:
+            break
+        time.sleep(poll_s)
+    failed = [r for r in rows if r["state"] not in ("COMPLETED", *status.ACTIVE)]
+    for r in failed:
+        out(status.explain(r))
+    if state == "COMPLETED" and not failed:
+        out(f"done: the final job {final['job_id']} assembled the result in {submission['checkout']}")
+        return 0
+    out(f"the final job {final['job_id']} ended {state}; fix what failed and submit the same command again: "
+        "finished stages are restored from the run-cache, a stopped train stage resumes")  # fmt: skip
+    return 1
+
+
+def main_status(cwd: Path, out=print) -> int:
+    root = copies.checkout_root(cwd)
+    latest = root / LATEST
+    if not latest.exists():
+        raise SlurmError(f"{root}: nothing submitted from this checkout yet (python -m tlstudy slurm submit)")
+    folder = Path(json.loads(latest.read_text())["folder"])
+    submission = json.loads((folder / "submission.json").read_text())
+    rows = status.rows(submission)
+    what = " ".join(f"-S {o}" for o in submission["overrides"]) or "the current params"
+    out(f"submitted {submission['submitted']} at {submission['commit'][:10]}, {what}; folder {folder}")
+    out(status.table(rows))
+    for r in rows:
+        if r["state"] not in ("COMPLETED", *status.ACTIVE):
+            out(status.explain(r))
+    return 0 if all(r["state"] in ("COMPLETED", *status.ACTIVE) for r in rows) else 1
