@@ -22,8 +22,8 @@ demo:  ## the whole study on synthetic data, on the CPU, in demo/
 offline:  ## the study on real PACS sized for a CPU (profiles/offline.yaml); publishes results/offline/
 	$(PY) -m tlstudy profile offline --data $(PACS_CARTOON) --sources $(PACS_SOURCES) --publish
 
-test:  ## every test, the end-to-end DVC ones included
-	$(PY) -m pytest
+test:  ## every test, the end-to-end DVC ones included; a worker per core (at most 4), a test file per worker
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile --durations 25
 
 test-fast:
 	$(PY) -m pytest -m "not slow"
