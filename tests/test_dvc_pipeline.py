@@ -100,8 +100,10 @@ def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
     assert changed["metrics/scratch.json"]["sgd.lr"]["new"] == 0.01
     assert changed["metrics/scratch.json"]["sgd.lr"]["old"] in (0.03, 0.003)
     # What a person compares, nothing that moves with the machine's load: no timing, no counts.
+    # Which of these move with lr depends on the CPU's kernels (a sweep's best variant may or may not).
     keys = {k.split(".")[-1] for f in changed.values() for k in f}
-    assert keys <= {"test_acc", "val_acc", "lr", "epoch", "test_acc_lo", "test_acc_hi", "cartoon_test_acc"}
+    compared = {"test_acc", "val_acc", "lr", "epoch", "test_acc_lo", "test_acc_hi", "cartoon_test_acc", "best_variant"}
+    assert "lr" in keys and keys <= compared
     assert len(dvc(workspace, "metrics", "diff").splitlines()) <= 60
 
     shown = json.loads(dvc(workspace, "exp", "show", "--json"))
