@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tlstudy.atomic import write_json
 from tlstudy.slurm import config as C
 from tlstudy.slurm import copies, plan, scripts, status
 from tlstudy.slurm.errors import SlurmError
@@ -153,9 +154,10 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
         "checkout": str(root), "commit": commit, "key": key, "folder": str(base),
         "overrides": overrides, "remote": remote, "name": name, "jobs": rows,
     }  # fmt: skip
-    (base / "submission.json").write_text(json.dumps(submission, indent=2) + "\n")
+    # `status` may read these while a submission writes them: never half-written.
+    write_json(base / "submission.json", submission)
     (root / LATEST).parent.mkdir(parents=True, exist_ok=True)
-    (root / LATEST).write_text(json.dumps({"folder": str(base)}) + "\n")
+    write_json(root / LATEST, {"folder": str(base)})
     out(status.table(status.rows(submission)))
     final = ids[plan.FINAL]
     if not wait:
