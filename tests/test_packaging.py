@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import PARTS, PROJECT
 
 pytestmark = pytest.mark.slow
 OVERLAY = {
@@ -21,18 +21,7 @@ OVERLAY = {
     "inspect": {"weights": "random"},
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
     "fewshot": {"per_class": 2},
-    "parts": {
-        p: None
-        for p in (
-            "classifier",
-            "finetune",
-            "fewshot_scratch",
-            "fewshot_classifier",
-            "fewshot_finetune",
-            "augment",
-            "augment_study",
-        )
-    },  # fmt: skip
+    "parts": {p: None for p in PARTS if p != "scratch"},
     "pretrain": {"pacs_sources": None},
     "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
 }

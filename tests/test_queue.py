@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import PARTS, PROJECT
 
 from tlstudy import profile
 
@@ -28,18 +28,7 @@ OVERLAY = {
     "fewshot": {"per_class": 4},
     # One part: an experiment is then two short stages and the report, so that three experiments
     # on two workers fit the test's budget.
-    "parts": {
-        p: None
-        for p in (
-            "classifier",
-            "finetune",
-            "fewshot_scratch",
-            "fewshot_classifier",
-            "fewshot_finetune",
-            "augment",
-            "augment_study",
-        )
-    },
+    "parts": {p: None for p in PARTS if p != "scratch"},
     "pretrain": {"pacs_sources": None},
     "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
 }

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import PARTS, PROJECT
 
 from tlstudy import profile
 from tlstudy.slurm import main as slurm_main
@@ -34,18 +34,7 @@ OVERLAY = {
     "inspect": {"weights": "random"},
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
     "fewshot": {"per_class": 4},
-    "parts": {
-        p: None
-        for p in (
-            "classifier",
-            "finetune",
-            "fewshot_scratch",
-            "fewshot_classifier",
-            "fewshot_finetune",
-            "augment",
-            "augment_study",
-        )
-    },  # fmt: skip
+    "parts": {p: None for p in PARTS if p != "scratch"},
     "pretrain": {"pacs_sources": {"source": "synthetic", "epochs": 1, "batch_size": 16}},
     "transfer": {"finetune_pacs": None},
 }
