@@ -12,10 +12,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from conftest import PROJECT
 
-from tlstudy import deps, resume, yamlio
+from tlstudy import deps, engine, resume, yamlio
 from tlstudy.stage import MODULES
 
 COMMAND = re.compile(r"^python -m tlstudy\.stage (\w+)\b")
@@ -66,12 +67,13 @@ def test_the_resume_fingerprint_hashes_the_stage_deps_and_inputs_by_content(para
     big = tmp_path / "images.pt"
     big.write_bytes(b"\0" * (65 << 20))
     spec = params["parts"]["scratch"]
-    before = resume.fingerprint(params, spec, [big], "train")
+    speed = engine.speed_for(torch.device("cpu"), "fp32", 32)
+    before = resume.fingerprint(params, spec, [big], "train", speed)
     with open(big, "r+b") as f:
         f.seek(40 << 20)
         f.write(b"\1")
     assert big.stat().st_size == 65 << 20
-    assert resume.fingerprint(params, spec, [big], "train") != before
+    assert resume.fingerprint(params, spec, [big], "train", speed) != before
     assert resume.file_sha(big) == hashlib.sha256(big.read_bytes()).hexdigest()
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from tlstudy import fetch, stats
+from tlstudy import engine, fetch, stats
 
-TIMING = {"seconds", "sec_per_epoch", "ms_per_example"}
+TIMING = {"seconds", "sec_per_epoch", "ms_per_example", "checkpoint_s"}
 
 
 def prepare(folder, params):
@@ -87,8 +87,170 @@ def test_stored_runs_are_keyed_by_every_setting_that_decides_their_results(param
 
     (in_tmp / "images.pt").write_bytes(b"images")
     spec = params["parts"]["scratch"]
-    base = resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train")
-    assert resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train") == base
+    fp32 = engine.Speed(torch.device("cpu"), bf16=False, channels_last=False)
+    base = resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train", fp32)
+    assert resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train", fp32) == base
     for key, value in [("precision", "bf16"), ("batch_size", 8), ("epochs", 3), ("seed", 1)]:
         changed = dict(params, **{key: value})
-        assert resume.fingerprint(changed, spec, [in_tmp / "images.pt"], "train") != base, key
+        assert resume.fingerprint(changed, spec, [in_tmp / "images.pt"], "train", fp32) != base, key
+    # `precision: auto` is the same word on every node; what it chose there is in the key.
+    for kind in [
+        engine.Speed(torch.device("cpu"), bf16=True, channels_last=True),
+        engine.Speed(torch.device("cpu"), bf16=False, channels_last=True),
+        engine.Speed(torch.device("cuda"), bf16=False, channels_last=False),
+    ]:
+        assert resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train", kind) != base, kind
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter:
+    """resume.Checkpoints saving after every epoch, and killing the run (an exception out of fit)
+    right after the save of epoch `at`: what a SIGKILL between two epochs leaves on disk."""
+
+    def __init__(self, folder, at=None, lines=None):
+        from tlstudy import resume
+
+        self.inner = resume.Checkpoints(folder, "run", "test", log=(lines if lines is not None else []).append, share=1)
+        self.at = at
+
+    def latest(self):
+        return self.inner.latest()
+
+    def due(self):
+        return self.inner.due()
+
+    def save(self, epoch, state):
+        cost = self.inner.save(epoch, state)
+        if epoch == self.at:
+            raise Killed
+        return cost
+
+
+def tiny_split(n_train=24, n_val=14, size=32):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n_train + n_val, 3, size, size), generator=g, dtype=torch.uint8)
+    y = torch.arange(n_train + n_val) % 7
+    col = torch.full((1, 3, 1, 1), 0.5)
+    return engine.Split(x[:n_train], y[:n_train], x[n_train:], y[n_train:], col, col / 2)
+
+
+SETTINGS = {"sgd": {"momentum": 0.9, "weight_decay": 5e-4}, "adam": {"weight_decay": 0.0}}
+FLIP_ROT = [["RandomHorizontalFlip", {"p": 0.5}], ["RandomAffine", {"degrees": 30}]]
+
+
+def fit_tiny(checkpoints, optimizer="adam", trainable="all", schedule="cosine", bf16=False, epochs=5):
+    """A run that touches every piece of state: momentum or Adam's moments, a cosine schedule,
+    per-image augmentation draws (the global generator) and batched ones (the run's)."""
+    from tlstudy import augment, models
+
+    speed = engine.Speed(torch.device("cpu"), bf16=bf16, channels_last=bf16)
+    transform = augment.batched(augment.build(FLIP_ROT)) if trainable == "all" else None
+    model = models.build(7, "random", "random", seed=0)
+    run = engine.Run(optimizer, 0.01, "flip_rot")
+    result = engine.fit(
+        model, trainable, run, transform, tiny_split(), epochs, 8, SETTINGS, 3, "t", speed,
+        schedule=schedule, checkpoints=checkpoints,
+    )  # fmt: skip
+    return result, model
+
+
+def same_run(a, b):
+    strip = lambda h: [{k: v for k, v in e.items() if k not in TIMING} for e in h]  # noqa: E731
+    ra, ma = a
+    rb, mb = b
+    assert strip(ra.history) == strip(rb.history)
+    assert (ra.best_epoch, ra.best_val_acc, ra.diverged_epoch) == (rb.best_epoch, rb.best_val_acc, rb.diverged_epoch)
+    assert ra.best_state.keys() == rb.best_state.keys()
+    assert all(torch.equal(ra.best_state[k], rb.best_state[k]) for k in ra.best_state)
+    sa, sb = ma.state_dict(), mb.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    "optimizer,trainable,schedule,bf16",
+    [("adam", "all", "cosine", False), ("sgd", "all", "constant", True), ("sgd", "head", "cosine", False)],
+)
+@pytest.mark.parametrize("at", [1, 3])
+def test_a_run_killed_after_any_epoch_continues_to_the_same_bits(tmp_path, optimizer, trainable, schedule, bf16, at):
+    kw = dict(optimizer=optimizer, trainable=trainable, schedule=schedule, bf16=bf16)
+    straight = fit_tiny(None, **kw)
+    with pytest.raises(Killed):
+        fit_tiny(KillAfter(tmp_path, at=at), **kw)
+    lines = []
+    resumed = fit_tiny(KillAfter(tmp_path, lines=lines), **kw)
+    assert lines[0] == f"test: continuing after epoch {at}, from its checkpoint"
+    same_run(straight, resumed)
+    losses = [h["train_loss"] for h in straight[0].history]
+    assert len(set(losses)) == len(losses) == 5  # every epoch moved the weights: the match is not vacuous
+
+
+def test_a_corrupt_newest_checkpoint_is_said_and_the_one_before_it_is_used(tmp_path):
+    straight = fit_tiny(None)
+    with pytest.raises(Killed):
+        fit_tiny(KillAfter(tmp_path, at=3))
+    newest = tmp_path / "run.e3.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit deep in a tensor: torch.load alone would not notice
+    newest.write_bytes(bytes(data))
+    lines = []
+    resumed = fit_tiny(KillAfter(tmp_path, lines=lines))
+    assert lines[0] == (
+        "test: warning: the checkpoint of epoch 3 is torn or corrupt (its size or sha256 differs from its record); "
+        "continuing from the one before it"
+    )
+    assert lines[1] == "test: continuing after epoch 2, from its checkpoint"
+    same_run(straight, resumed)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "no_record", "bad_record"])
+def test_every_checkpoint_damaged_means_the_run_starts_again_and_ends_the_same(tmp_path, damage):
+    straight = fit_tiny(None, epochs=3)
+    with pytest.raises(Killed):
+        fit_tiny(KillAfter(tmp_path, at=1), epochs=3)
+    pt, record = tmp_path / "run.e1.pt", tmp_path / "run.e1.json"
+    if damage == "truncate":  # a torn write: the file ends early
+        pt.write_bytes(pt.read_bytes()[:1000])
+    elif damage == "no_record":  # killed between the state and its record
+        record.unlink()
+    else:
+        record.write_text("{not json")
+    lines = []
+    resumed = fit_tiny(KillAfter(tmp_path, lines=lines), epochs=3)
+    assert len(lines) == 1 and lines[0].startswith("test: warning: the checkpoint of epoch 1 is ")
+    assert lines[0].endswith("; continuing from the run's start")
+    same_run(straight, resumed)
+
+
+def test_the_newest_two_checkpoints_are_kept_and_a_finished_run_keeps_none(tmp_path, monkeypatch):
+    from tlstudy import resume
+
+    monkeypatch.setenv(resume.SHARE_ENV, "1")
+    with pytest.raises(Killed):
+        fit_tiny(KillAfter(tmp_path, at=4), epochs=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.e3.json", "run.e3.pt", "run.e4.json", "run.e4.pt"]
+    store = resume.RunStore("part", "base", root=tmp_path / "runs")
+    run = engine.Run("adam", 0.01, "flip_rot")
+    result, _ = fit_tiny(store.checkpoints(run, "t", log=lambda line: None), epochs=3)
+    # Epochs 1 and 2; none after the last epoch, which the finished record stands for.
+    assert sorted(p.name.split(".")[1] for p in store.dir.glob("*.e*.pt")) == ["e1", "e2"]
+    store.save(result, keep_state=False)
+    assert [p.suffix for p in store.dir.iterdir()] == [".json"]  # the record alone
+
+
+def test_a_save_is_due_once_its_cost_is_at_most_the_share_of_the_time_since_the_last(tmp_path, monkeypatch):
+    from tlstudy import resume
+
+    now = [100.0]
+    monkeypatch.setattr(resume.time, "monotonic", lambda: now[0])
+    c = resume.Checkpoints(tmp_path, "k", "t", share=0.05)
+    c.cost = 1.0
+    now[0] += 18.9
+    assert not c.due()
+    now[0] += 0.1
+    assert c.due()  # 1 s of 20 s: 5 %
+    monkeypatch.setenv(resume.SHARE_ENV, "2")
+    with pytest.raises(Exception, match="TLSTUDY_CHECKPOINT_SHARE='2': expected a share"):
+        resume.Checkpoints(tmp_path, "k", "t")

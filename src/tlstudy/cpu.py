@@ -3,7 +3,8 @@
 ATen dispatches on AVX2 / AVX-512 (`torch.backends.cpu.get_cpu_capability()`); oneDNN, which runs
 the convolutions, picks its kernels by its own ISA levels — up to AVX-512 with AMX, whose tiles
 do bf16 and int8 matrix products — and by the processor's cache sizes. The engine trains in bf16
-on a CPU with AMX-BF16 (`amx_bf16`), where the tiles make bf16 pay; machine.py records the rest.
+on a CPU that computes it natively (`native_bf16`: AMX-BF16 or AVX512-BF16), unless oneDNN is capped
+below its bf16 kernels; machine.py records the rest.
 """
 
 from __future__ import annotations
@@ -37,6 +38,36 @@ def cpuinfo(path: Path = CPUINFO) -> tuple[str | None, list[str]]:
 def amx_bf16() -> bool:
     """Whether the processor has AMX tiles for bf16 (Intel Sapphire Rapids and later)."""
     return "amx_bf16" in cpuinfo()[1]
+
+
+# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) from which its convolutions compute bf16 natively: the
+# AVX512-BF16 dot products, and AMX's tiles above them. A cap below these (AVX2, AVX512_CORE, …)
+# makes oneDNN emulate bf16 by conversions, which is slower than fp32.
+BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16")
+UNCAPPED = ("", "ALL", "DEFAULT")
+ONEDNN_CAP = "ONEDNN_MAX_CPU_ISA"
+
+
+def cap_allows_bf16(cap: str | None) -> bool:
+    """Whether a value of ONEDNN_MAX_CPU_ISA leaves oneDNN its bf16 kernels. Unset, ALL and the
+    bf16 levels do; so do the AVX10 levels (AVX10.1 holds AVX512-BF16) and any AMX level; every
+    other value, an unknown one included, is taken as a cap below them: fp32 is correct anywhere."""
+    cap = (cap or "").strip().upper()
+    return cap in UNCAPPED or cap in BF16_ISAS or cap.startswith("AVX10") or "AMX" in cap
+
+
+def native_bf16_rule(flags: list[str] | set[str], cap: str | None) -> bool:
+    """The rule `precision: auto` follows on a CPU, on the machine alone (its flags and the user's
+    oneDNN cap; no timing, so one machine always chooses the same): bf16 where the processor has
+    AMX-BF16 or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later) and oneDNN is
+    not capped below them."""
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags)) and cap_allows_bf16(cap)
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """native_bf16_rule for this machine and this process's ONEDNN_MAX_CPU_ISA."""
+    return native_bf16_rule(cpuinfo()[1], os.environ.get(ONEDNN_CAP))
 
 
 def model_numbers(path: Path = CPUINFO) -> dict:

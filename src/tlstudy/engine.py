@@ -3,8 +3,11 @@
 Images stay uint8 on the device, are augmented a batch at a time there (augment.Batched) and
 normalised per batch; the data order and the augmentation draws come from the run's seed, so a
 run is reproducible on the CPU. On CUDA the engine trains under bf16 autocast with channels_last
-tensors and cuDNN autotuning; on a CPU with AMX-BF16 under bf16 autocast with channels_last too;
-on other CPUs in fp32, channels_last from mid-sized images on (`speed_for`). A head-only run
+tensors and cuDNN autotuning; on a CPU that computes bf16 natively (AMX-BF16 or AVX512-BF16) under
+bf16 autocast with channels_last too; on other CPUs in fp32, channels_last from mid-sized images on
+(`speed_for`). `fit` hands its whole state to a checkpoint store at the end of an epoch when the
+store asks for it, and continues from the store's newest one: a killed run resumes at its last
+saved epoch and ends as it would have uninterrupted. A head-only run
 without augmentation trains its head on backbone features computed once (`head_features`): the
 frozen backbone in eval mode is a fixed function, so every epoch of every run would compute the
 same features again."""
@@ -19,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -92,6 +96,13 @@ class Speed:
         """What a run was computed in, as its records say: `bf16` (autocast) or `fp32`."""
         return "bf16" if self.bf16 else "fp32"
 
+    @property
+    def kind(self) -> dict:
+        """What decides a run's numbers beyond its params: the device kind, the precision and the
+        layout the engine chose (the run store keys runs by it, so that `auto` resolved on one
+        kind of node never continues on another)."""
+        return {"device": self.device.type, "precision": self.precision, "channels_last": self.channels_last}
+
 
 # A ResNet-18 training step on our 2-core CPU (AMD EPYC, AVX-512), channels_last against the
 # default layout, batch 32: 64 px 0.92-1.33x (noise: no gain), 96 px 1.16x, 128 px 1.23-1.31x,
@@ -101,14 +112,16 @@ CPU_CHANNELS_LAST_MIN_PX = 96
 
 
 def speed_for(dev: torch.device, precision: str = "auto", image_size: int | None = None) -> Speed:
-    """`precision: auto` is bf16 autocast on CUDA and on a CPU with AMX-BF16, fp32 on any other
-    CPU; fp32 / bf16 force it. On a CPU without AMX a bf16 step is 24x slower than fp32 (AMD EPYC,
-    AVX-512 BF16); with AMX's tiles it is faster (bench.json's cpu_precision case: README,
-    Performance). channels_last on CUDA and in bf16 (oneDNN's AMX kernels want it), and for fp32
-    on the CPU from CPU_CHANNELS_LAST_MIN_PX on."""
+    """`precision: auto` is bf16 autocast on CUDA and on a CPU that computes bf16 natively
+    (cpu.native_bf16: AMX-BF16 or AVX512-BF16, oneDNN not capped below them), fp32 on any other
+    CPU; fp32 / bf16 force it. A bf16 ResNet-18 step with channels_last, against fp32 as the
+    engine runs it: 1.37x at 64 px and 3.25x at 227 px on a Xeon with AMX, 1.63x and 1.95x on an
+    AMD EPYC Zen 4 (AVX512-BF16, no AMX) (bench.json's cpu_speed cases: README, Performance).
+    channels_last on CUDA and in bf16 (oneDNN's bf16 kernels want it), and for fp32 on the CPU
+    from CPU_CHANNELS_LAST_MIN_PX on."""
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuned kernels pay off
-    fast_bf16 = dev.type == "cuda" or (dev.type == "cpu" and cpu.amx_bf16())
+    fast_bf16 = dev.type == "cuda" or (dev.type == "cpu" and cpu.native_bf16())
     bf16 = fast_bf16 if precision == "auto" else precision == "bf16"
     large = image_size is not None and image_size >= CPU_CHANNELS_LAST_MIN_PX
     return Speed(dev, bf16=bf16, channels_last=dev.type == "cuda" or bf16 or large)
@@ -142,6 +155,8 @@ class Result:
     best_val_acc: float = -1.0
     best_state: dict | None = None
     diverged_epoch: int | None = None
+    checkpoint_s: float = 0.0  # time this process spent saving the run's checkpoints
+    checkpoints: int = 0
 
     @property
     def sec_per_epoch(self) -> float:
@@ -257,6 +272,59 @@ def train_epoch(model, opt, split, transform, batch_size, order_gen, aug_gen, sp
     return loss_total, int(correct), math.isfinite(loss_total)
 
 
+class Checkpoints(Protocol):
+    """Where a run in progress keeps its state (resume.Checkpoints): its newest sound state, if
+    any; whether a save is due now (the store keeps their cost a small share of the run); a save."""
+
+    def latest(self) -> dict | None: ...
+
+    def due(self) -> bool: ...
+
+    def save(self, epoch: int, state: dict) -> float: ...
+
+
+def run_state(epoch, model, trainable, opt, scheduler, order_gen, aug_gen, result: Result, speed: Speed) -> dict:
+    """Everything the next epoch depends on: weights (the head alone when the backbone is frozen),
+    optimiser and schedule, the data-order and augmentation generators and the global one (which
+    torchvision's per-image transforms draw from), and the history with the best epoch's weights.
+    Nothing else draws random numbers in a run (no dropout in ResNet-18; Python's and NumPy's
+    generators are never used), so continuing from this state gives the same bits."""
+    return {
+        "epoch": epoch,
+        "kind": speed.kind,
+        "model": models.kept_state(model, trainable),
+        "optimizer": opt.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "order_gen": order_gen.get_state(),
+        "aug_gen": aug_gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(speed.device) if speed.device.type == "cuda" else None,
+        "history": list(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_acc": result.best_val_acc,
+        "best_state": result.best_state,
+    }
+
+
+def restore_state(state: dict, model, trainable, opt, scheduler, order_gen, aug_gen, result: Result, speed) -> int:
+    """Put a run back where run_state found it; returns the epoch to train next."""
+    if state["kind"] != speed.kind:  # the store's key holds the kind, so this is a bug, not a user error
+        raise RuntimeError(f"a checkpoint computed as {state['kind']} cannot continue as {speed.kind}")
+    models.restore(model, trainable, state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    order_gen.set_state(state["order_gen"])
+    aug_gen.set_state(state["aug_gen"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], speed.device)
+    result.history = list(state["history"])
+    result.best_epoch, result.best_val_acc = state["best_epoch"], state["best_val_acc"]
+    result.best_state = state["best_state"]
+    return state["epoch"] + 1
+
+
 def fit(
     model: nn.Module,
     trainable: str,
@@ -271,12 +339,14 @@ def fit(
     speed: Speed | None = None,
     schedule: str = "constant",
     progress: Progress | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> Result:
     """Train one run; keeps the weights of the best epoch by validation accuracy (earliest on
     ties); an epoch whose loss turns non-finite ends the run, recorded as diverged. `schedule`
     cosine anneals the learning rate to 0 over the epochs (pretraining); the study's parts keep
     it constant. `progress` is the stage's (one over all its runs); without one, the run
-    reports on its own."""
+    reports on its own. With `checkpoints`, the run starts from the newest state saved there and
+    saves its state after an epoch whenever the store says a save is due."""
     if split.features and (trainable != "head" or transform is not None):
         raise ValueError("a features split trains the head alone, without augmentation")
     speed = speed or speed_for(split.x_train.device, image_size=None if split.features else split.x_train.shape[-1])
@@ -288,11 +358,17 @@ def fit(
     aug_gen = torch.Generator().manual_seed(seed + 1)  # not the order's stream: independent draws
     torch.manual_seed(seed)  # transforms run per image by torchvision draw from the global generator
     result = Result(run)
+    first = 1
+    saved = checkpoints.latest() if checkpoints is not None else None
+    if saved is not None:
+        first = restore_state(saved, model, trainable, opt, scheduler, order_gen, aug_gen, result, speed)
     n = len(split.x_train)
     own = progress is None
     progress = progress or Progress(label, epochs)
     progress.start(label, epochs)
-    for epoch in range(1, epochs + 1):
+    if first > 1:
+        progress.resumed(first - 1)
+    for epoch in range(first, epochs + 1):
         models.train_mode(model, trainable)
         start = time.perf_counter()
         loss_sum, correct, finite = train_epoch(model, opt, split, transform, batch_size, order_gen, aug_gen, speed)
@@ -322,6 +398,10 @@ def fit(
             result.best_val_acc, result.best_epoch = val_acc, epoch
             result.best_state = models.kept_state(model, trainable)
         progress.epoch(epoch, loss_sum / n, val_acc)
+        if checkpoints is not None and epoch < epochs and checkpoints.due():
+            state = run_state(epoch, model, trainable, opt, scheduler, order_gen, aug_gen, result, speed)
+            result.checkpoint_s += checkpoints.save(epoch, state)
+            result.checkpoints += 1
     progress.end()
     if own:
         progress.close()

@@ -116,7 +116,7 @@ def run(params: dict, name: str) -> dict:
         "adam": {"weight_decay": spec["weight_decay"]},
     }
     inputs = [Path("work/images.pt"), Path("manifest.csv")]
-    store = resume.RunStore(f"pretrain_{name}", resume.fingerprint(params, spec, inputs, "pretrain"))
+    store = resume.RunStore(f"pretrain_{name}", resume.fingerprint(params, spec, inputs, "pretrain", speed))
     result = store.load(r)
     if result is None:
         transform = augment.batched(augment.build(params["augmentations"][spec["augment"]], where=spec["augment"]))
@@ -125,6 +125,7 @@ def run(params: dict, name: str) -> dict:
         result = engine.fit(
             model, "all", r, transform, split, spec["epochs"], spec["batch_size"], settings, params["seed"],
             f"pretrain {name}", speed, schedule=spec["schedule"], progress=progress,
+            checkpoints=store.checkpoints(r, f"pretrain@{name}", progress.write),
         )  # fmt: skip
         progress.close()
         store.save(result, keep_state=True)
@@ -175,6 +176,7 @@ def run(params: dict, name: str) -> dict:
         **uncertainty.with_wilson("cartoon_test_acc", cartoon_acc, n_cartoon),
         "cartoon_test_n": n_cartoon,
         "sec_per_epoch": round(result.sec_per_epoch, 4),
+        "checkpoint_s": round(result.checkpoint_s, 4),
         "precision": speed.precision,
     }
     write_json(Path("details/pretrain") / f"{name}.json", metrics)

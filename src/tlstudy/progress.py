@@ -81,6 +81,11 @@ class Progress:
                 f"{self.summary()}"
             )
 
+    def resumed(self, epochs: int) -> None:
+        """The run continues from a checkpoint: its first `epochs` count as done."""
+        self.run_done = epochs
+        self.advance(epochs)
+
     def end(self) -> None:
         """The run is over: epochs it did not train (it diverged) count as done."""
         skipped = self.run_epochs - self.run_done

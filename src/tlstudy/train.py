@@ -13,8 +13,9 @@ Outputs, per part:
   seed, and DVC would cache every one of them for every experiment. Selection never sees the
   test images; they are scored here only because the weights are not kept.
 
-Finished runs are kept in `work/runs/<part>/` until the stage ends (resume.py): a stage killed
-mid-grid and re-run continues after the last finished run and ends with the same outputs.
+Finished runs, and the checkpoints of the run in progress, are kept in `work/runs/<part>/` until
+the stage ends (resume.py): a stage killed mid-run and re-run continues after the last finished
+run, inside it from its last checkpoint, and ends with the same outputs.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def record(result: engine.Result, name: str, group: str, n_train: int, seed: int
         "diverged_epoch": result.diverged_epoch,
         "sec_per_epoch": result.sec_per_epoch,
         "ms_per_example": 1000 * result.sec_per_epoch / n_train,
+        "checkpoint_s": round(result.checkpoint_s, 4),
     }
 
 
@@ -146,7 +148,7 @@ def run(params: dict, part: str) -> None:
     n_train = len(split.x_train)
     x_test = dataset.part(spec["subset"], "test")[0].to(dev)
     init = P.describe_init(spec["init"], params["imagenet_weights"], params, part)
-    base = resume.fingerprint(params, spec, inputs, "train")
+    base = resume.fingerprint(params, spec, inputs, "train", speed)
     print(
         f"train@{part}: {len(seeds)} seed(s) x {len(optimizers) * len(lrs) * len(variants)} runs on {dev} "
         f"({speed.precision}), {n_train} train / {len(split.x_val)} val images, init {init}"
@@ -180,9 +182,11 @@ def run(params: dict, part: str) -> None:
                     name, key = run_name(r, variants, tag), group_key(r, optimizers, variants)
                     result = store.load(r)
                     if result is None:
+                        label = f"train@{part}: {name}"
                         result = engine.fit(
                             copy.deepcopy(initial), spec["trainable"], r, transform, run_split, epochs,
                             params["batch_size"], params, seed, f"{part} {name}", speed, progress=progress,
+                            checkpoints=store.checkpoints(r, label, progress.write),
                         )  # fmt: skip
                         store.save(result, keep_state=better(result, best.get(key)))
                     else:
