@@ -38,10 +38,10 @@ def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
     if not torch.cuda.is_available():
         speed = result["cpu_speed"]
         assert speed["channels_last_from_px_fp32"] == engine.CPU_CHANNELS_LAST_MIN_PX
-        assert speed["amx_bf16"] == cpu.amx_bf16()
+        assert speed["amx_bf16"] == cpu.amx_bf16() and speed["native_bf16"] == cpu.native_bf16()
         assert [c["image_size"] for c in speed["cases"]] == [32, 128]
         assert [c["fp32_engine"] for c in speed["cases"]] == ["fp32_nchw", "fp32_channels_last"]
-        auto = "bf16_channels_last" if cpu.amx_bf16() else None
+        auto = "bf16_channels_last" if cpu.native_bf16() else None
         assert [c["engine_auto"] for c in speed["cases"]] == [auto or "fp32_nchw", auto or "fp32_channels_last"]
         for c in speed["cases"]:
             s = c["img_s"]
@@ -50,8 +50,11 @@ def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
             assert abs(c["layout_ratio"] - s["fp32_channels_last"] / s["fp32_nchw"]) < 0.01
             best_bf16 = max(s["bf16_nchw"], s["bf16_channels_last"])
             assert abs(c["bf16_ratio"] - best_bf16 / s[c["fp32_engine"]]) < 0.01
+            assert abs(c["auto_ratio"] - s[c["engine_auto"]] / s[c["fp32_engine"]]) < 0.01
     out = capsys.readouterr().out
     assert "head-only grid of 10 runs" in out and "wrote metrics/bench.json" in out
+    if "cpu_speed" in result:
+        assert f"precision auto runs {result['cpu_speed']['cases'][0]['engine_auto']} here, x" in out
 
 
 def test_bench_names_an_unknown_configuration(in_tmp, capsys):

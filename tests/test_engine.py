@@ -152,17 +152,55 @@ def test_bf16_channels_last_path_trains_and_keeps_float32_weights():
     assert engine.speed_for(torch.device("cpu"), "bf16").bf16
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_precision_is_bf16_on_a_cpu_with_amx_and_fp32_on_others(monkeypatch, amx):
-    """bf16 pays on the CPU only with AMX's tiles (README, Performance); fp32 stays a param away."""
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_on_a_cpu_that_computes_it_natively_and_fp32_on_others(monkeypatch, native):
+    """bf16 pays on the CPU where it is native (README, Performance); fp32 stays a param away."""
     from tlstudy import cpu
 
-    monkeypatch.setattr(cpu, "amx_bf16", lambda: amx)
+    monkeypatch.setattr(cpu, "native_bf16", lambda: native)
     here = torch.device("cpu")
-    assert engine.speed_for(here, "auto", 64) == engine.Speed(here, bf16=amx, channels_last=amx)
-    assert engine.speed_for(here, "auto", 227) == engine.Speed(here, bf16=amx, channels_last=True)
+    assert engine.speed_for(here, "auto", 64) == engine.Speed(here, bf16=native, channels_last=native)
+    assert engine.speed_for(here, "auto", 227) == engine.Speed(here, bf16=native, channels_last=True)
     assert engine.speed_for(here, "fp32", 64) == engine.Speed(here, bf16=False, channels_last=False)
     assert engine.speed_for(here, "bf16", 64) == engine.Speed(here, bf16=True, channels_last=True)
+
+
+AMX = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]  # Intel Sapphire Rapids and later
+ZEN4 = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"]  # AMD EPYC Zen 4: AVX512-BF16, no AMX
+AVX512 = ["avx2", "avx512f", "avx512bw", "avx512_vnni"]  # Ice Lake, Cascade Lake: no bf16
+AVX2 = ["avx2"]
+
+
+@pytest.mark.parametrize(
+    "flags,cap,bf16",
+    [
+        (AMX, None, True), (ZEN4, None, True), (AVX512, None, False), (AVX2, None, False), ([], None, False),
+        # A user's cap on oneDNN is honoured: below its bf16 kernels, auto keeps fp32.
+        (AMX, "AVX2", False), (ZEN4, "avx512_core", False), (AMX, "AVX512_CORE_VNNI", False),
+        (ZEN4, "AVX512_CORE_BF16", True), (AMX, "AVX512_CORE_BF16", True), (AMX, "AVX512_CORE_AMX", True),
+        (AMX, "AVX10_1_512_AMX", True), (ZEN4, "ALL", True), (ZEN4, "", True), (AVX2, "ALL", False),
+        (ZEN4, "NOT_AN_ISA", False),
+    ],
+)  # fmt: skip
+def test_auto_precision_rule_on_cpu_flag_sets_and_the_onednn_cap(flags, cap, bf16):
+    from tlstudy import cpu
+
+    assert cpu.native_bf16_rule(flags, cap) is bf16
+
+
+def test_the_rule_reads_this_machine_and_its_cap(monkeypatch):
+    from tlstudy import cpu
+
+    flags = cpu.cpuinfo()[1]
+    cpu.native_bf16.cache_clear()
+    monkeypatch.delenv(cpu.ONEDNN_CAP, raising=False)
+    try:
+        assert cpu.native_bf16() == bool({"amx_bf16", "avx512_bf16"} & set(flags))
+        cpu.native_bf16.cache_clear()
+        monkeypatch.setenv(cpu.ONEDNN_CAP, "AVX2")
+        assert cpu.native_bf16() is False
+    finally:
+        cpu.native_bf16.cache_clear()
 
 
 def test_amx_is_read_from_the_processors_flags():

@@ -70,6 +70,15 @@ def native_bf16() -> bool:
     return native_bf16_rule(cpuinfo()[1], os.environ.get(ONEDNN_CAP))
 
 
+def vendor(path: Path = CPUINFO) -> str | None:
+    """`GenuineIntel`, `AuthenticAMD`, …: MKL picks its code paths by it, and names them only on Intel's."""
+    try:
+        m = re.search(r"^vendor_id\s*:\s*(\S+)", path.read_text(), re.M)
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
 def model_numbers(path: Path = CPUINFO) -> dict:
     """Family, model and stepping, and the cache sizes: what, beyond the flags, decides oneDNN's
     blocking, hence the order of a convolution's sums and the last digits of a result."""

@@ -235,15 +235,15 @@ def decode(path: Path, size: int) -> torch.Tensor:
     return img.contiguous()
 
 
-def available_memory() -> int | None:
-    """Bytes of RAM the system can still give (MemAvailable), or None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+def check_decoding_fits(n: int, size: int) -> None:
+    """Refuse, before decoding, a cache that would not fit: its images are held twice while they
+    are stacked into one tensor."""
+    from tlstudy import memory
+
+    memory.check(
+        2 * n * 3 * size * size, f"data.image_size = {size}", f"decoding {n} images at {size} px",
+        "lower data.image_size (PACS's images are 227 px)",
+    )  # fmt: skip
 
 
 def check_fits(nbytes: int, available: int | None, what: str, where: str) -> None:
@@ -256,9 +256,7 @@ def check_fits(nbytes: int, available: int | None, what: str, where: str) -> Non
 
 def build_cache(root: Path, entries: list[Entry], classes: list[str], size: int, on_bad: str):
     """Decode every non-excluded image once; bad files stop the stage or are excluded."""
-    n = sum(not e.excluded for e in entries)
-    # The decoded images are held twice while they are stacked into one tensor.
-    check_fits(2 * n * 3 * size * size, available_memory(), f"decoding {n} images at {size} px", "this machine")
+    check_decoding_fits(sum(not e.excluded for e in entries), size)
     images, bad = [], []
     for e in entries:
         if e.excluded:

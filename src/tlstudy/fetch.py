@@ -72,6 +72,8 @@ def provenance(details: Path = DETAILS, metric: Path = METRIC) -> dict | None:
 def source_root(params: dict) -> Path:
     cfg = params["data"]
     if cfg["source"] == "synthetic":
+        # Refused here, before images of that size are drawn, as build_cache would refuse them.
+        D.check_decoding_fits(cfg["synthetic_per_class"] * len(synthetic.CLASSES), cfg["image_size"])
         shutil.rmtree(SYNTHETIC_ROOT, ignore_errors=True)
         size = max(64, cfg["image_size"])
         return synthetic.generate(SYNTHETIC_ROOT, cfg["synthetic_per_class"], size, params["seed"])

@@ -53,7 +53,9 @@ def mkl() -> dict:
     """The instruction set MKL (the matrix products) dispatches to here and whether its conditional
     numerical reproducibility is on, as MKL_VERBOSE prints them in a child process. MKL picks its
     code path by the processor's vendor and model too (MKL_ENABLE_INSTRUCTIONS caps it, MKL_CBWR
-    pins it), so two processors with the same flags can run other kernels."""
+    pins it), so two processors with the same flags can run other kernels. It names the path on
+    Intel's processors only: on an AMD EPYC the line reads "Intel(R) Architecture processors",
+    capped or not, which says nothing of the ISA (the record's cpu_vendor tells which case)."""
     env = dict(os.environ, MKL_VERBOSE="1")
     code = "import torch; torch.ones(64, 64) @ torch.ones(64, 64)"
     try:
@@ -88,6 +90,7 @@ def machine(cpuinfo: Path = cpu.CPUINFO) -> dict:
         "arch": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_vendor": cpu.vendor(cpuinfo),
         "cpu_flags": flags,
         # What decides the kernels beyond the flags — oneDNN's and MKL's ISA, the model and its
         # caches (oneDNN's blocking) — and with them a CPU result's last digits.
@@ -98,6 +101,8 @@ def machine(cpuinfo: Path = cpu.CPUINFO) -> dict:
             k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR") if k in os.environ
         },  # fmt: skip
         "amx_bf16": "amx_bf16" in flags,
+        # What `precision: auto` chooses on this CPU under these settings (cpu.native_bf16_rule).
+        "native_bf16": cpu.native_bf16_rule(flags, os.environ.get(cpu.ONEDNN_CAP)),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "torch_threads": torch.get_num_threads(),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tlstudy import augment, data, engine, models, pacs, resume, synthetic, uncertainty
+from tlstudy import augment, data, engine, memory, models, pacs, resume, synthetic, uncertainty
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json
 from tlstudy.curves import plot_rows, write_curves
@@ -93,6 +93,13 @@ def run(params: dict, name: str) -> dict:
 
     root = source_root(params, name)
     entries = scan(root, spec["domains"], classes)
+    need = memory.training_bytes(
+        size, spec["batch_size"], speed.eval_batch, len(entries) * 3 * size * size, dev.type == "cpu"
+    )
+    memory.check(
+        need, f"data.image_size = {size} with pretrain.{name}.batch_size = {spec['batch_size']}",
+        f"pretraining on {len(entries)} images", "lower data.image_size or the batch size",
+    )  # fmt: skip
     cache, _ = data.build_cache(root, entries, classes, size, "error")
     domains = [p.split("/")[0] for p in cache["paths"]]
     keys = list(zip(domains, [p.split("/")[1] for p in cache["paths"]]))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from tlstudy import augment, data, engine, models, placement, resume
+from tlstudy import augment, data, engine, memory, models, placement, resume
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json
 from tlstudy.curves import plot_rows, write_curves
@@ -58,6 +58,16 @@ def load_split(dataset: data.Dataset, subset: str, dev: torch.device) -> engine.
         data.check_fits(x_train.nbytes + x_val.nbytes, free // 2, f"the {subset} images", str(dev))
     as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=dev).view(1, 3, 1, 1)  # noqa: E731
     return engine.Split(x_train.to(dev), y_train.to(dev), x_val.to(dev), y_val.to(dev), as_col(mean), as_col(std))
+
+
+def check_memory(params: dict, images: Path, speed: engine.Speed) -> None:
+    """Refuse a stage whose images and steps would not fit, before loading anything."""
+    size, batch = params["data"]["image_size"], params["batch_size"]
+    need = memory.training_bytes(size, batch, speed.eval_batch, images.stat().st_size, speed.device.type == "cpu")
+    memory.check(
+        need, f"data.image_size = {size} with batch_size = {batch}", "training on these images",
+        "lower data.image_size or batch_size",
+    )  # fmt: skip
 
 
 def better(result: engine.Result, current: engine.Result | None) -> bool:
@@ -143,6 +153,7 @@ def run(params: dict, part: str) -> None:
     inputs = [Path("work/images.pt"), Path("manifest.csv"), Path("metrics/stats.json")]
     if P.backbone_of(params, part) is not None:
         inputs.append(Path(spec["init"]))
+    check_memory(params, inputs[0], speed)
     dataset = data.load(*inputs[:2])
     split = load_split(dataset, spec["subset"], dev)
     n_train = len(split.x_train)

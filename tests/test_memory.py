@@ -1,0 +1,105 @@
+"""A setting whose memory need is beyond the machine is refused before anything is allocated, in
+one line naming the key, the need and what is free; never an OOM kill."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import PROJECT
+
+from tlstudy import fetch, memory, stats, train
+
+
+def too_large_for_training(batch_size: int) -> int:
+    """An image size whose training step needs twice the memory free here, whatever this machine has."""
+    free = memory.free()[0]
+    size = 256
+    while memory.training_bytes(size, batch_size, 256, 0, True) < 2 * free:
+        size *= 2
+    return size
+
+
+def stage(folder, *argv):
+    env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"))
+    return subprocess.run(
+        [sys.executable, "-m", "tlstudy.stage", *argv], cwd=folder, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_free_memory_is_known_here_and_at_most_memavailable():
+    free, where = memory.free()
+    assert 0 < free <= memory.mem_available() and where in {"MemAvailable", "the cgroup's limit"}
+
+
+def test_demo_data_at_an_image_size_beyond_memory_is_refused_before_any_image_is_drawn(params, in_tmp):
+    size = 1
+    while 2 * params["data"]["synthetic_per_class"] * 7 * 3 * size * size < 2 * memory.free()[0]:
+        size *= 2
+    params["data"]["image_size"] = size
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    r = stage(in_tmp, "fetch")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: params: data.image_size = {size}: decoding {12 * 7} images at {size} px needs about ")
+    assert "GiB is free here (" in line and "lower data.image_size" in line
+    assert not (in_tmp / "work").exists()  # no synthetic image was drawn, nothing decoded
+
+
+def test_a_training_step_beyond_memory_is_refused_before_the_images_are_loaded(params, in_tmp, monkeypatch):
+    fetch.run(params)
+    stats.run(params)
+    size = too_large_for_training(params["batch_size"])
+    params["data"]["image_size"] = size
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    r = stage(in_tmp, "train", "--part", "scratch")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(
+        f"error: params: data.image_size = {size} with batch_size = {params['batch_size']}: training on these images "
+        "needs about "
+    )
+    assert not (in_tmp / "models").exists()
+    # At the size the images have, the same check lets the stage run.
+    params["data"]["image_size"] = 32
+    train.check_memory(params, in_tmp / "work/images.pt", train.engine.speed_for(train.engine.device(), "fp32", 32))
+
+
+def test_the_estimate_grows_with_the_image_and_the_batch():
+    small, large = memory.training_bytes(64, 32, 256, 0, True), memory.training_bytes(227, 32, 256, 0, True)
+    assert small < large < memory.training_bytes(227, 64, 256, 0, True)
+    # On a GPU the steps are its own memory's concern; the host holds the images (twice).
+    assert memory.training_bytes(227, 32, 1024, 10**9, False) == 2 * 10**9 + memory.FIXED
+    total, largest = memory.activation_elements(224)
+    assert largest == 64 * 112 * 112 and total > 3 * largest  # conv1, bn1 and relu give that size each
+
+
+def test_the_cgroup_limit_counts_where_it_is_tighter(tmp_path):
+    root, proc = tmp_path / "cgroup", tmp_path / "self_cgroup"
+    job = root / "slurm" / "job_7"
+    job.mkdir(parents=True)
+    (root / "slurm" / "memory.max").write_text("max\n")
+    (root / "slurm" / "memory.current").write_text("100\n")
+    (job / "memory.max").write_text(f"{4 << 30}\n")
+    (job / "memory.current").write_text(f"{1 << 30}\n")
+    proc.write_text("0::/slurm/job_7\n")
+    assert memory.cgroup_headroom(root, proc) == 3 << 30
+    proc.write_text("0::/\n")
+    assert memory.cgroup_headroom(root, proc) is None  # no limit anywhere
+    v1 = root / "memory" / "docker" / "abc"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{1 << 29}\n")
+    proc.write_text("5:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n")
+    assert memory.cgroup_headroom(root, proc) == (2 << 30) - (1 << 29)
+
+
+def test_the_refusal_names_the_setting_the_need_and_what_is_free():
+    with pytest.raises(memory.MemoryNeedError) as info:
+        memory.check(3 << 30, "data.image_size = 900", "decoding 10 images", "lower data.image_size", (1 << 30, "X"))
+    assert str(info.value) == (
+        "params: data.image_size = 900: decoding 10 images needs about 3.0 GiB of memory, but 1.0 GiB is free here "
+        "(X); lower data.image_size, or run on a machine with more memory"
+    )
+    memory.check(1 << 30, "k", "w", "l", (1 << 30, "X"))  # exactly what is free: allowed
