@@ -42,7 +42,8 @@ def test_demo_data_at_an_image_size_beyond_memory_is_refused_before_any_image_is
     r = stage(in_tmp, "fetch")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     (line,) = r.stderr.strip().splitlines()
-    assert line.startswith(f"error: params: data.image_size = {size}: decoding {12 * 7} images at {size} px needs about ")
+    expected = f"error: params: data.image_size = {size}: decoding {12 * 7} images at {size} px needs about "
+    assert line.startswith(expected)
     assert "GiB is free here (" in line and "lower data.image_size" in line
     assert not (in_tmp / "work").exists()  # no synthetic image was drawn, nothing decoded
 
