@@ -40,15 +40,24 @@ OVERLAY = {
 }
 JOBS = {"data", "pretrain@pacs_sources", "train@scratch", "transfer@fewshot_finetune_pacs", "final"}
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED"}  # states of a job that goes on
-TIMING = {"seconds", "sec_per_epoch", "ms_per_example"}  # what differs between two runs of the same params
+TIMING = {
+    "seconds",
+    "sec_per_epoch",
+    "ms_per_example",
+    "checkpoint_s",
+}  # what differs between two runs of the same params
 LIMIT = 900  # seconds any one command may take: a hung job fails the test instead of hanging the suite
-GRID = "+parts.scratch.lr=[0.03,0.01,0.003,0.001]"  # four runs in train@scratch (a new key: hydra's +)
+# Four runs of four epochs in train@scratch (new keys: hydra's +).
+GRID = ["-S", "+parts.scratch.lr=[0.03,0.01,0.003,0.001]", "-S", "+parts.scratch.epochs=4"]
 KEPT = "finished before the stage was interrupted; kept"  # train's line for each run it resumes
 
 
 def env() -> dict:
-    # As a user with the virtual environment activated: the stages call `python -m tlstudy`.
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # As a user with the virtual environment activated: the stages call `python -m tlstudy`. A
+    # checkpoint after every epoch (sbatch passes the environment on), so that a requeue lands
+    # inside a run even at epochs this short.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return dict(os.environ, PATH=path, TLSTUDY_CHECKPOINT_SHARE="1")
 
 
 def slurm(ws: Path, *args: str) -> subprocess.CompletedProcess:
@@ -207,33 +216,46 @@ def test_a_failing_part_keeps_the_final_job_from_running_and_is_named(study):
 
 @pytest.mark.slow
 def test_a_train_job_preempted_or_cancelled_mid_grid_continues(study):
-    """Requeued (as Slurm preempts): the job resumes in its copy. Cancelled: the same command
-    submitted again resumes it. Either way the finished runs are kept, and the results are those
-    of a sequential run."""
+    """Requeued (as Slurm preempts) inside a run: the job resumes in its copy, that run at the
+    epoch after its last checkpoint. Cancelled: the same command submitted again resumes it.
+    Either way the finished runs are kept, and the results are those of a sequential run."""
     ws, seq = study["cluster"], study["sequential"]
-    r = slurm(ws, "submit", "-S", GRID)
+    r = slurm(ws, "submit", *GRID)
     assert r.returncode == 0, r.stdout + r.stderr
     first = jobs_of(ws)
     job_id, log = first["train@scratch"]["job_id"], Path(first["train@scratch"]["log"])
     runs = Path(submission(ws)["folder"]) / "jobs" / "train@scratch" / "work" / "runs" / "scratch"
     deadline = time.monotonic() + LIMIT
 
-    def finished() -> int:
-        return len(list(runs.rglob("*.json")))
+    def records() -> list[str]:
+        return [p.name for p in runs.rglob("*.json")]
+
+    def finished() -> int:  # a finished run's record is <key>.json; a checkpoint's, <key>.e<epoch>.json
+        return sum(name.count(".") == 1 for name in records())
+
+    def mid_run() -> int:
+        """The newest checkpointed epoch of a run that has not finished (0: none)."""
+        done = {n.split(".")[0] for n in records() if n.count(".") == 1}
+        epochs = [int(n.split(".")[1][1:]) for n in records() if n.count(".") == 2 and n.split(".")[0] not in done]
+        return max(epochs, default=0)
 
     def wait_for(what: str, done) -> None:
         while not done():
             assert scontrol(job_id)["JobState"] in ACTIVE, f"the job ended before {what}"
             assert time.monotonic() < deadline, f"no {what} in time"
-            time.sleep(0.2)
+            time.sleep(0.05)
 
-    wait_for("a finished run", lambda: finished() >= 1)
+    wait_for("a finished run and the next one mid-way", lambda: finished() >= 1 and mid_run() >= 1)
     # As Slurm preempts: the job goes back to the queue (for the credential lifetime, 20 s on the
     # cluster of scripts/slurm-cluster.sh) and starts again in its copy.
     subprocess.run(["scontrol", "requeue", job_id], check=True)
     wait_for("resumed run", lambda: KEPT in log.read_text())
     before = log.read_text().count(KEPT)
     assert "restart 1" in log.read_text() and scontrol(job_id)["Restarts"] == "1"
+    after_requeue = log.read_text().split("restart 1", 1)[1]
+    wait_for("the interrupted run continued", lambda: "continuing after epoch" in log.read_text().split("restart 1")[1])
+    epoch = int(re.search(r"continuing after epoch (\d+), from its checkpoint", log.read_text()).group(1))
+    assert 1 <= epoch < 4, after_requeue
     wait_for("run after the requeue", lambda: finished() > before)
 
     subprocess.run(["scancel", job_id], check=True)
@@ -245,7 +267,7 @@ def test_a_train_job_preempted_or_cancelled_mid_grid_continues(study):
     assert before < kept < 4
     assert scontrol(first["final"]["job_id"])["JobState"] == "CANCELLED"
 
-    r = slurm(ws, "submit", "-S", GRID, "--wait")
+    r = slurm(ws, "submit", *GRID, "--wait")
     assert r.returncode == 0, r.stdout + r.stderr
     again = jobs_of(ws)
     assert again["train@scratch"]["job_id"] != job_id
@@ -254,7 +276,7 @@ def test_a_train_job_preempted_or_cancelled_mid_grid_continues(study):
     resumed = Path(again["train@scratch"]["log"]).read_text()
     assert resumed.count(KEPT) == kept, resumed
 
-    dvc(seq, "exp", "run", "-S", GRID)
+    dvc(seq, "exp", "run", *GRID)
     assert outputs(ws) == outputs(seq)
 
 
