@@ -174,7 +174,10 @@ def test_duplicate_lines_in_a_split_list_are_rejected_with_the_line(tmp_path):
 
 def test_a_cache_larger_than_memory_is_refused_before_decoding(tmp_path, synthetic_root):
     classes, entries = D.scan(synthetic_root)
-    with pytest.raises(D.DataError, match=r"decoding 105 images at 200000 px needs .* GiB but this machine has"):
+    from tlstudy import errors
+
+    pattern = r"params: data.image_size = 200000: decoding 105 images at 200000 px needs about .* GiB of memory, but"
+    with pytest.raises(errors.ParamsError, match=pattern):
         D.build_cache(synthetic_root, entries, classes, 200_000, "error")
 
 

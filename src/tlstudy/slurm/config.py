@@ -13,9 +13,14 @@ pretraining's, `report` the final job; `extra` is passed to sbatch as it is.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tlstudy.slurm.errors import SlurmError
+
+# sbatch's --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours,
+# days-hours:minutes, days-hours:minutes:seconds, or no limit.
+TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE", re.I)
 
 KINDS = ("data", "train", "report")
 RESOURCES = {
@@ -68,6 +73,11 @@ def load(path: Path) -> dict:
                 raise SlurmError(f"{where} must be a whole number of at least 1, got {setting!r}")
             elif not isinstance(setting, (str, int)) or isinstance(setting, bool) or str(setting) == "":
                 raise SlurmError(f"{where} must be a string or a number, got {setting!r}")
+            elif name == "time" and not TIME.fullmatch(str(setting)):
+                raise SlurmError(
+                    f"{where} is {setting!r}, not a time sbatch takes: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or "
+                    'D-HH:MM:SS (quote it in YAML: time: "16:00:00")'
+                )
     return config
 
 

@@ -98,15 +98,19 @@ def make(dest: Path, root: Path, commit: str, params: dict[str, str], cache: Pat
         shutil.copyfile(local, dest / ".dvc" / "config.local")
     else:
         (dest / ".dvc" / "config.local").unlink(missing_ok=True)
-    from dvc.config import Config
+    # The checkout's cache (its run-cache with it), or one of the copy's own, whatever the
+    # checkout's config says, when a remote carries the outputs. Written as UTF-8 with configobj
+    # (DVC's own format): DVC's config writer encodes ASCII only, and fails on a path like
+    # /scratch/étude (DVC 3.67.1), while it reads UTF-8.
+    from configobj import ConfigObj
 
-    config = Config(dvc_dir=str(dest / ".dvc"), validate=False)
-    with config.edit("local") as local_conf:
-        # The checkout's cache (its run-cache with it), or one of the copy's own, whatever the
-        # checkout's config says, when a remote carries the outputs.
-        local_conf.setdefault("cache", {})["dir"] = str(cache or dest / ".dvc" / "cache")
-        if remote:
-            local_conf.setdefault("core", {})["remote"] = remote
+    path = dest / ".dvc" / "config.local"
+    conf = ConfigObj(str(path), encoding="utf-8") if path.exists() else ConfigObj(encoding="utf-8")
+    conf.filename = str(path)
+    conf.setdefault("cache", {})["dir"] = str(cache or dest / ".dvc" / "cache")
+    if remote:
+        conf.setdefault("core", {})["remote"] = remote
+    conf.write()
     for rel in links:
         link = dest / rel
         if not link.exists() and not link.is_symlink():

@@ -10,10 +10,13 @@ from pathlib import Path
 
 from tlstudy.slurm.plan import Job
 
+# Every value below reaches bash quoted for it (shlex.quote, never inside a double-quoted string:
+# a path may hold ', ", $ or spaces), and a value in a comment has its line breaks escaped, so
+# that no checkout path or -S value can run as a command.
 HEADER = """#!/bin/bash
-{sbatch}
 # Written by `python -m tlstudy slurm submit` for {checkout} at commit {commit}
 # (params {key}): {what}.
+# Submitted as: sbatch {sbatch}
 set -u
 record() {{
   # How this attempt ended, for `python -m tlstudy slurm status` once Slurm has forgotten the job.
@@ -21,25 +24,30 @@ record() {{
     "$SLURM_JOB_ID" "$1" "$2" "${{SLURM_RESTART_COUNT:-0}}" "$(hostname)" "$(date -Iseconds)" >{record}.tmp
   mv {record}.tmp {record}
 }}
-cd {cwd} || {{ echo "tlstudy slurm: {cwd} is gone" >&2; record FAILED 1; exit 1; }}
+cd {cwd} || {{ echo "tlstudy slurm: "{cwd}" is gone" >&2; record FAILED 1; exit 1; }}
 # The stages run `python -m tlstudy` from this folder's own code, the code DVC hashes.
 export PATH={path}:"$PATH" PYTHONPATH={cwd}/src DVC_NO_ANALYTICS=1
 # One download of PACS for every job (fetch's, then pretraining's), kept in the checkout for later runs.
-export TLSTUDY_DOWNLOADS=${{TLSTUDY_DOWNLOADS:-{downloads}}}
+if [ -z "${{TLSTUDY_DOWNLOADS:-}}" ]; then export TLSTUDY_DOWNLOADS={downloads}; else export TLSTUDY_DOWNLOADS; fi
 # The GPU comes from Slurm (CUDA_VISIBLE_DEVICES); TLSTUDY_GPUS's lock files share the GPUs of one host.
 unset TLSTUDY_GPUS
 # PyTorch's threads follow the CPUs asked for (a node's other cores are other jobs').
 if [ -n "${{SLURM_CPUS_PER_TASK:-}}" ]; then export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK; fi
-echo "tlstudy slurm: {name}: job $SLURM_JOB_ID, restart ${{SLURM_RESTART_COUNT:-0}}, $(hostname), $(date -Iseconds)"
+echo "tlstudy slurm: "{name}": job $SLURM_JOB_ID, restart ${{SLURM_RESTART_COUNT:-0}}, $(hostname), $(date -Iseconds)"
 echo "tlstudy slurm: in $PWD"
 record RUNNING null
 """
 
 FOOTER = """rc=$?
 if [ $rc -eq 0 ]; then record COMPLETED 0; else record FAILED $rc; fi
-echo "tlstudy slurm: {name}: exit $rc, $(date -Iseconds)"
+echo "tlstudy slurm: "{name}": exit $rc, $(date -Iseconds)"
 exit $rc
 """
+
+
+def comment(text: object) -> str:
+    """A value as it may stand in a comment line: its line breaks escaped."""
+    return str(text).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,11 @@ class Target:
     def head(self, job: Job, cwd: Path, record: Path, options: list[str], what: str) -> str:
         from tlstudy.profile import _python_on_path
 
+        args = sbatch_args(job, self.base / "logs", options)
         return HEADER.format(
-            sbatch=sbatch_lines(job, self.base / "logs", options), checkout=self.checkout, commit=self.commit,
-            key=self.key, what=what, record=shlex.quote(str(record)), cwd=shlex.quote(str(cwd)),
-            path=shlex.quote(_python_on_path(cwd)), name=job.name,
+            sbatch=comment(" ".join(shlex.quote(a) for a in args)), checkout=comment(self.checkout),
+            commit=self.commit, key=self.key, what=comment(what), record=shlex.quote(str(record)),
+            cwd=shlex.quote(str(cwd)), path=shlex.quote(_python_on_path(cwd)), name=shlex.quote(job.name),
             downloads=shlex.quote(str(self.checkout / "work" / "downloads")),
         )  # fmt: skip
 
@@ -67,8 +76,10 @@ class Target:
         return " ".join(shlex.quote(a) for a in (self.dvc, *args))
 
 
-def sbatch_lines(job: Job, log_dir: Path, options: list[str]) -> str:
-    lines = [
+def sbatch_args(job: Job, log_dir: Path, options: list[str]) -> list[str]:
+    """The job's sbatch options, given on sbatch's command line (an argument list: no quoting
+    for a shell or for #SBATCH lines to get wrong)."""
+    return [
         f"--job-name=tlstudy:{job.name}",
         # %j: a resubmitted job is a new Slurm job with a log of its own; a requeued one appends.
         f"--output={log_dir / (job.folder + '.%j.log')}",
@@ -77,7 +88,6 @@ def sbatch_lines(job: Job, log_dir: Path, options: list[str]) -> str:
         "--requeue",
         *options,
     ]
-    return "\n".join(f"#SBATCH {shlex.quote(line)}" for line in lines)
 
 
 def part_script(t: Target, job: Job, copy: Path, record: Path, options: list[str]) -> str:
@@ -95,7 +105,7 @@ def part_script(t: Target, job: Job, copy: Path, record: Path, options: list[str
     steps.append(" ".join(shlex.quote(a) for a in helper))
     body.append(" && ".join(steps))
     head = t.head(job, copy, record, options, f"the stages {' '.join(job.stages)} in their own working copy")
-    return head + "\n".join(body) + "\n" + FOOTER.format(name=job.name)
+    return head + "\n".join(body) + "\n" + FOOTER.format(name=shlex.quote(job.name))
 
 
 def final_script(t: Target, job: Job, record: Path, options: list[str], params_sha: dict[str, str],
@@ -107,8 +117,9 @@ def final_script(t: Target, job: Job, record: Path, options: list[str], params_s
     checks = [f'[ "$(git rev-parse HEAD)" = {t.commit} ] || {{ echo "tlstudy slurm: the checkout is no longer at '
               f'{t.commit[:10]} (submitted); submit again" >&2; record FAILED 3; exit 3; }}']  # fmt: skip
     for file, sha in sorted(params_sha.items()):
+        f = shlex.quote(file)
         checks.append(
-            f'[ "$(sha256sum {shlex.quote(file)} | cut -d" " -f1)" = {sha} ] || {{ echo "tlstudy slurm: {file} '
+            f'[ "$(sha256sum {f} | cut -d" " -f1)" = {sha} ] || {{ echo "tlstudy slurm: "{f}" '
             f'changed in the checkout since the submission; submit again" >&2; record FAILED 3; exit 3; }}'
         )
     if overrides:
@@ -120,4 +131,4 @@ def final_script(t: Target, job: Job, record: Path, options: list[str], params_s
     # The user may run DVC in the checkout meanwhile: wait for its lock rather than fail.
     body = [*checks, t.run("--wait-for-lock", *run)]
     head = t.head(job, t.checkout, record, options, f"`dvc {' '.join(run)}` in the checkout")
-    return head + "\n".join(body) + "\n" + FOOTER.format(name=job.name)
+    return head + "\n".join(body) + "\n" + FOOTER.format(name=shlex.quote(job.name))

@@ -1,6 +1,10 @@
-"""Every job's state: Slurm's own while the controller remembers the job (`scontrol show job`,
-MinJobAge), its accounting where the cluster keeps one (`sacct`), and otherwise the record the
-job script wrote when it started and ended."""
+"""Every job's state: Slurm's own while the controller remembers the job (`squeue -j` for this
+submission's jobs only, MinJobAge), its accounting where the cluster keeps one (`sacct -j`), and
+otherwise the record the job script wrote when it started and ended.
+
+A query that fails or times out (a busy controller, a network blip) is "unknown for now", raised
+as QueryError, never read as "Slurm forgot the job": the callers retry, and `submit` never
+submits a job again that it cannot show has ended."""
 
 from __future__ import annotations
 
@@ -11,32 +15,69 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tlstudy.slurm.errors import SlurmError
+
 # States in which a job may still run: its working copy is not free, and the final job may follow.
 ACTIVE = {
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
     "SIGNALING", "STAGE_OUT", "SUSPENDED",
 }  # fmt: skip
+QUERY_TIMEOUT_S = 60
+# What squeue and scontrol print for job ids the controller no longer holds: an answer, not a failure.
+FORGOTTEN = "Invalid job id specified"
 
 
-def _scontrol(ids: list[str]) -> dict[str, dict[str, str]]:
-    """`scontrol show job -o`: every job the controller remembers, by id, as key=value fields."""
-    if not ids or shutil.which("scontrol") is None:
+class QueryError(SlurmError):
+    """Slurm did not answer a query about the jobs (a failed or timed-out command): their states
+    are unknown for now."""
+
+
+def _ask(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise QueryError(f"{argv[0]} did not answer within {QUERY_TIMEOUT_S} s") from exc
+    except OSError as exc:
+        raise QueryError(f"{argv[0]}: {exc}") from exc
+
+
+def _squeue(ids: list[str]) -> dict[str, dict[str, str]]:
+    """The jobs among `ids` the controller remembers, finished ones included (`-t all`), by id:
+    JobId, JobName, JobState, Reason. One query for the submission's jobs, whatever the cluster holds."""
+    if not ids or shutil.which("squeue") is None:
         return {}
-    r = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True)
+    r = _ask(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%j|%T|%r"])
+    if r.returncode:
+        if FORGOTTEN in r.stderr:  # none of them is known any more
+            return {}
+        raise QueryError(f"squeue failed (exit {r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
     known = {}
     for line in r.stdout.splitlines():
-        fields = dict(re.findall(r"(\w+)=(\S*)", line))
-        if fields.get("JobId") in ids:
-            known[fields["JobId"]] = fields
+        parts = line.strip().split("|")
+        if len(parts) == 4 and parts[0] in ids:
+            known[parts[0]] = dict(zip(("JobId", "JobName", "JobState", "Reason"), parts))
     return known
 
 
+def _scontrol(job_id: str) -> dict[str, str]:
+    """One job's fields from `scontrol show job -o <id>` (its exit code): {} if it is forgotten."""
+    r = _ask(["scontrol", "show", "job", "-o", job_id])
+    if r.returncode:
+        if FORGOTTEN in r.stderr:
+            return {}
+        raise QueryError(f"scontrol show job {job_id} failed (exit {r.returncode}): {r.stderr.strip()}")
+    return dict(re.findall(r"(\w+)=(\S*)", r.stdout))
+
+
 def _sacct(ids: list[str]) -> dict[str, tuple[str, str, str]]:
-    """(state, exit code, job name) per job from accounting; nothing where the cluster keeps none."""
+    """(state, exit code, job name) per job from accounting; nothing where the cluster keeps none
+    (sacct then fails at once, saying so: the records answer instead)."""
     if not ids or shutil.which("sacct") is None:
         return {}
-    r = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,JobName", "-j", ",".join(ids)],
-                       capture_output=True, text=True)  # fmt: skip
+    try:
+        r = _ask(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,JobName", "-j", ",".join(ids)])
+    except QueryError:
+        return {}
     if r.returncode:
         return {}
     out = {}
@@ -58,7 +99,7 @@ def rows(submission: dict) -> list[dict]:
     ids = [j["job_id"] for j in submission["jobs"]]
     names = {j["job_id"]: f"tlstudy:{j['name']}" for j in submission["jobs"]}
     # A cluster started afresh numbers its jobs from 1 again: an id alone may be another job.
-    slurm = {i: f for i, f in _scontrol(ids).items() if f.get("JobName") == names[i]}
+    slurm = {i: f for i, f in _squeue(ids).items() if f.get("JobName") == names[i]}
     accounting = {i: v for i, v in _sacct([i for i in ids if i not in slurm]).items() if v[2] == names[i]}
     out = []
     for job in submission["jobs"]:
@@ -67,10 +108,11 @@ def rows(submission: dict) -> list[dict]:
         if jid in slurm:
             s = slurm[jid]
             state = s.get("JobState", "UNKNOWN")
-            reason, code = s.get("Reason", "None"), s.get("ExitCode", "0:0")
+            reason = s.get("Reason", "None")
             if state in ACTIVE:
                 detail = "" if reason in ("None", "") else reason
             elif state != "COMPLETED":
+                code = _scontrol(jid).get("ExitCode", "?")
                 detail = f"exit {code}" if reason in ("None", "", "NonZeroExitCode") else reason
         elif jid in accounting:
             state, code, _ = accounting[jid]
@@ -83,7 +125,7 @@ def rows(submission: dict) -> list[dict]:
                 detail = f"exit {record['exit']}"
         else:
             state, detail = "UNKNOWN", "Slurm no longer knows this job and it never started"
-        restarts = int((slurm.get(jid) or {}).get("Restarts", 0) or (record or {}).get("restarts", 0) or 0)
+        restarts = int((record or {}).get("restarts", 0) or 0) if (record or {}).get("job_id") == jid else 0
         if restarts:
             detail = ", ".join(filter(None, [detail, f"requeued {restarts}x"]))
         out.append({**job, "state": state, "detail": detail})

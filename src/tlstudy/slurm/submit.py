@@ -64,8 +64,42 @@ def _check_remote(root: Path, remote: str) -> None:
         )
 
 
-def _sbatch(script: Path, after: list[str]) -> str:
-    argv = ["sbatch", "--parsable"]
+def check_plan(jobs: list[plan.Job]) -> None:
+    """Every job waits only for jobs submitted before it, once each: otherwise an sbatch midway
+    would name a job that does not exist yet."""
+    seen: set[str] = set()
+    for job in jobs:
+        if job.name in seen:
+            raise SlurmError(f"the plan has two jobs named {job.name!r}; stages: {' '.join(job.stages)}")
+        missing = [a for a in job.after if a not in seen]
+        if missing:
+            raise SlurmError(
+                f"the plan is not in dependency order: job {job.name} waits for {', '.join(missing)}, which "
+                "would be submitted after it (do its stages wait on each other in dvc.yaml?)"
+            )
+        seen.add(job.name)
+
+
+def check_options(opts: dict[str, list[str]], kinds: set[str], config_file: Path) -> None:
+    """Each kind of job's options, as sbatch would take them, before anything is queued: `sbatch
+    --test-only` checks the partition, account, time and resources against the cluster."""
+    for kind in sorted(kinds):
+        argv = ["sbatch", "--test-only", "--job-name=tlstudy-check", *opts[kind], "--wrap=true"]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=status.QUERY_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            limit = status.QUERY_TIMEOUT_S
+            raise SlurmError(f"sbatch --test-only did not answer in {limit} s; nothing was submitted") from exc
+        if r.returncode:
+            text = r.stderr.strip() or r.stdout.strip()
+            said = "; ".join(line.replace("sbatch: error: ", "").strip() for line in text.splitlines() if line.strip())
+            where = f"{config_file}: '{kind}'" if opts[kind] else f"the {kind} jobs (no options in {config_file})"
+            asked = " ".join(opts[kind]) or "the defaults"
+            raise SlurmError(f"{where}: Slurm refuses {asked}: {said}; nothing was submitted")
+
+
+def _sbatch(script: Path, after: list[str], options: list[str]) -> str:
+    argv = ["sbatch", "--parsable", *options]
     if after:
         # A failed or cancelled dependency cancels the job instead of leaving it pending forever.
         argv += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
@@ -75,13 +109,52 @@ def _sbatch(script: Path, after: list[str]) -> str:
     return r.stdout.strip().split(";")[0]
 
 
-def _previous(base: Path) -> dict[str, dict]:
+def rows_retrying(submission: dict, tries: int = 3, pause_s: float = 5.0, out=print) -> list[dict]:
+    """status.rows, asked again when Slurm does not answer; QueryError after `tries` failures."""
+    for attempt in range(1, tries + 1):
+        try:
+            return status.rows(submission)
+        except status.QueryError as exc:
+            if attempt == tries:
+                raise
+            out(f"slurm: {exc}; asking again in {pause_s:g} s ({attempt} of {tries - 1} retries)")
+            time.sleep(pause_s)
+    raise AssertionError  # unreachable
+
+
+def _previous(base: Path, out=print) -> dict[str, dict]:
     """The jobs of the last submission with these params, by name, with their states now."""
     path = base / "submission.json"
     if not path.exists():
         return {}
     record = json.loads(path.read_text())
-    return {row["name"]: row for row in status.rows(record)}
+    try:
+        rows = rows_retrying(record, out=out)
+    except status.QueryError as exc:
+        raise SlurmError(
+            f"cannot tell whether the jobs of the last submission ({path}) have ended: {exc}. Nothing was "
+            "submitted (a job still running would run twice in its copy); try again when Slurm answers"
+        ) from exc
+    return {row["name"]: row for row in rows}
+
+
+def _cancel(queued: list[str], submission: dict, save) -> str:
+    """After a failed sbatch: cancel what this submit queued (their stages would run, and the final
+    job never), keep them in the record as cancelled, and say which."""
+    if not queued:
+        return "nothing had been queued by this submit"
+    r = subprocess.run(["scancel", *queued], capture_output=True, text=True)
+    submission["cancelled"] = queued
+    save()
+    if r.returncode:
+        return (
+            f"cancelling the {len(queued)} job(s) this submit had queued failed ({r.stderr.strip()}): cancel them "
+            f"yourself: scancel {' '.join(queued)}"
+        )
+    return (
+        f"cancelled the {len(queued)} job(s) this submit had queued ({' '.join(queued)}); they stay in the record "
+        "(python -m tlstudy slurm status); fix the cause and submit the same command again"
+    )
 
 
 def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | None = None,
@@ -106,9 +179,10 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
     pipeline = plan.read(base / ".plan")
     copies.check_clean(root, pipeline, set(params))
     jobs = plan.from_graph(pipeline.edges)
+    check_plan(jobs)
     require_slurm()  # after the checks of the input, which need no cluster
 
-    previous = _previous(base)
+    previous = _previous(base, out)
     if previous.get(plan.FINAL, {}).get("state") in status.ACTIVE:
         final = previous[plan.FINAL]
         raise SlurmError(
@@ -123,9 +197,24 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
     for sub in ("logs", "scripts", "state"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     opts = {kind: C.sbatch_options(config, kind) for kind in C.KINDS}
+    check_options(opts, {job.kind for job in jobs}, config_file or root / CONFIG)
     params_sha = {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in params}
     ids: dict[str, str] = {}
-    rows = []
+    rows: list[dict] = []
+    submission = {
+        "submitted": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "checkout": str(root), "commit": commit, "key": key, "folder": str(base),
+        "overrides": overrides, "remote": remote, "name": name, "jobs": rows,
+    }  # fmt: skip
+    queued: list[str] = []  # the jobs this submit queued, in order
+
+    def save() -> None:
+        # Written after every sbatch, so that `status` and the next submit see every job queued
+        # so far, whatever happens next; never half-written.
+        write_json(base / "submission.json", submission)
+        (root / LATEST).parent.mkdir(parents=True, exist_ok=True)
+        write_json(root / LATEST, {"folder": str(base)})
+
     for job in jobs:
         row = {"name": job.name, "kind": job.kind, "part": job.part, "stages": job.stages, "after": job.after,
                "record": str(base / "state" / f"{job.folder}.json")}  # fmt: skip
@@ -146,19 +235,17 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
             text = scripts.part_script(target, job, copy, record, opts[job.kind])
         script = base / "scripts" / f"{job.folder}.sh"
         script.write_text(text)
-        ids[job.name] = _sbatch(script, [ids[a] for a in job.after])
+        try:
+            args = scripts.sbatch_args(job, base / "logs", opts[job.kind])
+            ids[job.name] = _sbatch(script, [ids[a] for a in job.after], args)
+        except SlurmError as exc:
+            raise SlurmError(f"{exc}\n{_cancel(queued, submission, save)}") from exc
+        queued.append(ids[job.name])
         rows.append({**row, "job_id": ids[job.name], "log": str(base / "logs" / f"{job.folder}.{ids[job.name]}.log")})
+        save()
 
-    submission = {
-        "submitted": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "checkout": str(root), "commit": commit, "key": key, "folder": str(base),
-        "overrides": overrides, "remote": remote, "name": name, "jobs": rows,
-    }  # fmt: skip
-    # `status` may read these while a submission writes them: never half-written.
-    write_json(base / "submission.json", submission)
-    (root / LATEST).parent.mkdir(parents=True, exist_ok=True)
-    write_json(root / LATEST, {"folder": str(base)})
-    out(status.table(status.rows(submission)))
+    save()
+    out(status.table(rows_retrying(submission, out=out)))
     final = ids[plan.FINAL]
     if not wait:
         out(f"submitted: the final job is {final}; `python -m tlstudy slurm status` shows every job")
@@ -167,11 +254,23 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
 
 
 def wait_for(submission: dict, out=print, poll_s: float = 5.0) -> int:
-    """Until the final job ends; non-zero when any job failed (naming it, with its log's end)."""
+    """Until the final job ends; non-zero when any job failed (naming it, with its log's end). A
+    query Slurm does not answer is said once per outage and asked again: the jobs' states are
+    unknown then, never taken as an end."""
     final = next(j for j in submission["jobs"] if j["name"] == plan.FINAL)
-    shown = ""
+    shown, silent = "", False
     while True:
-        rows = status.rows(submission)
+        try:
+            rows = status.rows(submission)
+        except status.QueryError as exc:
+            if not silent:
+                out(f"slurm: {exc}; the jobs' states are unknown for now, asking again every {poll_s:g} s")
+            silent = True
+            time.sleep(poll_s)
+            continue
+        if silent:
+            out("slurm: Slurm answers again")
+            silent = False
         now = status.table(rows)
         if now != shown:
             out(f"-- {datetime.datetime.now().strftime('%H:%M:%S')}\n{now}")
@@ -197,8 +296,14 @@ def main_status(cwd: Path, out=print) -> int:
     if not latest.exists():
         raise SlurmError(f"{root}: nothing submitted from this checkout yet (python -m tlstudy slurm submit)")
     folder = Path(json.loads(latest.read_text())["folder"])
-    submission = json.loads((folder / "submission.json").read_text())
-    rows = status.rows(submission)
+    record = folder / "submission.json"
+    if not record.is_file():
+        raise SlurmError(
+            f"{record}: the last submission's record is gone (its folder was removed or moved); submit again: "
+            "stages already done are restored from the run-cache"
+        )
+    submission = json.loads(record.read_text())
+    rows = rows_retrying(submission, out=out)
     what = " ".join(f"-S {o}" for o in submission["overrides"]) or "the current params"
     out(f"submitted {submission['submitted']} at {submission['commit'][:10]}, {what}; folder {folder}")
     out(status.table(rows))
