@@ -16,6 +16,7 @@ class Server:
         self.faults: list[str] = []
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.times: list[float] = []  # time.monotonic() of each request
+        self.pause_s = 0.0  # a pause after every 64 KiB of a body: a slow link
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,7 +68,11 @@ class Server:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self.wfile.write(chunk)
+                for i in range(0, len(chunk), 65536):
+                    self.wfile.write(chunk[i : i + 65536])
+                    if server.pause_s:
+                        self.wfile.flush()
+                        time.sleep(server.pause_s)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

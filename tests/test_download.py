@@ -105,3 +105,30 @@ def test_progress_on_a_terminal_is_a_bar_in_bytes(server, tmp_path):
     out = io.StringIO()
     get(server, tmp_path, sha256=SHA, progress=Transfer("pacs.zip", stream=out, tty=True))
     assert "pacs.zip" in out.getvalue() and "B/s" in out.getvalue()
+
+
+def test_two_processes_fetching_into_one_folder_download_once_and_both_get_the_verified_file(server, tmp_path):
+    """As two Slurm jobs sharing a download folder: one downloads, the other waits for it and
+    reuses the file; no interleaved writes, no partial file deleted under the other."""
+    import os
+    import subprocess
+    import sys
+
+    server.pause_s = 0.1  # ~16 pieces: about 2 s, long enough for the second to arrive mid-way
+    code = (
+        "import sys; from tlstudy.download import download\n"
+        "p = download(sys.argv[1], sys.argv[2], sha256=sys.argv[3], log=print)\n"
+        "print('got', p.stat().st_size)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    argv = [sys.executable, "-c", code, server.url("/pacs.zip"), str(tmp_path / "pacs.zip"), SHA]
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while not server.requests:  # the first one is downloading
+        assert first.poll() is None, first.communicate()[0]
+    second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    outs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    assert first.returncode == second.returncode == 0, outs
+    assert all(f"got {len(BODY)}" in out for out in outs)
+    assert len(server.requests) == 1  # one download
+    assert "another process is downloading it" in outs[1] and "downloaded meanwhile by another process" in outs[1]
+    assert (tmp_path / "pacs.zip").read_bytes() == BODY and not (tmp_path / "pacs.zip.part").exists()

@@ -7,11 +7,17 @@ retried like any dropped connection; a 429 or 503 waits what its Retry-After ask
 MAX_WAIT_S) before the next try. A wrong checksum removes the partial file. A full disk stops the
 download at once (atomic.DiskFullError) and keeps the partial file for the next try. Progress is
 shown as the training's is: a bar on a terminal, a line every 20 s elsewhere.
+
+Processes that fetch the same file into one folder (Slurm jobs sharing a download folder) take
+turns on `<dest>.lock` (flock, released by the OS even after a kill): one downloads, the others
+wait, then find the verified file and reuse it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import fcntl
 import hashlib
 import http.client
 import time
@@ -108,6 +114,30 @@ def download(
     if dest.exists() and (sha256 is None or sha256_of(dest) == sha256):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _turn(dest, log):
+        # Another process may have finished it while this one waited.
+        if dest.exists() and (sha256 is None or sha256_of(dest) == sha256):
+            log(f"download: {dest.name}: downloaded meanwhile by another process; using it")
+            return dest
+        return _download(url, dest, sha256, retries, timeout, backoff, log, progress)
+
+
+@contextlib.contextmanager
+def _turn(dest: Path, log):
+    """Hold `<dest>.lock` for the download; wait, saying so once, while another process holds it."""
+    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"download: {dest.name}: another process is downloading it into {dest.parent}; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _download(url, dest: Path, sha256, retries, timeout, backoff, log, progress) -> Path:
     part = dest.with_name(dest.name + ".part")
     progress = progress or Transfer(dest.name)
     last: Exception | None = None

@@ -110,12 +110,36 @@ def make(dest: Path, root: Path, commit: str, params: dict[str, str], cache: Pat
     conf.setdefault("cache", {})["dir"] = str(cache or dest / ".dvc" / "cache")
     if remote:
         conf.setdefault("core", {})["remote"] = remote
+        conf[f'remote "{remote}"'] = remote_config(root, remote)
     conf.write()
     for rel in links:
         link = dest / rel
         if not link.exists() and not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to((root / rel).resolve(), target_is_directory=(root / rel).is_dir())
+
+
+def remote_config(root: Path, name: str) -> dict:
+    """The remote's settings as the checkout has them — `.dvc/config`, committed or not (`dvc
+    remote add` writes there, and the copies are clones of HEAD), then `config.local` (credentials)
+    over it — with a local path made absolute: DVC reads a relative one against the config's folder."""
+    from configobj import ConfigObj
+
+    section = f'remote "{name}"'
+    found: dict = {}
+    for level in ("config", "config.local"):
+        path = root / ".dvc" / level
+        if path.exists():
+            found.update(ConfigObj(str(path), encoding="utf-8").get(section, {}))
+    url = found.get("url")
+    if not url:
+        raise SlurmError(
+            f"--remote {name}: no url for it in {root / '.dvc/config'} or config.local; add it there "
+            f"(dvc remote add -d {name} <url>) before submitting"
+        )
+    if "://" not in url and not Path(url).is_absolute():
+        found["url"] = str((root / ".dvc" / url).resolve())
+    return found
 
 
 def cache_dir(root: Path) -> Path:
@@ -140,17 +164,23 @@ def data_links(root: Path, params: dict) -> list[str]:
     return found
 
 
-def check_clean(root: Path, pipeline, taken: set[str]) -> None:
-    """Refuse when what the stages depend on differs from HEAD: the jobs run HEAD's code and
-    dvc.yaml, the final job the checkout's, and the run-cache would not match between them.
-    `taken`: the params files the copies get from the checkout as they are now."""
+def source_paths(pipeline, taken: set[str]) -> list[str]:
+    """What the stages depend on that no stage writes — code, data, dvc.yaml — but the params
+    files the copies get from the checkout as they are now (`taken`)."""
 
     def written(path: str) -> bool:  # an output, inside one, or a folder holding outputs (report's `metrics`)
         return any(path == o or path.startswith(f"{o}/") or o.startswith(f"{path}/") for o in pipeline.outs)
 
     paths = {p for deps in pipeline.deps.values() for p in deps if not written(p) and p not in taken}
-    paths |= pipeline.files
-    changed = git(root, "status", "--porcelain", "--untracked-files=all", "--", *sorted(paths)).splitlines()
+    return sorted(paths | pipeline.files)
+
+
+def check_clean(root: Path, pipeline, taken: set[str]) -> None:
+    """Refuse when what the stages depend on differs from HEAD: the jobs run HEAD's code and
+    dvc.yaml, the final job the checkout's, and the run-cache would not match between them.
+    `taken`: the params files the copies get from the checkout as they are now."""
+    paths = source_paths(pipeline, taken)
+    changed = git(root, "status", "--porcelain", "--untracked-files=all", "--", *paths).splitlines()
     if changed:
         listing = "\n".join(f"  {line}" for line in changed)
         head = git(root, "rev-parse", "--short", "HEAD").strip()
@@ -159,7 +189,7 @@ def check_clean(root: Path, pipeline, taken: set[str]) -> None:
             f"{listing}\nthe jobs run HEAD's code, so commit (or stash) these first; params files may differ "
             "(the jobs take them as they are now)"
         )
-    untracked = [p for p in sorted(paths) if (root / p).exists() and not git(root, "ls-files", "--", p).strip()]
+    untracked = [p for p in paths if (root / p).exists() and not git(root, "ls-files", "--", p).strip()]
     if untracked:
         raise SlurmError(
             f"{root}: stages depend on files that git does not track, so the jobs' copies of HEAD would lack "

@@ -109,21 +109,40 @@ def part_script(t: Target, job: Job, copy: Path, record: Path, options: list[str
 
 
 def final_script(t: Target, job: Job, record: Path, options: list[str], params_sha: dict[str, str],
-                 overrides: list[str], name: str | None) -> str:  # fmt: skip
-    """The final job: in the user's checkout, `dvc repro` — or `dvc exp run -S …`, a real
-    experiment — restores every stage the other jobs ran from the run-cache and runs the rest
-    (the report), writing dvc.lock. It refuses a checkout that moved since the submission, which
-    would make DVC run the whole pipeline here."""
-    checks = [f'[ "$(git rev-parse HEAD)" = {t.commit} ] || {{ echo "tlstudy slurm: the checkout is no longer at '
-              f'{t.commit[:10]} (submitted); submit again" >&2; record FAILED 3; exit 3; }}']  # fmt: skip
+                 overrides: list[str], name: str | None, sources: list[str]) -> str:  # fmt: skip
+    """The final job: in the user's checkout, `dvc repro` — or `dvc exp run --temp -S …`, a real
+    experiment that leaves the checkout's files as they are — restores every stage the other jobs
+    ran from the run-cache and runs the rest (the report), writing dvc.lock or the experiment.
+
+    Final jobs of one checkout take turns (flock on a file in .dvc/tmp/slurm), and each checks,
+    once it holds the lock, that the checkout is what was submitted: HEAD, the params files by
+    content, and the code, data and dvc.yaml the stages depend on (`sources`) unchanged from HEAD
+    — else DVC would run the whole pipeline on this one node, or record a mix of two submissions."""
+    fail = "record FAILED 3; exit 3; }"
+    lock = shlex.quote(str(t.checkout / ".dvc" / "tmp" / "slurm" / "final.lock"))
+    checks = [
+        "# One final job at a time in this checkout; each checks it after it holds the lock.",
+        f"mkdir -p {shlex.quote(str(t.checkout / '.dvc' / 'tmp' / 'slurm'))} && exec 9>>{lock} && flock 9",
+        f'[ "$(git rev-parse HEAD)" = {t.commit} ] || {{ echo "tlstudy slurm: the checkout is no longer at '
+        f'{t.commit[:10]} (submitted); submit again" >&2; {fail}',
+    ]  # fmt: skip
     for file, sha in sorted(params_sha.items()):
         f = shlex.quote(file)
         checks.append(
             f'[ "$(sha256sum {f} | cut -d" " -f1)" = {sha} ] || {{ echo "tlstudy slurm: "{f}" '
-            f'changed in the checkout since the submission; submit again" >&2; record FAILED 3; exit 3; }}'
+            f'changed in the checkout since the submission; submit again" >&2; {fail}'
         )
+    listed = " ".join(shlex.quote(p) for p in sources)
+    checks.append(
+        f"changed=$(git status --porcelain --untracked-files=all -- {listed})\n"
+        '[ -z "$changed" ] || { echo "tlstudy slurm: files the stages depend on changed in the checkout since the '
+        f'submission (the jobs ran HEAD\'s):" >&2; echo "$changed" >&2; '
+        f'echo "commit or stash them and submit again" >&2; {fail}'
+    )  # fmt: skip
     if overrides:
-        run = ["exp", "run", *(a for o in overrides for a in ("-S", o)), *(["-n", name] if name else [])]
+        # --temp: the experiment runs in a folder of DVC's own, so the checkout's params.yaml stays
+        # as the user has it (DVC would leave the overrides in it) and its outputs too.
+        run = ["exp", "run", "--temp", *(a for o in overrides for a in ("-S", o)), *(["-n", name] if name else [])]
     else:
         run = ["repro"]
     if t.remote:

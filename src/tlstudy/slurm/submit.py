@@ -62,6 +62,7 @@ def _check_remote(root: Path, remote: str) -> None:
             f"--remote {remote}: the final job runs `dvc repro --pull` in {root}, which pulls from the default "
             f"remote ({default.stdout.strip() or 'none'}); make it the default first: dvc remote default {remote}"
         )
+    copies.remote_config(root, remote)  # its url, as the copies will get it
 
 
 def check_plan(jobs: list[plan.Job]) -> None:
@@ -228,7 +229,8 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
         record = Path(row["record"])
         record.unlink(missing_ok=True)
         if job.name == plan.FINAL:
-            text = scripts.final_script(target, job, record, opts[job.kind], params_sha, overrides, name)
+            sources = copies.source_paths(pipeline, set(params))
+            text = scripts.final_script(target, job, record, opts[job.kind], params_sha, overrides, name, sources)
         else:
             copy = base / "jobs" / job.folder
             copies.make(copy, root, commit, params, cache, remote, links)
