@@ -116,3 +116,71 @@ def test_more_queued_experiments_than_workers_all_run_after_a_stopped_queue(tmp_
     # Each ran in a workspace of its own: the main one is untouched.
     assert yaml.safe_load((ws / "params.yaml").read_text())["lr"] == [0.03]
     assert json.loads((ws / "metrics/scratch.json").read_text())["sgd"]["lr"] == 0.03
+
+
+def test_an_experiment_whose_worker_was_killed_ends_the_queue_named_instead_of_waiting_forever(tmp_path):
+    """A worker killed with -9 (the OOM killer, a reboot) leaves its experiment Running in DVC's
+    queue for good; the command names it and ends with status 3 once no process has run it for
+    its grace period (30 s)."""
+    import psutil
+
+    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
+    ws = profile.run(str(tmp_path / "overlay.yaml"), str(tmp_path / "ws"), project=PROJECT, fresh=True)
+    dvc(ws, "exp", "run", "--queue", "-S", "epochs=400", "-n", "long-one")  # long enough to be killed mid-way
+    cmd = [sys.executable, "-m", "tlstudy", "queue", "-j", "1"]
+    proc = subprocess.Popen(cmd, cwd=ws, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        runs = []
+        while not runs:  # DVC's record of the process running the experiment
+            assert time.monotonic() < deadline and proc.poll() is None, "the experiment never started"
+            runs = [p for p in (ws / ".dvc/tmp/exps/run").glob("*/*.json") if not exited(p)]
+            time.sleep(0.5)
+        time.sleep(3)  # well into its training
+        victims = [json.loads(p.read_text())["pid"] for p in [*runs, ws / ".dvc/tmp/exps/celery/dvc-exp-worker-1.json"]]
+        for pid in victims:
+            for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+                p.kill()
+        out, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 3, out
+        assert "queue: long-one is Running in DVC's queue, but no process has run it for 30 s" in out, out
+        assert "`dvc queue kill long-one`" in out, out
+        # What it says to do ends the entry.
+        dvc(ws, "queue", "kill", "long-one")
+        assert statuses(ws) == ["Failed"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        dvc(ws, "queue", "stop", "--kill")
+
+
+def test_workers_that_never_take_a_queued_experiment_are_restarted_a_bounded_number_of_times(tmp_path, monkeypatch):
+    """An entry no worker takes (here the workers' start is a call that does nothing, as when
+    every worker dies at start) ends the command after MAX_RESTARTS restarts, naming it."""
+    from tlstudy import exp_queue
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
+    subprocess.run([*profile.tool_argv("dvc"), "init", "-q"], cwd=ws, check=True)
+    (ws / "dvc.yaml").write_text("stages:\n  hello:\n    cmd: echo hello > out.txt\n    outs: [out.txt]\n")
+    (ws / "params.yaml").write_text("x: 1\n")
+    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
+    subprocess.run(["git", "commit", "-qm", "a stage"], cwd=ws, check=True)
+    dvc(ws, "exp", "run", "--queue", "-S", "x=2", "-n", "never-taken")
+    real = exp_queue.dvc
+    starts = []
+
+    def without_workers(root, *args):
+        if args[:2] == ("queue", "start"):
+            starts.append(args)
+            return "Started 0 new experiment task queue workers."
+        return real(root, *args)
+
+    monkeypatch.setattr(exp_queue, "dvc", without_workers)
+    lines = []
+    assert exp_queue.serve(1, root=ws, poll_s=0.05, grace_s=0.3, log=lines.append) == exp_queue.STUCK
+    assert len(starts) == 1 + exp_queue.MAX_RESTARTS
+    said = "\n".join(lines)
+    assert f"({exp_queue.MAX_RESTARTS} of {exp_queue.MAX_RESTARTS})" in said
+    assert f"still queued (never-taken) after {exp_queue.MAX_RESTARTS} restarts" in said

@@ -15,7 +15,10 @@ have all expired) and keeps the queued experiments.
 
 So this command runs `dvc exp clean` when no experiment is running, then `dvc queue start -j N`,
 and follows the queue; should queued experiments wait with a slot free for `grace` seconds (a
-worker stopped early, however), it starts the workers again. It schedules nothing itself: DVC's
+worker stopped early, however), it starts the workers again, up to MAX_RESTARTS times in a row
+without progress, then ends naming what stays queued. An experiment that stays Running with no
+process running it (its worker killed, by the OOM killer or `kill -9`: DVC's task never ends
+then) ends it too, named, after `grace` seconds. It schedules nothing itself: DVC's
 workers take the experiments, each in a workspace of its own, and the workers inherit this
 process's environment (TLSTUDY_GPUS: each stage claims a GPU of its own, engine.claim_gpu).
 """
@@ -34,6 +37,8 @@ from tlstudy.errors import StudyError
 
 HELP = "run every queued experiment (dvc exp run --queue) on N of DVC's workers; return when all ended"
 DONE = ("Success", "Failed", "Unknown")
+MAX_RESTARTS = 3  # worker restarts in a row with nothing changing in the queue, before giving up
+STUCK = 3  # exit status when the queue cannot go on: an orphaned Running entry, or no worker takes any
 
 
 class QueueError(StudyError):
@@ -75,6 +80,29 @@ def queue_status(root: Path) -> dict[str, tuple[str, str]]:
 
     with Repo(str(root)) as repo:
         return {e["rev"]: (e.get("name") or e["rev"][:7], e["status"]) for e in repo.experiments.celery_queue.status()}
+
+
+def orphaned(root: Path, revs: list[str]) -> dict[str, int | None]:
+    """Of the Running entries `revs`, those that no live process runs, with the pid that ran them
+    (None: none was recorded). DVC records each experiment's process in its queue's process
+    folder (dvc_task's ProcessManager); a killed worker's experiment keeps its entry Running."""
+    import psutil
+    from dvc.repo import Repo
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    found = {}
+    with Repo(str(root)) as repo:
+        proc = repo.experiments.celery_queue.proc
+        for rev in revs:
+            info = proc.get(rev)
+            if info is None or info.returncode is not None or not alive(info.pid):
+                found[rev] = info.pid if info is not None else None
+    return found
 
 
 def dvc(root: Path, *args: str) -> str:
@@ -121,6 +149,8 @@ def serve(
 
     shown: dict[str, str] = {}
     short_since = None
+    restarts = 0  # in a row, with no entry changing its status in between
+    alone_since: dict[str, float] = {}  # Running entries with no live process, since when
     try:
         start(sum(st == "Running" for _, st in status.values()))
         while True:
@@ -128,17 +158,28 @@ def serve(
                 if rev in mine and shown.get(rev) != st:
                     log(f"queue: {name} {st}")
                     shown[rev] = st
+                    restarts = 0
             queued = [rev for rev, (_, st) in status.items() if st == "Queued"]
             running = [rev for rev, (_, st) in status.items() if st == "Running"]
             mine.update(queued, running)
             if not queued and not running:
                 break
+            now = time.monotonic()
+            lost = orphaned(root, running)
+            alone_since = {rev: alone_since.get(rev, now) for rev in lost}
+            dead = {rev: pid for rev, pid in lost.items() if now - alone_since[rev] >= grace_s}
+            if dead:
+                return orphans_found({rev: (status[rev][0], pid) for rev, pid in dead.items()}, grace_s, log)
             if queued and len(running) < jobs:
-                short_since = short_since or time.monotonic()
-                if time.monotonic() - short_since >= grace_s:
+                short_since = short_since or now
+                if now - short_since >= grace_s:
+                    if restarts >= MAX_RESTARTS:
+                        return not_taken([status[rev][0] for rev in queued], restarts, grace_s, root, log)
+                    restarts += 1
                     log(
                         f"queue: {len(queued)} queued and {len(running)} running on {jobs} workers for "
-                        f"{grace_s:.0f} s: fewer workers than asked for; starting workers again"
+                        f"{grace_s:.0f} s: fewer workers than asked for; starting workers again "
+                        f"({restarts} of {MAX_RESTARTS})"
                     )
                     start(len(running))
                     short_since = None
@@ -150,6 +191,29 @@ def serve(
         log("queue: no longer following; the workers go on (`dvc queue status`; `dvc queue stop` stops them)")
         return 130
     return summary({rev: status[rev] for rev in mine if rev in status}, log)
+
+
+def orphans_found(dead: dict[str, tuple[str, int | None]], grace_s: float, log: Callable[[str], None]) -> int:
+    for name, pid in dead.values():
+        ran = f"pid {pid}, gone" if pid is not None else "no process recorded"
+        log(
+            f"queue: {name} is Running in DVC's queue, but no process has run it for {grace_s:.0f} s ({ran}): "
+            "its worker was killed (out of memory, kill -9, a reboot), and DVC will never end it"
+        )
+    names = " ".join(name for name, _ in dead.values())
+    log(f"queue: to go on: `dvc queue kill {names}` marks it ended (or `dvc queue stop --kill`), then queue it")
+    log("queue: anew with the same -S options (`dvc exp run --queue -S ...`) and run this again")
+    return STUCK
+
+
+def not_taken(names: list[str], restarts: int, grace_s: float, root: Path, log: Callable[[str], None]) -> int:
+    log(
+        f"queue: {len(names)} experiment(s) still queued ({', '.join(sorted(names))}) after {restarts} restarts of "
+        f"the workers, {grace_s:.0f} s apart, with no experiment starting or ending: no worker takes them"
+    )
+    logs = root / ".dvc" / "tmp" / "exps" / "celery"
+    log(f"queue: the workers' own output says why: {logs}/dvc-exp-worker-*.out; `dvc queue status` lists them")
+    return STUCK
 
 
 def summary(entries: dict[str, tuple[str, str]], log: Callable[[str], None]) -> int:
