@@ -275,6 +275,12 @@ def test_a_train_job_preempted_or_cancelled_mid_grid_continues(study):
     assert again["transfer@fewshot_finetune_pacs"]["job_id"] == first["transfer@fewshot_finetune_pacs"]["job_id"]
     resumed = Path(again["train@scratch"]["log"]).read_text()
     assert resumed.count(KEPT) == kept, resumed
+    # The data job had completed: kept, and no afterok on it (a cluster that forgot it after
+    # MinJobAge would refuse the dependency); the final job waits for the new train job.
+    assert again["data"]["job_id"] == first["data"]["job_id"] and again["data"]["kept"] == "completed"
+    assert again["train@scratch"]["afterok"] == []
+    assert again["train@scratch"]["job_id"] in again["final"]["afterok"]
+    assert first["data"]["job_id"] not in again["final"]["afterok"]
 
     # The final job ran `dvc exp run --temp`: the experiment is a ref, the checkout as it was.
     dvc(ws, "exp", "apply", newest_experiment(ws))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import PARTS
-from test_slurm import LIMIT, cluster, jobs_of, submission, workspace  # noqa: F401 (cluster: a fixture)
+from test_slurm import LIMIT, cluster, experiments, jobs_of, submission, workspace  # noqa: F401 (cluster: a fixture)
 
 from tlstudy.slurm import plan
 
@@ -184,7 +184,9 @@ def test_a_checkout_path_with_quotes_dollars_spaces_and_non_ascii_runs(cluster, 
         log = Path(job["log"]).read_text()
         assert "syntax error" not in log and "command not found" not in log, log
         assert f"tlstudy slurm: {job['name']}: exit 0" in log
-    assert (ws / "metrics/scratch.json").is_file()
+    # The experiment, assembled by `dvc exp run --temp` in DVC's own folder under that path.
+    (exp,) = experiments(ws)
+    assert exp["data"]["metrics"]["metrics/scratch.json"]["data"]["sgd"]["lr"] == 0.03
 
 
 def test_status_when_the_submission_folder_is_gone_says_so_in_one_line(cluster, tmp_path, cleanup):  # noqa: F811

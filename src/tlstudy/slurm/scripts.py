@@ -94,8 +94,9 @@ def part_script(t: Target, job: Job, copy: Path, record: Path, options: list[str
     """A data or part job: its stages in its own working copy; the stages upstream of them
     (fetch's outputs, a backbone) come from the run-cache."""
     body = [
-        "# This copy is this job's alone: a DVC lock left by a killed attempt, maybe on another node, is stale.",
-        "rm -f .dvc/tmp/rwlock",
+        "# This copy is this job's alone: a DVC lock left by a killed attempt, maybe on another node, is",
+        "# stale: the rwlock, and the repo lock, which core.hardlink_lock (for NFS) leaves behind as a file.",
+        "rm -f .dvc/tmp/rwlock .dvc/tmp/lock*",
     ]
     # With a remote instead of a shared cache, what upstream jobs made comes through it.
     steps = [t.run("repro", *(["--pull"] if t.remote else []), *job.stages)]
@@ -147,7 +148,9 @@ def final_script(t: Target, job: Job, record: Path, options: list[str], params_s
         run = ["repro"]
     if t.remote:
         run.append("--pull")
-    # The user may run DVC in the checkout meanwhile: wait for its lock rather than fail.
-    body = [*checks, t.run("--wait-for-lock", *run)]
+    # The user may run DVC in the checkout meanwhile: wait for its lock rather than fail. DVC runs
+    # through dvc_utf8, which writes DVC's config as UTF-8 (a checkout under a non-ASCII path).
+    dvc = ("python", "-m", "tlstudy.slurm.dvc_utf8", "--wait-for-lock", *run)
+    body = [*checks, " ".join(shlex.quote(a) for a in dvc)]
     head = t.head(job, t.checkout, record, options, f"`dvc {' '.join(run)}` in the checkout")
     return head + "\n".join(body) + "\n" + FOOTER.format(name=shlex.quote(job.name))

@@ -208,6 +208,7 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
         "overrides": overrides, "remote": remote, "name": name, "jobs": rows,
     }  # fmt: skip
     queued: list[str] = []  # the jobs this submit queued, in order
+    done: set[str] = set()  # jobs of the last submission that completed: kept, and waited for by nobody
 
     def save() -> None:
         # Written after every sbatch, so that `status` and the next submit see every job queued
@@ -224,6 +225,8 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
             # Its stages are in the run-cache, or will be: wait for it rather than run it twice.
             kept = "completed" if before["state"] == "COMPLETED" else "still queued or running"
             ids[job.name] = before["job_id"]
+            if before["state"] == "COMPLETED":
+                done.add(job.name)
             rows.append({**row, "job_id": before["job_id"], "log": before["log"], "kept": kept})
             continue
         record = Path(row["record"])
@@ -239,11 +242,15 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
         script.write_text(text)
         try:
             args = scripts.sbatch_args(job, base / "logs", opts[job.kind])
-            ids[job.name] = _sbatch(script, [ids[a] for a in job.after], args)
+            # A completed job is no dependency: a cluster forgets finished jobs after MinJobAge (300 s
+            # by default), and sbatch refuses an afterok on a job id it no longer knows.
+            waits = [ids[a] for a in job.after if a not in done]
+            ids[job.name] = _sbatch(script, waits, args)
         except SlurmError as exc:
             raise SlurmError(f"{exc}\n{_cancel(queued, submission, save)}") from exc
         queued.append(ids[job.name])
-        rows.append({**row, "job_id": ids[job.name], "log": str(base / "logs" / f"{job.folder}.{ids[job.name]}.log")})
+        log = str(base / "logs" / f"{job.folder}.{ids[job.name]}.log")
+        rows.append({**row, "job_id": ids[job.name], "log": log, "afterok": waits})
         save()
 
     save()
