@@ -200,3 +200,49 @@ def test_status_when_the_submission_folder_is_gone_says_so_in_one_line(cluster, 
     assert r.returncode == 2 and "Traceback" not in r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith(f"error: {folder / 'submission.json'}: the last submission's record is gone")
+
+
+def test_code_edited_after_the_submit_stops_the_final_job_instead_of_retraining_on_one_node(cluster, tmp_path, cleanup):  # noqa: F811,E501
+    ws = fresh(tmp_path, "ws")
+    cleanup(ws)
+    r = run_slurm(ws, "submit")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Edited while the jobs run HEAD's code (the final job waits for the part jobs).
+    engine = ws / "src/tlstudy/engine.py"
+    engine.write_text(engine.read_text() + "\n# an edit after the submission\n")
+    folder = Path(submission(ws)["folder"])
+    wait = run_slurm(ws, "status")
+    deadline = time.monotonic() + LIMIT
+    active = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
+    while "final " not in wait.stdout or any(s in wait.stdout.split("final ", 1)[1].split("\n")[0] for s in active):
+        assert time.monotonic() < deadline, wait.stdout
+        time.sleep(2)
+        wait = run_slurm(ws, "status")
+    final = jobs_of(ws)[plan.FINAL]
+    log = Path(final["log"]).read_text()
+    assert "files the stages depend on changed in the checkout since the submission" in log, log
+    assert "src/tlstudy/engine.py" in log and "Running stage" not in log
+    assert "FAILED" in wait.stdout.split("final ", 1)[1].split("\n")[0]
+    assert not (ws / "dvc.lock").exists() and folder.is_dir()
+
+
+def test_an_override_with_quotes_and_a_line_break_stays_a_value_in_the_job_script(tmp_path):
+    """-S values reach the final job's command quoted, and its comment lines escaped: the text
+    after a line break never runs as a command."""
+    from tlstudy.slurm import scripts
+
+    odd = tmp_path / "it's $x"
+    record = odd / "state" / "final.json"
+    t = scripts.Target(odd, "a" * 40, "k", odd / "base", "dvc", None)
+    job = plan.Job(plan.FINAL, "report", None, ["report"], [])
+    override = "inspect.image='a \"b\"\ntouch PWNED'"
+    text = scripts.final_script(t, job, record, [], {"params.yaml": "0" * 64}, [override], "n\nm", ["src/x.py"])
+    assert subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True).returncode == 0
+    # Comment lines carry the value with its line break escaped.
+    comments = [line for line in text.splitlines() if line.startswith("#") and "touch PWNED" in line]
+    assert comments and all("\\n" in line for line in comments)
+    # The command: bash parses the override and the name back as single words, as given.
+    command = text[text.index("python -m tlstudy.slurm.dvc_utf8") : text.index("\nrc=$?")]
+    words = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, text=True).stdout
+    words = words.split("\0")
+    assert override in words and "n\nm" in words
