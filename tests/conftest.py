@@ -19,6 +19,19 @@ PARTS = [
     "augment_study",
 ]
 SWEEPS = ["augment", "augment_study"]  # the parts over augmentation variants
+# What differs between two runs of the same params: the timing fields of records and curves.
+TIMING = {"seconds", "sec_per_epoch", "ms_per_example", "checkpoint_s"}
+
+
+def without_timing(tree):
+    """A JSON tree (or a list of curve rows) with every timing field dropped, at any depth."""
+    if isinstance(tree, dict):
+        return {k: without_timing(v) for k, v in tree.items() if k not in TIMING}
+    if isinstance(tree, list):
+        return [without_timing(v) for v in tree]
+    return tree
+
+
 SHARED_PACS = PROJECT.parent / "shared" / "data" / "pacs_cartoon"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import PARTS, PROJECT
+from conftest import PARTS, PROJECT, without_timing
 
 from tlstudy import profile, resume
 
@@ -32,7 +32,6 @@ OVERLAY = {
     "pretrain": {"pacs_sources": {"source": "synthetic", "epochs": 6, "batch_size": 16, "lr": 0.01}},
     "transfer": {"finetune_pacs": {"epochs": 2}, "fewshot_finetune_pacs": None},
 }
-TIMING = {"seconds", "sec_per_epoch", "ms_per_example", "checkpoint_s"}
 
 
 def env() -> dict:
@@ -85,26 +84,18 @@ def outputs(ws) -> dict:
         for p in sorted((ws / folder).rglob("*")):
             rel = p.relative_to(ws).as_posix()
             if p.suffix == ".json":
-                found[rel] = strip(json.loads(p.read_text()))
+                found[rel] = without_timing(json.loads(p.read_text()))
             elif p.suffix == ".csv":
                 with open(p) as f:
-                    found[rel] = [strip(row) for row in csv.DictReader(f)]
+                    found[rel] = [without_timing(row) for row in csv.DictReader(f)]
     for folder in ("models", "backbones"):
         for p in sorted((ws / folder).rglob("*")):
             rel = p.relative_to(ws).as_posix()
             if p.suffix == ".pt":
                 found[rel] = torch.load(p, weights_only=True)
             elif p.suffix == ".json":
-                found[rel] = strip(json.loads(p.read_text()))
+                found[rel] = without_timing(json.loads(p.read_text()))
     return found
-
-
-def strip(tree):
-    if isinstance(tree, dict):
-        return {k: strip(v) for k, v in tree.items() if k not in TIMING}
-    if isinstance(tree, list):
-        return [strip(v) for v in tree]
-    return tree
 
 
 def same(a, b, where=""):

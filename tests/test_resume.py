@@ -11,10 +11,9 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import TIMING
 
 from tlstudy import engine, fetch, stats
-
-TIMING = {"seconds", "sec_per_epoch", "ms_per_example", "checkpoint_s"}
 
 
 def prepare(folder, params):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS, PROJECT
+from conftest import PARTS, PROJECT, TIMING, without_timing
 
 from tlstudy import profile
 from tlstudy.slurm import main as slurm_main
@@ -40,12 +40,6 @@ OVERLAY = {
 }
 JOBS = {"data", "pretrain@pacs_sources", "train@scratch", "transfer@fewshot_finetune_pacs", "final"}
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED"}  # states of a job that goes on
-TIMING = {
-    "seconds",
-    "sec_per_epoch",
-    "ms_per_example",
-    "checkpoint_s",
-}  # what differs between two runs of the same params
 LIMIT = 900  # seconds any one command may take: a hung job fails the test instead of hanging the suite
 # Four runs of four epochs in train@scratch (new keys: hydra's +).
 GRID = ["-S", "+parts.scratch.lr=[0.03,0.01,0.003,0.001]", "-S", "+parts.scratch.epochs=4"]
@@ -90,14 +84,6 @@ def jobs_of(ws: Path) -> dict[str, dict]:
 def scontrol(job_id: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
     return dict(re.findall(r"(\w+)=(\S*)", out))
-
-
-def without_timing(tree):
-    if isinstance(tree, dict):
-        return {k: without_timing(v) for k, v in tree.items() if k not in TIMING}
-    if isinstance(tree, list):
-        return [without_timing(v) for v in tree]
-    return tree
 
 
 def outputs(ws: Path) -> dict[str, object]:

@@ -16,26 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS
+from test_queue import OVERLAY  # the smallest pipeline with a part: the data job, train@scratch, final
 from test_slurm import LIMIT, cluster, experiments, jobs_of, submission, workspace  # noqa: F401 (cluster: a fixture)
 
 from tlstudy.slurm import plan
 
 pytestmark = pytest.mark.slow
-# The smallest pipeline with a part: the data job, train@scratch, the final job.
-OVERLAY = {
-    "lr": [0.03],
-    "optimizer": ["sgd"],
-    "epochs": 1,
-    "batch_size": 16,
-    "imagenet_weights": "random",
-    "inspect": {"weights": "random"},
-    "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
-    "fewshot": {"per_class": 4},
-    "parts": {p: None for p in PARTS if p != "scratch"},
-    "pretrain": {"pacs_sources": None},
-    "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
-}
 
 
 def faulty(folder: Path, tool: str, fail_calls: str, message: str) -> Path:
