@@ -217,7 +217,9 @@ def prepare(dest: Path, project: Path, params: dict, name: str, fresh: bool, lin
     new = not (dest / ".dvc").is_dir()
     dest.mkdir(parents=True, exist_ok=True)
     if new:
-        sh(dest, "git", "init", "-q")
+        # On branch main whatever init.defaultBranch says, so `dvc exp show` and `compare` name
+        # the baseline alike on every machine.
+        sh(dest, "git", "init", "-q", "--initial-branch=main")
         if subprocess.run(["git", "config", "user.email"], cwd=dest, capture_output=True).returncode:
             sh(dest, "git", "config", "user.email", "profile@tlstudy.invalid")
             sh(dest, "git", "config", "user.name", "tlstudy profile")
