@@ -4,7 +4,8 @@ BIN := $(VENV)/bin
 # The project's .venv when there is one; the image's Python inside the container.
 PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
-# Where `make offline` finds PACS: the cartoon images and the other three domains.
+# Where `make offline` finds PACS: the cartoon images and the other three domains; a folder that
+# is not there is not passed, and the profile downloads PACS instead (docs/data.md).
 PACS_CARTOON ?= ../shared/data/pacs_cartoon
 PACS_SOURCES ?= ../shared/data/pacs_sources
 
@@ -20,7 +21,8 @@ demo:  ## the whole study on synthetic data, on the CPU, in demo/
 	$(PY) -m tlstudy demo --dir demo
 
 offline:  ## the study on real PACS sized for a CPU (profiles/offline.yaml); publishes results/offline/
-	$(PY) -m tlstudy profile offline --data $(PACS_CARTOON) --sources $(PACS_SOURCES) --publish
+	$(PY) -m tlstudy profile offline $(if $(wildcard $(PACS_CARTOON)),--data $(PACS_CARTOON)) \
+		$(if $(wildcard $(PACS_SOURCES)),--sources $(PACS_SOURCES)) --publish
 
 test:  ## every test, the end-to-end DVC ones included; a worker per core (at most 4), a test file per worker
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile --durations 25
