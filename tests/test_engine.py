@@ -80,7 +80,7 @@ def test_a_non_finite_loss_stops_the_run_and_records_the_epoch():
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 def test_same_seed_same_run(bf16):
-    # On one machine both precisions repeat to the last bit (README, Reproducibility).
+    # On one machine both precisions repeat to the last bit (docs/reproducibility.md).
     speed = engine.Speed(torch.device("cpu"), bf16=bf16, channels_last=bf16)
     a = fit(models.build(7, "random", "random", seed=0), optimizer="adam", lr=0.001, speed=speed)
     b = fit(models.build(7, "random", "random", seed=0), optimizer="adam", lr=0.001, speed=speed)
@@ -154,7 +154,7 @@ def test_bf16_channels_last_path_trains_and_keeps_float32_weights():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bf16_on_a_cpu_that_computes_it_natively_and_fp32_on_others(monkeypatch, native):
-    """bf16 pays on the CPU where it is native (README, Performance); fp32 stays a param away."""
+    """bf16 pays on the CPU where it is native (docs/performance.md); fp32 stays a param away."""
     from tlstudy import cpu
 
     monkeypatch.setattr(cpu, "native_bf16", lambda: native)

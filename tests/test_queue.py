@@ -1,4 +1,4 @@
-"""Parallel experiments as a user queues them (README, Parallel experiments): `dvc exp run --queue`
+"""Parallel experiments as a user queues them (docs/experiments.md, Parallel experiments): `dvc exp run --queue`
 four times, `python -m tlstudy queue -j 2`, then `dvc queue status` and `dvc exp show` — in a
 temporary repo on the demo data, with the real DVC and its real workers."""
 

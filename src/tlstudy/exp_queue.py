@@ -142,7 +142,7 @@ def serve(
     def start(running: int) -> None:
         if not running:
             # Safe only with no experiment running: it also deletes a live worker's unread messages.
-            log("queue: dvc exp clean  (drops the shutdowns stopped workers left, see README)")
+            log("queue: dvc exp clean  (drops the shutdowns stopped workers left, see docs/experiments.md)")
             dvc(root, "exp", "clean")
         log(f"queue: dvc queue start -j {jobs}")
         log("queue: " + dvc(root, "queue", "start", "-j", str(jobs)))

@@ -14,7 +14,7 @@ from pathlib import Path
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tlstudy slurm",
-        description="A job per part on Slurm; DVC's run-cache assembles one result (README: On a cluster)",
+        description="A job per part on Slurm; DVC's run-cache assembles one result (docs/cluster.md)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("submit", help="submit the pipeline (or an experiment, -S) as Slurm jobs that follow dvc.yaml")

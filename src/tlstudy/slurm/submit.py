@@ -31,7 +31,7 @@ def require_slurm() -> None:
         if shutil.which(tool) is None:
             raise SlurmError(
                 f"{tool}: not found on PATH; run this on a Slurm login node, or start the one-node "
-                "cluster of scripts/slurm-cluster.sh (README, On a cluster)"
+                "cluster of scripts/slurm-cluster.sh (docs/cluster.md)"
             )
 
 
