@@ -40,7 +40,7 @@ def write(root: Path, scratch: tuple[float, float], augment: float, lr: float, f
 
 @pytest.fixture
 def repo(tmp_path):
-    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "git", "init", "-q", "--initial-branch=main")
     sh(tmp_path, "git", "config", "user.email", "t@t.invalid")
     sh(tmp_path, "git", "config", "user.name", "t")
     sh(tmp_path, tool("dvc"), "init", "-q")
@@ -56,7 +56,7 @@ def test_a_row_per_part_and_group_a_column_per_experiment(repo):
     sh(repo, tool("dvc"), "exp", "save", "-q", "-n", "lr-001")
     write(repo, (0.375, 0.125), augment=0.5, lr=0.003, finetune=0.25)  # the workspace, not saved
     lines = compare.run("test_acc", root=repo).splitlines()
-    assert lines[0].split()[:2] == ["test_acc", "(%)"] and lines[0].split()[2:] == ["workspace", "master", "lr-001"]
+    assert lines[0].split()[:2] == ["test_acc", "(%)"] and lines[0].split()[2:] == ["workspace", "main", "lr-001"]
     rows = {" ".join(line.split()[:-3]): line.split()[-3:] for line in lines[1:]}
     assert rows["scratch sgd"] == ["37.50", "50.00", "75.00"]
     assert rows["scratch adam"] == ["12.50", "62.50", "12.50"]
@@ -75,5 +75,5 @@ def test_another_metric_is_shown_as_it_is_and_every_commit_with_all(repo):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split()[0] == "lr" and len(lines[0].split()) == 1 + 3  # workspace, master and its parent
+    assert lines[0].split()[0] == "lr" and len(lines[0].split()) == 1 + 3  # workspace, main and its parent
     assert lines[1].split() == ["scratch", "sgd", "0.001", "0.001", "0.01"]
