@@ -262,7 +262,7 @@ def confusion_figure(matrices: list[tuple[str, list[str], list[list[int]]]], pat
     ncol = min(3, len(matrices))
     nrow = -(-len(matrices) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 4.3 * nrow), squeeze=False)
-    for ax in axes.flat[len(matrices):]:
+    for ax in axes.flat[len(matrices) :]:
         ax.axis("off")
     for ax, (title, classes, counts) in zip(axes.flat, matrices):
         m = np.array(counts, dtype=float)
