@@ -104,7 +104,7 @@ def test_an_experiment_pushed_from_one_clone_is_pulled_applied_and_up_to_date_in
     assert (store / "files/md5" / model["md5"][:2] / model["md5"][2:]).exists()
     assert any((b / "models/scratch").iterdir())
 
-    changed = json.loads(dvc(b, "metrics", "diff", main, "--json"))
+    changed = json.loads(dvc(b, "metrics", "diff", main, "--json", "--targets", "metrics", "-R"))
     assert changed["metrics/scratch.json"]["sgd.lr"]["old"] == 0.03
     assert changed["metrics/scratch.json"]["sgd.lr"]["new"] == 0.01
     # Stages B would run import B's own copy of the code.
