@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,13 @@ def without_timing(tree):
 
 
 SHARED_PACS = PROJECT.parent / "shared" / "data" / "pacs_cartoon"
+
+
+def at_rev(repo: Path, rev: str, path: str) -> dict:
+    """A JSON file as an experiment or commit holds it (`git show <rev>:<path>`): how a per-part
+    metrics file, which `dvc exp show` does not list, is read at a revision."""
+    out = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 def pytest_configure(config):

@@ -28,9 +28,13 @@ OVERLAY = {
 TRANSFER = ["finetune_pacs", "fewshot_finetune_pacs"]
 
 
-def dvc(ws, *args) -> str:
+# headline.json's columns: the study's six parts (report/headline.py), all in the demo.
+HEADLINE = {"scratch", "head", "finetune", "fs_scratch", "fs_head", "fs_finetune"}
+
+
+def dvc(ws, *args, env: dict | None = None) -> str:
     # As a user with the virtual environment activated: stages call `python -m tlstudy`.
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
     r = subprocess.run([profile.tool("dvc"), *args], cwd=ws, capture_output=True, text=True, env=env)
     assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
     return r.stdout + r.stderr
@@ -95,7 +99,11 @@ def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
     assert {v["lr"] for part in d.values() for v in part.values()} == {0.01}
     assert all(v["runs"] == 1 for v in d["scratch"].values())
 
-    diff = dvc(workspace, "metrics", "diff", "--json")
+    # A plain diff is the headline: one number per part of the study, nothing else.
+    headline = json.loads(dvc(workspace, "metrics", "diff", "--json", "--all"))
+    assert set(headline) == {"headline.json"}
+    assert set(headline["headline.json"]) == set(json.loads((workspace / "headline.json").read_text())) == HEADLINE
+    diff = dvc(workspace, "metrics", "diff", "--json", "--targets", "metrics", "-R")
     changed = json.loads(diff)
     assert changed["metrics/scratch.json"]["sgd.lr"]["new"] == 0.01
     assert changed["metrics/scratch.json"]["sgd.lr"]["old"] in (0.03, 0.003)
@@ -104,14 +112,28 @@ def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
     keys = {k.split(".")[-1] for f in changed.values() for k in f}
     compared = {"test_acc", "val_acc", "lr", "epoch", "test_acc_lo", "test_acc_hi", "cartoon_test_acc", "best_variant"}
     assert "lr" in keys and keys <= compared
-    assert len(dvc(workspace, "metrics", "diff").splitlines()) <= 60
+    assert len(dvc(workspace, "metrics", "diff", "--targets", "metrics", "-R").splitlines()) <= 60
 
     shown = json.loads(dvc(workspace, "exp", "show", "--json"))
     revs = [r for rev in shown for r in [rev, *(x for e in rev.get("experiments") or [] for x in e["revs"])]]
     assert len(revs) >= 3, "dvc exp show lists the workspace, the baseline and the experiment"
     for rev in revs:
         files = rev["data"]["metrics"]
-        assert 0 < sum(metric_values(f["data"]) for f in files.values()) <= 100, rev["rev"]
+        assert set(files) == {"headline.json"} and metric_values(files["headline.json"]["data"]) == 6, rev["rev"]
+    # As a person reads it at 120 columns: the headline whole, no column collapsed to "…" — in
+    # less -S (DVC's pager draws the table at full width; its first screen is each line's first
+    # 120 characters) and, with only the columns that changed, without a pager.
+    wide = dvc(workspace, "exp", "show", "--no-pager", env={"COLUMNS": "2000"}).splitlines()
+    screen = "\n".join(line[:120] for line in wide)
+    assert all(f" {name} " in screen for name in HEADLINE)
+    assert "…" not in screen
+    # What changed, at 120 columns: the headline's changed columns first and in full; what does
+    # not fit (the changed param, the changed models' hashes) collapses into one last column.
+    narrow = dvc(workspace, "exp", "show", "--no-pager", "--only-changed", env={"COLUMNS": "120"})
+    header = next(line for line in narrow.splitlines() if "Experiment" in line).split()
+    assert "scratch" in header and header.count("…") <= 1, narrow
+    assert "…" not in header or header[-1] == "…", narrow
+    assert set(header[2:]) - {"…"} <= HEADLINE | {"lr"}, narrow
     # The README's one command for "which is better": every part's test accuracy, a column per
     # experiment, in a 200-column terminal.
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -163,7 +185,7 @@ def test_exp_run_with_five_seeds_gives_intervals_over_seeds_and_a_paired_test(wo
             assert v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"]
     report = (workspace / "report/README.md").read_text()
     assert report.count("paired t-test, 5 seeds") == len(PARTS) - len(SWEEPS) + len(TRANSFER)
-    changed = json.loads(dvc(workspace, "metrics", "diff", "--json"))
+    changed = json.loads(dvc(workspace, "metrics", "diff", "--json", "--targets", "metrics", "-R"))
     # The interval's bounds are new keys, so always in the diff; the mean and the validation
     # accuracy are there exactly when they differ from the one seed's values (they may not).
     old = json.loads(subprocess.run(["git", "show", "HEAD:metrics/scratch.json"], cwd=workspace, text=True,

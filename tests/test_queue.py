@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS, PROJECT
+from conftest import PARTS, PROJECT, at_rev
 
 from tlstudy import profile
 
@@ -106,9 +106,10 @@ def test_more_queued_experiments_than_workers_all_run_after_a_stopped_queue(tmp_
 
     shown = json.loads(dvc(ws, "exp", "show", "--json"))
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
-    done = [r["data"] for e in exps if e["executor"]["state"] == "success" for r in e["revs"]]
+    done = [r for e in exps if e["executor"]["state"] == "success" for r in e["revs"]]
     results = {
-        d["params"]["params.yaml"]["data"]["lr"]: d["metrics"]["metrics/scratch.json"]["data"]["sgd"] for d in done
+        r["data"]["params"]["params.yaml"]["data"]["lr"]: at_rev(ws, r["rev"], "metrics/scratch.json")["sgd"]
+        for r in done
     }
     # Each experiment's metrics come from its own params.
     assert set(results) == set(GOOD), results

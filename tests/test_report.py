@@ -157,8 +157,9 @@ def test_diverged_runs_are_listed_and_every_figure_is_a_real_png(outputs):
     diverged = md.split("## Diverged runs")[1]
     assert "| `scratch` | sgd lr=1e+30 | 1 |" in diverged and "| `finetune` | adam lr=0.03 | 1 |" in diverged
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", md)
-    # inspect, results at a glance, three parts' curves, the sweep's Table VIII and its curves, misclassified
-    assert len(figures) == 4 + 1 + 3 + 2 + 1
+    # inspect, results at a glance, three parts' curves, the sweep's Table VIII and its curves,
+    # confusion matrices, misclassified
+    assert len(figures) == 4 + 1 + 3 + 2 + 1 + 1
     assert {"figures/results_at_a_glance.png", "figures/table8_augment.png"} <= set(figures)
     for rel in figures:
         path = Path("report") / rel
@@ -167,6 +168,28 @@ def test_diverged_runs_are_listed_and_every_figure_is_a_real_png(outputs):
         assert path.stat().st_size > 5_000, rel
     assert sorted(p.name for p in Path("report/figures").iterdir()) == sorted(Path(f).name for f in figures)
     assert "| study (full fine-tuning, 227 px) | 5.57 | 3 | 7.49 | — |" in md
+
+
+def test_headline_holds_each_parts_selected_test_accuracy_and_confusion_counts_its_predictions(outputs):
+    """headline.json: of SGD and Adam the higher validation accuracy (SGD on a tie), its test
+    accuracy in %; the confusion matrix counts that model's test predictions."""
+    from tlstudy.report.document import confusion_matrices
+    from tlstudy.report.inputs import Inputs
+
+    write_json(Path("metrics/scratch.json"), {"sgd": {"test_acc": 0.5, "val_acc": 0.55},
+                                              "adam": {"test_acc": 0.625, "val_acc": 0.65}})  # fmt: skip
+    write_json(Path("metrics/classifier.json"), {"sgd": {"test_acc": 0.75, "val_acc": 0.7}})
+    write_json(Path("metrics/finetune.json"), {"sgd": {"test_acc": 0.875, "val_acc": 0.9},
+                                               "adam": {"test_acc": 0.5, "val_acc": 0.9}})  # fmt: skip
+    report.run(outputs)
+    assert json.loads(Path("headline.json").read_text()) == {"scratch": 62.5, "head": 75.0, "finetune": 87.5}
+    matrices = {title.split()[0]: (title, classes, counts) for title, classes, counts in confusion_matrices(
+        Inputs(outputs))}  # fmt: skip
+    assert set(matrices) == {"scratch", "classifier", "finetune"}  # a sweep has no single selected model
+    title, classes, counts = matrices["scratch"]
+    assert title == "scratch (Adam): 66.7 %" and classes == CLASSES
+    assert counts == [[0, 0, 2], [0, 2, 0], [0, 0, 2]]  # both dogs taken for giraffes
+    assert "![Confusion matrices](figures/confusion.png)" in Path("report/README.md").read_text()
 
 
 def seeded(picks: dict[int, tuple[float, int, float, float]]) -> dict:

@@ -64,3 +64,13 @@ def test_published_results_ran_the_code_as_it_is_now(name):
         }
     )
     assert not stale, f"results/{name} ran other code than src/ now: {', '.join(stale)}"
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_headline_is_the_published_metrics(name):
+    """What `dvc metrics show` lists in this repository (results/<name>/headline.json, declared at
+    the top of dvc.yaml) is the headline of the per-part files published beside it."""
+    from tlstudy.report import headline
+
+    folder = PROJECT / "results" / name
+    assert json.loads((folder / "headline.json").read_text()) == headline.headline(folder / "metrics")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS, PROJECT, TIMING, without_timing
+from conftest import PARTS, PROJECT, TIMING, at_rev, without_timing
 
 from tlstudy import profile
 from tlstudy.slurm import main as slurm_main
@@ -300,11 +300,11 @@ def test_an_experiment_through_slurm_is_one_experiment_in_dvc_exp_show(study):
     while len([e for e in experiments(ws) if e["rev"] not in before]) < 2:
         assert time.monotonic() < deadline, "the first experiment's final job did not end"
         time.sleep(2)
-    new = [e["data"] for e in experiments(ws) if e["rev"] not in before]
-    assert sorted(d["params"]["params.yaml"]["data"]["lr"] for d in new) == [0.003, 0.01]
-    for data in new:  # each experiment's metrics are its own params', never the other's
-        lr = data["params"]["params.yaml"]["data"]["lr"]
-        assert data["metrics"]["metrics/fewshot_finetune_pacs.json"]["data"]["sgd"]["lr"] == lr
+    new = [e for e in experiments(ws) if e["rev"] not in before]
+    assert sorted(e["data"]["params"]["params.yaml"]["data"]["lr"] for e in new) == [0.003, 0.01]
+    for e in new:  # each experiment's metrics are its own params', never the other's
+        lr = e["data"]["params"]["params.yaml"]["data"]["lr"]
+        assert at_rev(ws, e["rev"], "metrics/fewshot_finetune_pacs.json")["sgd"]["lr"] == lr
     assert (ws / "params.yaml").read_bytes() == params
 
 

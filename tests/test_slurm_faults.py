@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import at_rev
 from test_queue import OVERLAY  # the smallest pipeline with a part: the data job, train@scratch, final
 from test_slurm import LIMIT, cluster, experiments, jobs_of, submission, workspace  # noqa: F401 (cluster: a fixture)
 
@@ -172,7 +173,7 @@ def test_a_checkout_path_with_quotes_dollars_spaces_and_non_ascii_runs(cluster, 
         assert f"tlstudy slurm: {job['name']}: exit 0" in log
     # The experiment, assembled by `dvc exp run --temp` in DVC's own folder under that path.
     (exp,) = experiments(ws)
-    assert exp["data"]["metrics"]["metrics/scratch.json"]["data"]["sgd"]["lr"] == 0.03
+    assert at_rev(ws, exp["rev"], "metrics/scratch.json")["sgd"]["lr"] == 0.03
 
 
 def test_status_when_the_submission_folder_is_gone_says_so_in_one_line(cluster, tmp_path, cleanup):  # noqa: F811

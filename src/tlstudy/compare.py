@@ -1,14 +1,12 @@
 """`python -m tlstudy compare`: every part's test accuracy side by side across experiments.
 
-`dvc exp show` draws a column per metric; with a dozen parts and two optimizers the columns are
-named `metrics/<part>.json:sgd.test_acc` and no terminal is wide enough. This turns the same
-table — read through DVC's documented API, `dvc.api.exp_show()`: the workspace, the baseline
-commit and its experiments, or the revisions asked for — around: a row per part and optimizer
-(per family of variants for a sweep), a column per experiment, in percent.
-
-DVC names a column `<file>:<name>` only when the name is in more than one file; a name found in
-one file alone comes bare, and its file is the workspace's metrics file under metrics/ that
-holds it (a bare name that no workspace file holds has no part to name, and is left out).
+`dvc exp show` shows `headline.json`, one number per part; the per-part files under metrics/
+(both optimizers, the sweeps' families) are outputs DVC does not declare as metrics, so that its
+table fits a terminal. This is their table: the revisions `dvc exp show` lists (the workspace,
+the baseline commit and its experiments, or the ones asked for), read through DVC's documented
+API — `dvc.api.exp_show()` for the revisions, `dvc.api.DVCFileSystem` for each one's files under
+metrics/ — turned around: a row per part and optimizer (per family of variants for a sweep),
+a column per experiment, in percent.
 """
 
 from __future__ import annotations
@@ -17,62 +15,35 @@ import json
 from pathlib import Path
 
 SKIP = ("metrics/inspect.json", "metrics/stats.json", "metrics/data.json")
-# The columns of dvc.api.exp_show() that describe a revision rather than hold a metric.
-META = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
-
-
-def _holds(tree: dict, keys: list[str]) -> bool:
-    for key in keys:
-        if not isinstance(tree, dict) or key not in tree:
-            return False
-        tree = tree[key]
-    return True
-
-
-def metric_files(root: Path) -> dict[str, dict]:
-    """The workspace's metrics files under metrics/, by repository path: where a bare column's
-    name is looked up."""
-    out = {}
-    for path in sorted((root / "metrics").rglob("*.json")):
-        rel = path.relative_to(root).as_posix()
-        if rel not in SKIP:
-            out[rel] = json.loads(path.read_text())
-    return out
-
-
-def columns(shown: list[dict], metric: str, files: dict[str, dict]) -> list[tuple[str, str, str]]:
-    """(column, file, group) for every `<group>.<metric>` metric column, in DVC's column order."""
-    out = []
-    names = [c for row in shown for c in row if c not in META]
-    for column in dict.fromkeys(names):
-        path, sep, name = column.rpartition(":")
-        keys = name.split(".")
-        if len(keys) != 2 or keys[1] != metric:
-            continue
-        if not sep:  # bare: the one metrics file that holds it (none: a param, or only elsewhere)
-            holders = [p for p, tree in files.items() if _holds(tree, keys)]
-            path = holders[0] if len(holders) == 1 else ""
-        if path and path.startswith("metrics/") and path not in SKIP:
-            out.append((column, path, keys[0]))
-    return out
 
 
 def revision_name(row: dict) -> str:
     return row.get("Experiment") or row["rev"]
 
 
-def table(shown: list[dict], files: dict[str, dict], metric: str = "test_acc") -> str:
-    cols = columns(shown, metric, files)
-    labels = [f"{Path(path).stem} {group}" for _, path, group in cols]
+def rows_of(values: list[dict[str, dict]], metric: str) -> list[tuple[str, str]]:
+    """(file, group) for every group of a metrics file holding `metric`, files in path order."""
+    out = []
+    for files in values:
+        for path, tree in files.items():
+            for group, value in tree.items():
+                if path not in SKIP and isinstance(value, dict) and metric in value and (path, group) not in out:
+                    out.append((path, group))
+    return sorted(out, key=lambda row: row[0])
+
+
+def table(names: list[str], values: list[dict[str, dict]], metric: str = "test_acc") -> str:
+    """names: a column per revision; values: its metrics files, {path: contents}."""
+    rows = rows_of(values, metric)
+    labels = [f"{Path(path).stem} {group}" for path, group in rows]
     percent = metric.endswith("acc")  # accuracies are fractions in the files; other metrics as they are
     head = f"{metric} (%)" if percent else metric
     width = max([len(label) for label in labels] + [len(head)])
-    names = [revision_name(row)[:12] for row in shown]
+    names = [n[:12] for n in names]
     cell = max([8, *(len(n) for n in names)])
     lines = [f"{head:<{width}}  " + "  ".join(f"{n:>{cell}}" for n in names)]
-    for label, (column, _, _) in zip(labels, cols):
-        values = [row.get(column) for row in shown]
-        text = [_cell(v, percent) for v in values]
+    for label, (path, group) in zip(labels, rows):
+        text = [_cell((files.get(path, {}).get(group) or {}).get(metric), percent) for files in values]
         lines.append(f"{label:<{width}}  " + "  ".join(f"{v:>{cell}}" for v in text))
     return "\n".join(lines)
 
@@ -83,9 +54,22 @@ def _cell(value, percent: bool) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:g}"
 
 
+def metrics_files(root: Path, rev: str | None) -> dict[str, dict]:
+    """Every JSON file under metrics/ at a revision (None: the workspace), by repository path,
+    read through DVC's file system — git-tracked at a commit or an experiment's ref."""
+    from dvc.api import DVCFileSystem
+
+    fs = DVCFileSystem(str(root), rev=rev)
+    if not fs.isdir("/metrics"):
+        return {}
+    paths = sorted(p for p in fs.find("/metrics") if p.endswith(".json"))
+    return {p.lstrip("/"): json.loads(fs.read_text(p)) for p in paths}
+
+
 def run(metric: str, revs: list[str] | None = None, num: int = 1, root: Path | None = None) -> str:
     import dvc.api
 
     root = Path(root or Path.cwd())
     shown = dvc.api.exp_show(repo=str(root), revs=revs or None, num=num)
-    return table(shown, metric_files(root), metric)
+    values = [metrics_files(root, None if row["rev"] == "workspace" else row["rev"]) for row in shown]
+    return table([revision_name(row) for row in shown], values, metric)

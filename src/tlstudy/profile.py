@@ -35,6 +35,7 @@ from tlstudy import yamlio
 COPIED = ["dvc.yaml", "src", "pyproject.toml", "assets"]
 PUBLISHED = [
     "params.yaml",
+    "headline.json",
     "dvc.lock",
     "metrics",
     "details",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tlstudy.atomic import write_text
 from tlstudy.params import part_placement
-from tlstudy.report import figures, tables, verdicts
+from tlstudy.report import figures, headline, tables, verdicts
 from tlstudy.report import study as S
 from tlstudy.report.inputs import Inputs, predictions, pretrain_curves, read_json
 from tlstudy.report.tables import DASH, md_table, pct, pct_ci, wilson_cell
@@ -314,6 +314,31 @@ def backbones_section(params: dict, inp: Inputs) -> list[str]:
     return ["## Backbones side by side", "", md_table(["part", "backbone", "SGD test acc", "Adam test acc"], rows), ""]
 
 
+def confusion_matrices(inp: Inputs) -> list[tuple[str, list[str], list[list[int]]]]:
+    """Per part that is not a sweep, the confusion matrix of its selected model (the optimizer
+    headline.json reports: the higher validation accuracy), from the predictions `dvc plots`
+    draws too."""
+    out = []
+    for part in inp.parts:
+        if inp.sweep(part):
+            continue
+        metrics = {g: m for g, m in (inp.details.get(part) or {}).items() if isinstance(m, dict)}
+        best = headline.selected(metrics)
+        group = next((g for g, m in metrics.items() if m is best), None)
+        rows = predictions(part, group) if group else []
+        if not rows:
+            continue
+        classes = sorted({r["label"] for r in rows} | {r["predicted"] for r in rows})
+        index = {c: i for i, c in enumerate(classes)}
+        counts = [[0] * len(classes) for _ in classes]
+        for r in rows:
+            counts[index[r["label"]]][index[r["predicted"]]] += 1
+        name = "SGD" if group == "sgd" else "Adam" if group == "adam" else group
+        acc = 100 * sum(counts[i][i] for i in range(len(classes))) / len(rows)
+        out.append((f"{part} ({name}): {acc:.1f} %", classes, counts))
+    return out
+
+
 def misclassified(parts: list[str], inp: Inputs, images_path: Path) -> list:
     """Three misclassified test images per part, from its optimizer with the best test accuracy."""
     if not images_path.exists():
@@ -370,6 +395,14 @@ def run(params: dict) -> Path:
            f"fine-tuning, about {100 * t['head_only_ms_per_example_reduction']:.0f} % less per image head-only.",
            ""]  # fmt: skip
 
+    fig = figures.confusion_figure(confusion_matrices(inp), fig_dir / "confusion.png")
+    if fig:
+        md += ["## Confusion matrices (test images)", "",
+               "Rows are the true classes, columns the predictions; a cell's shade is its share of the row. "
+               "Each part's selected model: of SGD and Adam, the higher validation accuracy, first seed "
+               "(`dvc plots show` draws the same predictions for both optimizers).", "",
+               "![Confusion matrices](figures/confusion.png)", ""]  # fmt: skip
+
     shown = [p for p in ("scratch", "classifier", "finetune") if p in inp.parts]
     fig = figures.misclassified_figure(misclassified(shown, inp, Path("work/images.pt")), fig_dir / "misclassified.png")
     md += ["## Misclassified test images (true label, top-3 predictions)", ""]
@@ -380,5 +413,6 @@ def run(params: dict) -> Path:
     rows = [[f"`{p}`", r["run"], r["diverged_epoch"]] for p, r in diverged]
     md += [md_table(["part", "run", "diverged at epoch"], rows)] if diverged else ["None."]
     write_text(OUT / "README.md", "\n".join(md) + "\n")
+    headline.write()
     print(f"report: {OUT / 'README.md'} with {len(list(fig_dir.glob('*.png')))} figures")
     return OUT

@@ -248,3 +248,37 @@ def misclassified_figure(examples: list[tuple[str, dict, object]], path: Path) -
             ax.set_title(f"{part}\ntrue: {row['label']}\n{top3}", fontsize=8)
     fig.tight_layout()
     return save(fig, path)
+
+
+def confusion_figure(matrices: list[tuple[str, list[str], list[list[int]]]], path: Path) -> Path | None:
+    """A confusion matrix per part: (title, classes, counts[true][predicted]). Each cell holds
+    its count; its shade is the share of that true class (a row sums to 100 %), so a class
+    that is mostly taken for another shows at a glance whatever the class sizes."""
+    if not matrices:
+        return None
+    import numpy as np
+
+    plt = _plt()
+    ncol = min(3, len(matrices))
+    nrow = -(-len(matrices) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 4.3 * nrow), squeeze=False)
+    for ax in axes.flat[len(matrices) :]:
+        ax.axis("off")
+    for ax, (title, classes, counts) in zip(axes.flat, matrices):
+        m = np.array(counts, dtype=float)
+        share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if counts[i][j]:
+                    ax.text(j, i, str(counts[i][j]), ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(ticks, classes, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("Confusion matrices: test images, each part's selected model (first seed)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
