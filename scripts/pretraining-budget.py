@@ -5,18 +5,24 @@ several budgets, as DVC experiments in the offline profile's workspace, and thei
     python scripts/pretraining-budget.py run        # the experiments not yet done, one at a time
     python scripts/pretraining-budget.py publish    # results/pretraining-budget/: metrics, timing, figure
 
+Both take `--workspace DIR` (default work/profiles/offline), `--epochs N ...` (the default
+recipe's budgets, default 12 30 60 120) and `--strong N` (the strong recipe's budget, default 60;
+0 for none); `publish` also `--out DIR` (default results/pretraining-budget). The tests run it on
+a tiny workspace of generated images with two budgets.
+
 `run` needs the offline workspace (`make offline` builds it, work/profiles/offline). Each budget
-is one `dvc exp run -n <name>` there with its overrides (BUDGETS), on the baseline's params.yaml:
+is one `dvc exp run -n <name>` there with its overrides (`budgets`), on the baseline's params.yaml:
 the pretraining and the four transfer parts that start from it (head-only and fine-tuning, full
 and few-shot, over the profile's seeds) re-run, the rest is restored from DVC's run-cache. The two
-augmentation sweeps are left out of these experiments (`~transfer.augment`): they answer another
-question and would cost 2 x 28 runs per budget. Interrupted, it continues: finished experiments
+augmentation sweeps (every transfer part with an `augment` list) are left out of these
+experiments (`~transfer.augment`, `~transfer.augment_study`): they answer another question and
+would cost 2 x 28 runs per budget. Interrupted, it continues: finished experiments
 are skipped, an unfinished one runs again with its finished stages restored from the run-cache
 and its `train` stage resuming after its last finished run (work/runs/ stays in the workspace).
 Wall and CPU seconds of every experiment and stage go to the workspace's work/budget-timing.json.
 
 `publish` reads each experiment's metrics and details from its git ref (they are committed with
-it: cache: false) and writes results/pretraining-budget/: per experiment its params overrides,
+it: cache: false) and writes results/pretraining-budget/: per experiment its params overrides, params.yaml and dvc.lock,
 metrics/ and details/ of the pretraining and the transfer parts, budget.json (the curve's numbers),
 timing.json and budget.png. A reader gets the experiments themselves back by running `run` (every
 stage restores from a shared DVC cache or remote if one holds them; otherwise it recomputes).
@@ -26,6 +32,12 @@ colour augmentation that domain-generalisation work on PACS relies on (colour ji
 brightness, contrast and saturation, 0.1 on hue, random grayscale 0.2) on top of the default
 flips and ±10° rotations — sketches are grayscale and paintings colourful, so invariance to
 colour is what a backbone needs to carry across PACS's domains.
+
+Independent cosine runs, not one warmup-stable-decay trunk with a decay branched off at each
+budget: each budget is then exactly today's recipe at another length (the 12-epoch one is the
+published backbone, restored from the run-cache), and the engine needs no new schedule, which
+would be new stage code and a republication of results/offline. The price: 270 new pretraining
+epochs (30 + 60 + 120 + 60 strong) where a trunk would need about 120 + 4 short decays + 60.
 """
 
 from __future__ import annotations
@@ -42,39 +54,41 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 from tlstudy import profile  # noqa: E402
-from tlstudy.atomic import save_figure, write_json  # noqa: E402
+from tlstudy.atomic import save_figure, write_json, write_text  # noqa: E402
 
 WORKSPACE = PROJECT / "work/profiles/offline"
 OUT = PROJECT / "results/pretraining-budget"
-WITHOUT_SWEEPS = ["~transfer.augment", "~transfer.augment_study"]
 STRONG = (
     "+augmentations.strong=[[RandomHorizontalFlip,{p:0.5}],[RandomAffine,{degrees:10}],"
     "[ColorJitter,{brightness:0.4,contrast:0.4,saturation:0.4,hue:0.1}],[RandomGrayscale,{p:0.2}]]"
 )
-# name -> (pretraining epochs, the recipe in words, dvc exp run -S overrides)
-BUDGETS = {
-    "pretrain-012ep": (12, "default recipe", ["pretrain.pacs_sources.epochs=12"]),
-    "pretrain-030ep": (30, "default recipe", ["pretrain.pacs_sources.epochs=30"]),
-    "pretrain-060ep": (60, "default recipe", ["pretrain.pacs_sources.epochs=60"]),
-    "pretrain-120ep": (120, "default recipe", ["pretrain.pacs_sources.epochs=120"]),
-    "pretrain-060ep-strong": (
-        60,
-        "strong colour augmentation",
-        ["pretrain.pacs_sources.epochs=60", STRONG, "pretrain.pacs_sources.augment=strong"],
-    ),
-}
+DEFAULT_EPOCHS, DEFAULT_STRONG = [12, 30, 60, 120], 60
+
+
+def budgets(epochs: list[int], strong: int) -> dict[str, tuple[int, str, list[str]]]:
+    """name -> (pretraining epochs, the recipe in words, dvc exp run -S overrides)."""
+    out = {f"pretrain-{e:03d}ep": (e, "default recipe", [f"pretrain.pacs_sources.epochs={e}"]) for e in epochs}
+    if strong:
+        out[f"pretrain-{strong:03d}ep-strong"] = (
+            strong,
+            "strong colour augmentation",
+            [f"pretrain.pacs_sources.epochs={strong}", STRONG, "pretrain.pacs_sources.augment=strong"],
+        )
+    return out
+
+
 PARTS = ["classifier", "finetune", "fewshot_classifier", "fewshot_finetune"]  # the transfer parts
 SCRATCH = {"full": "scratch", "fewshot": "fewshot_scratch"}
 
 
-def sh(*cmd: str, cwd: Path = WORKSPACE) -> str:
-    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
+def sh(ws: Path, *cmd: str) -> str:
+    return subprocess.run(cmd, cwd=ws, check=True, capture_output=True, text=True).stdout
 
 
-def experiments() -> dict[str, str]:
+def experiments(ws: Path) -> dict[str, str]:
     """Finished experiments of the workspace's baseline, by name: their git refs."""
-    refs = sh("git", "for-each-ref", "--format=%(refname)", "refs/exps/")
-    head = sh("git", "rev-parse", "HEAD").strip()
+    refs = sh(ws, "git", "for-each-ref", "--format=%(refname)", "refs/exps/")
+    head = sh(ws, "git", "rev-parse", "HEAD").strip()
     out = {}
     for ref in refs.split():
         # refs/exps/<2 chars>/<38 chars of the baseline sha>/<name>
@@ -84,30 +98,36 @@ def experiments() -> dict[str, str]:
     return out
 
 
-def run() -> None:
-    if not (WORKSPACE / "dvc.yaml").exists():
-        raise SystemExit(f"{WORKSPACE}: no offline workspace; run `make offline` first")
-    timing_path = WORKSPACE / "work/budget-timing.json"
+def without_sweeps(ws: Path) -> list[str]:
+    """The -S removals of the baseline's augmentation sweeps: its transfer parts with an `augment` list."""
+    import yaml
+
+    transfer = yaml.safe_load(sh(ws, "git", "show", "HEAD:params.yaml")).get("transfer") or {}
+    return [f"~transfer.{name}" for name, part in transfer.items() if part and part.get("augment")]
+
+
+def run(ws: Path, plan: dict) -> None:
+    if not (ws / "dvc.yaml").exists():
+        raise SystemExit(f"{ws}: no offline workspace; run `make offline` first")
+    timing_path = ws / "work/budget-timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        PYTHONPATH=str(WORKSPACE / "src"),
+        PYTHONPATH=str(ws / "src"),
     )
-    for name, (_, _, overrides) in BUDGETS.items():
-        if name in experiments():
+    for name, (_, _, overrides) in plan.items():
+        if name in experiments(ws):
             print(f"budget: {name}: done before; kept")
             continue
         # Every experiment starts from the baseline's params, not from the last experiment's.
-        sh("git", "checkout", "HEAD", "--", "params.yaml")
+        sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
         argv = [*profile.tool_argv("dvc"), "exp", "run", "-n", name]
-        for o in overrides + WITHOUT_SWEEPS:
+        for o in overrides + without_sweeps(ws):
             argv += ["-S", o]
         print(f"budget: {name}: {' '.join(argv[len(profile.tool_argv('dvc')) :])}", flush=True)
         cpu0, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-        proc = subprocess.Popen(
-            argv, cwd=WORKSPACE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        proc = subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         stages, stage, started = {}, None, time.perf_counter()
         for line in proc.stdout:
             print(line, end="", flush=True)
@@ -128,25 +148,25 @@ def run() -> None:
             "stages_run_s": stages,
         }
         write_json(timing_path, timing)
-    sh("git", "checkout", "HEAD", "--", "params.yaml")
+    sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
     print("budget: every experiment is done; `python scripts/pretraining-budget.py publish` publishes them")
 
 
-def read(ref: str, path: str) -> dict:
-    return json.loads(sh("git", "show", f"{ref}:{path}"))
+def read(ws: Path, ref: str, path: str) -> dict:
+    return json.loads(sh(ws, "git", "show", f"{ref}:{path}"))
 
 
-def curve(refs: dict[str, str]) -> dict:
+def curve(ws: Path, refs: dict[str, str], plan: dict) -> dict:
     """The numbers of the figure: per experiment, pretraining's and each transfer part's."""
     out = {}
     for name, ref in refs.items():
-        epochs, recipe, _ = BUDGETS[name]
-        pre = read(ref, "details/pretrain/pacs_sources.json")
+        epochs, recipe, _ = plan[name]
+        pre = read(ws, ref, "details/pretrain/pacs_sources.json")
         entry = {"epochs": epochs, "recipe": recipe, "pretrain": {k: pre[k] for k in (
             "epoch", "val_acc", "val_acc_lo", "val_acc_hi", "cartoon_test_acc", "cartoon_test_acc_lo",
             "cartoon_test_acc_hi", "sec_per_epoch")}}  # fmt: skip
         for part in PARTS + list(SCRATCH.values()):
-            d = read(ref, f"details/{part}.json")
+            d = read(ws, ref, f"details/{part}.json")
             entry[part] = {
                 opt: {k: d[opt][k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "val_acc")} for opt in d
             }
@@ -202,38 +222,61 @@ def figure(numbers: dict, study: dict, path: Path) -> None:
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("test accuracy (%), mean over seeds with 95 % interval")
     fig.suptitle(
-        "Transfer from a backbone pretrained here, by pretraining budget. ★ = 60 epochs with strong colour "
-        "augmentation; thin lines: the study's ImageNet values (SGD solid, Adam dashed)",
+        "Transfer from a backbone pretrained here, by pretraining budget."
+        + "".join(f" ★ = {e['epochs']} epochs with strong colour augmentation;" for e in strong[:1])
+        + " thin lines: the study's ImageNet values (SGD solid, Adam dashed)",
         fontsize=9,
     )
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
 
-def publish() -> None:
+def publish(ws: Path, out: Path, plan: dict) -> None:
     from tlstudy.machine import machine, summary
     from tlstudy.report import study as S
 
-    refs = {n: r for n, r in experiments().items() if n in BUDGETS}
-    missing = [n for n in BUDGETS if n not in refs]
+    refs = {n: r for n, r in experiments(ws).items() if n in plan}
+    missing = [n for n in plan if n not in refs]
     if missing:
         raise SystemExit(f"budget: not run yet: {', '.join(missing)}; run `python scripts/pretraining-budget.py run`")
-    numbers = curve(refs)
-    timing = json.loads((WORKSPACE / "work/budget-timing.json").read_text())
+    numbers = curve(ws, refs, plan)
+    timing = json.loads((ws / "work/budget-timing.json").read_text())
     for name, ref in refs.items():
-        folder = OUT / name
-        write_json(folder / "overrides.json", BUDGETS[name][2] + WITHOUT_SWEEPS)
-        (folder / "params.yaml").parent.mkdir(parents=True, exist_ok=True)
-        (folder / "params.yaml").write_text(sh("git", "show", f"{ref}:params.yaml"))
+        folder = out / name
+        write_json(folder / "overrides.json", plan[name][2] + without_sweeps(ws))
+        # The experiment's params and lock: what it ran, for the check that it ran today's code.
+        for file in ("params.yaml", "dvc.lock"):
+            write_text(folder / file, sh(ws, "git", "show", f"{ref}:{file}"))
         for sub in ("metrics", "details"):
             for path in [f"{sub}/pretrain/pacs_sources.json", *(f"{sub}/{p}.json" for p in PARTS)]:
-                write_json(folder / path, read(ref, path))
-    write_json(OUT / "budget.json", numbers)
+                write_json(folder / path, read(ws, ref, path))
+    write_json(out / "budget.json", numbers)
     details = machine()
-    write_json(OUT / "timing.json", {"machine": summary(details), "machine_details": details, "experiments": timing})
-    figure(numbers, S.numbers(), OUT / "budget.png")
-    print(f"budget: published {len(refs)} experiments to {OUT}")
+    write_json(out / "timing.json", {"machine": summary(details), "machine_details": details,
+                                      "experiments": {n: timing[n] for n in refs if n in timing}})  # fmt: skip
+    figure(numbers, S.numbers(), out / "budget.png")
+    print(f"budget: published {len(refs)} experiments to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", nargs="?", default="run", choices=["run", "publish"])
+    ap.add_argument("--workspace", type=Path, default=WORKSPACE, help="the offline workspace (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=OUT, help="where publish writes (default: %(default)s)")
+    ap.add_argument("--epochs", type=int, nargs="+", default=DEFAULT_EPOCHS, help="the default recipe's budgets")
+    ap.add_argument("--strong", type=int, default=DEFAULT_STRONG, help="the strong recipe's budget; 0: none")
+    args = ap.parse_args(argv)
+    plan = budgets(args.epochs, args.strong)
+    ws = args.workspace.resolve()
+    if args.command == "run":
+        run(ws, plan)
+    else:
+        out = args.out.resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        publish(ws, out, plan)
 
 
 if __name__ == "__main__":
-    {"run": run, "publish": publish}[sys.argv[1] if len(sys.argv) > 1 else "run"]()
+    main()
