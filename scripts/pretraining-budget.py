@@ -7,8 +7,8 @@ several budgets, as DVC experiments in the offline profile's workspace, and thei
 
 Both take `--workspace DIR` (default work/profiles/offline), `--epochs N ...` (the default
 recipe's budgets, default 12 30 60 120) and `--strong N` (the strong recipe's budget, default 60;
-0 for none); `publish` also `--out DIR` (default results/pretraining-budget). The tests run it on
-a tiny workspace of generated images with two budgets.
+0 for none); `publish` also `--out DIR` (default results/pretraining-budget), so that it can
+run on a small workspace of generated images.
 
 `run` needs the offline workspace (`make offline` builds it, work/profiles/offline). Each budget
 is one `dvc exp run -n <name>` there with its overrides (`budgets`), on the baseline's params.yaml:
@@ -22,8 +22,9 @@ and its `train` stage resuming after its last finished run (work/runs/ stays in 
 Wall and CPU seconds of every experiment and stage go to the workspace's work/budget-timing.json.
 
 `publish` reads each experiment's metrics and details from its git ref (they are committed with
-it: cache: false) and writes results/pretraining-budget/: per experiment its params overrides, params.yaml and dvc.lock,
-metrics/ and details/ of the pretraining and the transfer parts, budget.json (the curve's numbers),
+it: cache: false) and writes results/pretraining-budget/: per experiment its params overrides,
+params.yaml and dvc.lock, metrics/ and details/ of the pretraining and the transfer parts,
+budget.json (the curve's numbers),
 timing.json and budget.png. A reader gets the experiments themselves back by running `run` (every
 stage restores from a shared DVC cache or remote if one holds them; otherwise it recomputes).
 
@@ -116,16 +117,17 @@ def run(ws: Path, plan: dict) -> None:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         PYTHONPATH=str(ws / "src"),
     )
+    done, dvc, dropped = experiments(ws), profile.tool_argv("dvc"), without_sweeps(ws)
     for name, (_, _, overrides) in plan.items():
-        if name in experiments(ws):
+        if name in done:
             print(f"budget: {name}: done before; kept")
             continue
         # Every experiment starts from the baseline's params, not from the last experiment's.
         sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
-        argv = [*profile.tool_argv("dvc"), "exp", "run", "-n", name]
-        for o in overrides + without_sweeps(ws):
+        argv = [*dvc, "exp", "run", "-n", name]
+        for o in overrides + dropped:
             argv += ["-S", o]
-        print(f"budget: {name}: {' '.join(argv[len(profile.tool_argv('dvc')) :])}", flush=True)
+        print(f"budget: {name}: {' '.join(argv[len(dvc) :])}", flush=True)
         cpu0, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         stages, stage, started = {}, None, time.perf_counter()
@@ -241,9 +243,10 @@ def publish(ws: Path, out: Path, plan: dict) -> None:
         raise SystemExit(f"budget: not run yet: {', '.join(missing)}; run `python scripts/pretraining-budget.py run`")
     numbers = curve(ws, refs, plan)
     timing = json.loads((ws / "work/budget-timing.json").read_text())
+    dropped = without_sweeps(ws)
     for name, ref in refs.items():
         folder = out / name
-        write_json(folder / "overrides.json", plan[name][2] + without_sweeps(ws))
+        write_json(folder / "overrides.json", plan[name][2] + dropped)
         # The experiment's params and lock: what it ran, for the check that it ran today's code.
         for file in ("params.yaml", "dvc.lock"):
             write_text(folder / file, sh(ws, "git", "show", f"{ref}:{file}"))
