@@ -19,7 +19,8 @@ experiments (`~transfer.augment`, `~transfer.augment_study`): they answer anothe
 would cost 2 x 28 runs per budget. Interrupted, it continues: finished experiments
 are skipped, an unfinished one runs again with its finished stages restored from the run-cache
 and its `train` stage resuming after its last finished run (work/runs/ stays in the workspace).
-Wall and CPU seconds of every experiment and stage go to the workspace's work/budget-timing.json.
+Wall and CPU seconds of every experiment and stage, per sitting, go to the workspace's
+work/budget-timing.json.
 
 `publish` reads each experiment's metrics and details from its git ref (they are committed with
 it: cache: false) and writes results/pretraining-budget/: per experiment its params overrides,
@@ -99,12 +100,67 @@ def experiments(ws: Path) -> dict[str, str]:
     return out
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a running process and of the children it has waited for (each stage that
+    DVC ran and reaped), from /proc; 0 where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return round(sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK"), 1)
+
+
+def totals(entry: dict) -> dict:
+    """An experiment's time over its sittings: wall and CPU seconds, each stage's wall seconds."""
+    stages: dict[str, float] = {}
+    for s in entry["sittings"]:
+        for stage, sec in s["stages_run_s"].items():
+            stages[stage] = round(stages.get(stage, 0) + sec, 1)
+    return {
+        "sittings": len(entry["sittings"]),
+        "wall_s": round(sum(s["wall_s"] for s in entry["sittings"]), 1),
+        "cpu_s": round(sum(s["cpu_s"] for s in entry["sittings"]), 1),
+        "stages_run_s": stages,
+    }
+
+
 def without_sweeps(ws: Path) -> list[str]:
     """The -S removals of the baseline's augmentation sweeps: its transfer parts with an `augment` list."""
     import yaml
 
     transfer = yaml.safe_load(sh(ws, "git", "show", "HEAD:params.yaml")).get("transfer") or {}
     return [f"~transfer.{name}" for name, part in transfer.items() if part and part.get("augment")]
+
+
+def exp_run(argv: list[str], ws: Path, env: dict, sitting: dict, save) -> int:
+    """Runs one `dvc exp run`, its output passed through, measuring into `sitting` (and calling
+    `save`) at each stage's start and every half minute; its exit status."""
+    cpu0, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stage, started, saved = None, wall0, 0.0
+
+    def measure(now: float) -> float:
+        if stage:
+            sitting["stages_run_s"][stage] = round(now - started, 1)
+        sitting["wall_s"], sitting["cpu_s"] = round(now - wall0, 1), _tree_cpu_s(proc.pid)
+        save()
+        return now
+
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        m, now = re.match(r"Running stage '([^']+)'", line), time.perf_counter()
+        if m:
+            saved = measure(now)
+            stage, started = m.group(1), now
+        elif now - saved > 30:
+            saved = measure(now)
+    code = proc.wait()
+    measure(time.perf_counter())
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sitting["cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1)
+    sitting["finished"] = code == 0
+    save()
+    return code
 
 
 def run(ws: Path, plan: dict) -> None:
@@ -128,28 +184,14 @@ def run(ws: Path, plan: dict) -> None:
         for o in overrides + dropped:
             argv += ["-S", o]
         print(f"budget: {name}: {' '.join(argv[len(dvc) :])}", flush=True)
-        cpu0, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        stages, stage, started = {}, None, time.perf_counter()
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            m = re.match(r"Running stage '([^']+)'", line)
-            if m:
-                now = time.perf_counter()
-                if stage:
-                    stages[stage] = round(now - started, 1)
-                stage, started = m.group(1), now
-        if proc.wait():
-            raise SystemExit(f"budget: {name}: dvc exp run failed ({proc.returncode}); run again to continue")
-        if stage:
-            stages[stage] = round(time.perf_counter() - started, 1)
-        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        timing[name] = {
-            "wall_s": round(time.perf_counter() - wall0, 1),
-            "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
-            "stages_run_s": stages,
-        }
-        write_json(timing_path, timing)
+        # One entry per sitting, written at every stage's end and every half minute: a sitting the
+        # session's end kills keeps its wall time (the CPU of the stage it interrupted is lost with
+        # the process), and the next sitting adds its own.
+        sitting = {"wall_s": 0.0, "cpu_s": 0.0, "stages_run_s": {}, "finished": False}
+        timing.setdefault(name, {"sittings": []})["sittings"].append(sitting)
+        code = exp_run(argv, ws, env, sitting, lambda: write_json(timing_path, timing))
+        if code:
+            raise SystemExit(f"budget: {name}: dvc exp run failed ({code}); run again to continue")
     sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
     print("budget: every experiment is done; `python scripts/pretraining-budget.py publish` publishes them")
 
@@ -233,6 +275,44 @@ def figure(numbers: dict, study: dict, path: Path) -> None:
     save_figure(fig, path, dpi=110)
 
 
+COLUMNS = {"classifier": "head-only", "finetune": "fine-tuning",
+           "fewshot_classifier": "few-shot head-only", "fewshot_finetune": "few-shot fine-tuning"}  # fmt: skip
+
+
+def _cell(metrics: dict, interval: bool = True) -> str:
+    """The selected optimizer's test accuracy (headline.json's rule: higher validation accuracy)."""
+    from tlstudy.report.headline import selected
+
+    best = selected(metrics)
+    opt = "SGD" if best is metrics.get("sgd") else "Adam"
+    spread = f" [{100 * best['test_acc_lo']:.1f}, {100 * best['test_acc_hi']:.1f}]" if interval else ""
+    return f"{100 * best['test_acc']:.1f}{spread} {opt}"
+
+
+def table(numbers: dict, study: dict) -> str:
+    """summary.md: the curve as a table, scratch and the study's ImageNet values beside it."""
+    head = ["pretraining on PACS's other domains", "backbone val", "cartoon, untrained", *COLUMNS.values()]
+    rows = [head, ["---"] * len(head)]
+    for e in numbers.values():
+        pre = e["pretrain"]
+        rows.append([
+            f"{e['epochs']} epochs{'' if e['recipe'] == 'default recipe' else ', ' + e['recipe']}",
+            f"{100 * pre['val_acc']:.1f} (epoch {pre['epoch']})",
+            f"{100 * pre['cartoon_test_acc']:.1f} [{100 * pre['cartoon_test_acc_lo']:.1f}, "
+            f"{100 * pre['cartoon_test_acc_hi']:.1f}]",
+            *(_cell(e[part]) for part in COLUMNS),
+        ])  # fmt: skip
+    first = next(iter(numbers.values()))
+    scratch = {p: _cell(first[SCRATCH["fewshot" if p.startswith("fewshot") else "full"]]) for p in COLUMNS}
+    rows.append(["none: scratch (fewshot_scratch)", "", "", *scratch.values()])
+    rows.append(["ImageNet (the study)", "", "", *(_cell(study["parts"][p], interval=False) for p in COLUMNS)])
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    return (
+        "Cartoon test accuracy (%) by pretraining budget: each part's optimizer with the higher\n"
+        "validation accuracy (as in `headline.json`), mean over seeds [95 % interval].\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def publish(ws: Path, out: Path, plan: dict) -> None:
     from tlstudy.machine import machine, summary
     from tlstudy.report import study as S
@@ -248,15 +328,19 @@ def publish(ws: Path, out: Path, plan: dict) -> None:
         folder = out / name
         write_json(folder / "overrides.json", plan[name][2] + dropped)
         # The experiment's params and lock: what it ran, for the check that it ran today's code.
-        for file in ("params.yaml", "dvc.lock"):
+        for file in ("params.yaml", "dvc.lock", "headline.json"):
             write_text(folder / file, sh(ws, "git", "show", f"{ref}:{file}"))
         for sub in ("metrics", "details"):
             for path in [f"{sub}/pretrain/pacs_sources.json", *(f"{sub}/{p}.json" for p in PARTS)]:
                 write_json(folder / path, read(ws, ref, path))
     write_json(out / "budget.json", numbers)
+    write_text(out / "summary.md", table(numbers, S.numbers()))
     details = machine()
-    write_json(out / "timing.json", {"machine": summary(details), "machine_details": details,
-                                      "experiments": {n: timing[n] for n in refs if n in timing}})  # fmt: skip
+    spent = {n: {**totals(timing[n]), "by_sitting": timing[n]["sittings"]} for n in refs if n in timing}
+    write_json(out / "timing.json", {
+        "machine": summary(details), "machine_details": details,
+        "total": {k: round(sum(t[k] for t in spent.values()), 1) for k in ("wall_s", "cpu_s")},
+        "experiments": spent})  # fmt: skip
     figure(numbers, S.numbers(), out / "budget.png")
     print(f"budget: published {len(refs)} experiments to {out}")
 
