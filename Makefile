@@ -9,7 +9,7 @@ PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 PACS_CARTOON ?= ../shared/data/pacs_cartoon
 PACS_SOURCES ?= ../shared/data/pacs_sources
 
-.PHONY: setup demo offline test test-fast bench lint docker-smoke clean
+.PHONY: setup demo offline budget test test-fast bench lint docker-smoke clean
 
 setup:  ## create .venv with the pinned dependencies and the package
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo:  ## the whole study on synthetic data, on the CPU, in demo/
 offline:  ## the study on real PACS sized for a CPU (profiles/offline.yaml); publishes results/offline/
 	$(PY) -m tlstudy profile offline $(if $(wildcard $(PACS_CARTOON)),--data $(PACS_CARTOON)) \
 		$(if $(wildcard $(PACS_SOURCES)),--sources $(PACS_SOURCES)) --publish
+
+budget:  ## after `make offline`: the pretraining-budget sweep in its workspace (hours, resumable); publishes results/pretraining-budget/
+	$(PY) scripts/pretraining-budget.py run
+	$(PY) scripts/pretraining-budget.py publish
 
 test:  ## every test, the end-to-end DVC ones included; a worker per core (at most 4), a test file per worker
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile --durations 25

@@ -13,7 +13,9 @@ run on a small workspace of generated images.
 `run` needs the offline workspace (`make offline` builds it, work/profiles/offline). Each budget
 is one `dvc exp run -n <name>` there with its overrides (`budgets`), on the baseline's params.yaml:
 the pretraining and the four transfer parts that start from it (head-only and fine-tuning, full
-and few-shot, over the profile's seeds) re-run, the rest is restored from DVC's run-cache. The two
+and few-shot, over the profile's seeds) re-run, the rest is restored from DVC's run-cache — but
+for the strong recipe, whose new `augmentations.strong` is a param every training stage reads:
+there `scratch` and `fewshot_scratch` re-run too (in the published sweep, to the same accuracies). The two
 augmentation sweeps (every transfer part with an `augment` list) are left out of these
 experiments (`~transfer.augment`, `~transfer.augment_study`): they answer another question and
 would cost 2 x 28 runs per budget. Interrupted, it continues: finished experiments
@@ -209,69 +211,104 @@ def curve(ws: Path, refs: dict[str, str], plan: dict) -> dict:
         entry = {"epochs": epochs, "recipe": recipe, "pretrain": {k: pre[k] for k in (
             "epoch", "val_acc", "val_acc_lo", "val_acc_hi", "cartoon_test_acc", "cartoon_test_acc_lo",
             "cartoon_test_acc_hi", "sec_per_epoch")}}  # fmt: skip
-        for part in PARTS + list(SCRATCH.values()):
-            d = read(ws, ref, f"details/{part}.json")
+        details = {part: read(ws, ref, f"details/{part}.json") for part in PARTS + list(SCRATCH.values())}
+        for part, d in details.items():
             entry[part] = {
                 opt: {k: d[opt][k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "val_acc")} for opt in d
             }
+        entry["vs_scratch"] = {part: versus_scratch(details, part) for part in PARTS}
         out[name] = entry
     return out
 
 
-def _yerr(points: list[dict]) -> list[list[float]]:
-    """Matplotlib's asymmetric error bars, in percent, of accuracies with their intervals."""
-    return [
-        [100 * (m["test_acc"] - m["test_acc_lo"]) for m in points],
-        [100 * (m["test_acc_hi"] - m["test_acc"]) for m in points],
-    ]
+def versus_scratch(details: dict, part: str) -> dict:
+    """A transfer part's selected model against its subset's scratch one: the paired t-test over
+    seeds of their test accuracies (a seed fixes the data order and draws in both)."""
+    from tlstudy.uncertainty import paired_t
+
+    scratch = SCRATCH["fewshot" if part.startswith("fewshot") else "full"]
+    picked = {p: _selected(details[p]) for p in (part, scratch)}
+    # One seed: details hold that run alone, no `seeds`.
+    seeds = {p: m.get("seeds") or {"0": m} for p, (m, _) in picked.items()}
+    common = sorted(set(seeds[part]) & set(seeds[scratch]), key=int)
+    a, b = [seeds[part][k]["test_acc"] for k in common], [seeds[scratch][k]["test_acc"] for k in common]
+    # One seed (the tiny test's settings) has a difference but no test.
+    test = paired_t(a, b) if len(common) > 1 else {"test": None, "n": len(common), "diff": a[0] - b[0]}
+    return {"optimizer": picked[part][1], "scratch": scratch, "scratch_optimizer": picked[scratch][1],
+            **{k: test.get(k) for k in ("test", "n", "diff", "diff_lo", "diff_hi", "p")}}  # fmt: skip
+
+
+def _selected(metrics: dict) -> tuple[dict, str]:
+    """A part's model as `headline.json` selects it (the optimizer with the higher validation
+    accuracy, SGD on a tie), with the optimizer's name."""
+    from tlstudy.report.headline import selected
+
+    best = selected(metrics)
+    return best, "SGD" if best is metrics.get("sgd") else "Adam"
 
 
 def figure(numbers: dict, study: dict, path: Path) -> None:
+    """Test accuracy against pretraining epochs (log axis): per part the selected model's mean
+    with its interval, the strong recipe a star beside its budget, scratch's interval a band, the
+    study's ImageNet value a thin line of the part's colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharey=True)
     colours = {"classifier": "#1f77b4", "finetune": "#d62728"}
     plain = [e for e in numbers.values() if e["recipe"] == "default recipe"]
     strong = [e for e in numbers.values() if e["recipe"] != "default recipe"]
+    ticks = sorted({e["epochs"] for e in numbers.values()})
     for ax, subset in zip(axes, ("full", "fewshot")):
-        scratch = next(iter(numbers.values()))[SCRATCH[subset]]
-        lo = min(scratch[o]["test_acc_lo"] for o in scratch)
-        hi = max(scratch[o]["test_acc_hi"] for o in scratch)
-        ax.axhspan(100 * lo, 100 * hi, color="0.85", label=f"{SCRATCH[subset]} (SGD and Adam, 95 % intervals)")
+        scratch, opt = _selected(next(iter(numbers.values()))[SCRATCH[subset]])
+        ax.axhspan(100 * scratch["test_acc_lo"], 100 * scratch["test_acc_hi"], color="0.87", zorder=0)
+        ax.axhline(100 * scratch["test_acc"], color="0.55", lw=1, zorder=0)
+        ax.text(ticks[0] * 0.93, 100 * scratch["test_acc_hi"] + 0.6, f"{SCRATCH[subset]} ({opt}), 95 % interval",
+                fontsize=8, color="0.35")  # fmt: skip
         for part in [p for p in PARTS if p.startswith("fewshot") == (subset == "fewshot")]:
             colour = colours[part.removeprefix("fewshot_")]
-            for opt, dx, style in (("sgd", 0.97, "-"), ("adam", 1.03, "--")):
-                points = [e[part][opt] for e in plain]
-                xs, ys = [e["epochs"] * dx for e in plain], [100 * m["test_acc"] for m in points]
-                label = f"{part} {'SGD' if opt == 'sgd' else 'Adam'}"
-                ax.errorbar(
-                    xs, ys, yerr=_yerr(points), color=colour, ls=style, marker="o", ms=4, capsize=3, label=label
-                )
-                points = [e[part][opt] for e in strong]
-                xs, ys = [e["epochs"] * dx * 1.08 for e in strong], [100 * m["test_acc"] for m in points]
-                ax.errorbar(xs, ys, yerr=_yerr(points), color=colour, marker="*", ms=11, capsize=3, ls="none")
-                ref = (study["parts"].get(part) or {}).get(opt, {}).get("test_acc")
-                if ref is not None:
-                    ax.axhline(100 * ref, color=colour, ls=style, lw=0.8, alpha=0.5)
+            for entries, marker, ms, dx, ls in ((plain, "o", 5, 1.0, "-"), (strong, "*", 13, 1.07, "none")):
+                if not entries:
+                    continue
+                points = [_selected(e[part]) for e in entries]
+                ys = [100 * m["test_acc"] for m, _ in points]
+                yerr = [[y - 100 * m["test_acc_lo"] for y, (m, _) in zip(ys, points)],
+                        [100 * m["test_acc_hi"] - y for y, (m, _) in zip(ys, points)]]  # fmt: skip
+                xs = [e["epochs"] * dx for e in entries]
+                ax.errorbar(xs, ys, yerr=yerr, color=colour, marker=marker, ms=ms, capsize=3, ls=ls, lw=1.8)
+                for x, y, (_, name) in zip(xs, ys, points):
+                    if name == "SGD":
+                        ax.annotate(name, (x, y), xytext=(5, -9), textcoords="offset points", fontsize=7, color=colour)
+            ref = _selected(study["parts"][part])[0]["test_acc"] if part in study["parts"] else None
+            if ref is not None:
+                ax.axhline(100 * ref, color=colour, ls=":", lw=1.2)
+                ax.text(ticks[-1] * 1.12, 100 * ref - 0.4, f"{COLUMNS[part]}, ImageNet (study)", fontsize=8,
+                        color=colour, ha="right", va="top")  # fmt: skip
         ax.set_xscale("log")
-        ticks = sorted({e["epochs"] for e in numbers.values()})
+        ax.set_xlim(ticks[0] * 0.85, ticks[-1] * 1.18)
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("pretraining epochs on art_painting, photo, sketch (log scale)")
-        ax.set_title(f"{'full subset' if subset == 'full' else 'few-shot subset'}: cartoon test accuracy")
+        ax.set_title(f"{'full subset (3 seeds)' if subset == 'full' else 'few-shot subset (5 seeds)'}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0].set_ylabel("test accuracy (%), mean over seeds with 95 % interval")
+    axes[0].set_ylabel("cartoon test accuracy (%): mean over seeds, 95 % interval")
+    handles = [
+        plt.Line2D([], [], color=colours["classifier"], marker="o", label="head-only (backbone frozen)"),
+        plt.Line2D([], [], color=colours["finetune"], marker="o", label="fine-tuning (all layers)"),
+        *(plt.Line2D([], [], color="0.3", marker="*", ms=11, ls="none", label=f"{e['epochs']} epochs, {e['recipe']}")
+          for e in strong[:1]),
+        plt.Line2D([], [], color="0.3", ls=":", label="the study's ImageNet value"),
+        matplotlib.patches.Patch(color="0.87", label="from scratch, 95 % interval"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(
-        "Transfer from a backbone pretrained here, by pretraining budget."
-        + "".join(f" ★ = {e['epochs']} epochs with strong colour augmentation;" for e in strong[:1])
-        + " thin lines: the study's ImageNet values (SGD solid, Adam dashed)",
-        fontsize=9,
+        "Does more pretraining on PACS's other domains transfer to cartoon? Each point: the optimizer with the "
+        "higher validation accuracy (Adam unless labelled SGD)",
+        fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     save_figure(fig, path, dpi=110)
 
 
@@ -280,27 +317,30 @@ COLUMNS = {"classifier": "head-only", "finetune": "fine-tuning",
 
 
 def _cell(metrics: dict, interval: bool = True) -> str:
-    """The selected optimizer's test accuracy (headline.json's rule: higher validation accuracy)."""
-    from tlstudy.report.headline import selected
-
-    best = selected(metrics)
-    opt = "SGD" if best is metrics.get("sgd") else "Adam"
+    """The selected model's test accuracy, its interval, its optimizer."""
+    best, opt = _selected(metrics)
     spread = f" [{100 * best['test_acc_lo']:.1f}, {100 * best['test_acc_hi']:.1f}]" if interval else ""
     return f"{100 * best['test_acc']:.1f}{spread} {opt}"
 
 
+def _mark(test: dict) -> str:
+    """▲ / ▼: above / below scratch at p < 0.05 (paired t over seeds); nothing otherwise."""
+    return "" if test["p"] is None or test["p"] >= 0.05 else " ▲" if test["diff"] > 0 else " ▼"
+
+
 def table(numbers: dict, study: dict) -> str:
     """summary.md: the curve as a table, scratch and the study's ImageNet values beside it."""
-    head = ["pretraining on PACS's other domains", "backbone val", "cartoon, untrained", *COLUMNS.values()]
+    head = ["pretraining on PACS's other domains", "backbone val", "cartoon, no cartoon training", *COLUMNS.values()]
     rows = [head, ["---"] * len(head)]
     for e in numbers.values():
         pre = e["pretrain"]
         rows.append([
-            f"{e['epochs']} epochs{'' if e['recipe'] == 'default recipe' else ', ' + e['recipe']}",
+            f"{e['epochs']} epoch{'s' * (e['epochs'] != 1)}"
+            + ("" if e["recipe"] == "default recipe" else f", {e['recipe']}"),
             f"{100 * pre['val_acc']:.1f} (epoch {pre['epoch']})",
             f"{100 * pre['cartoon_test_acc']:.1f} [{100 * pre['cartoon_test_acc_lo']:.1f}, "
             f"{100 * pre['cartoon_test_acc_hi']:.1f}]",
-            *(_cell(e[part]) for part in COLUMNS),
+            *(_cell(e[part]) + _mark(e["vs_scratch"][part]) for part in COLUMNS),
         ])  # fmt: skip
     first = next(iter(numbers.values()))
     scratch = {p: _cell(first[SCRATCH["fewshot" if p.startswith("fewshot") else "full"]]) for p in COLUMNS}
@@ -308,8 +348,11 @@ def table(numbers: dict, study: dict) -> str:
     rows.append(["ImageNet (the study)", "", "", *(_cell(study["parts"][p], interval=False) for p in COLUMNS)])
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     return (
-        "Cartoon test accuracy (%) by pretraining budget: each part's optimizer with the higher\n"
-        "validation accuracy (as in `headline.json`), mean over seeds [95 % interval].\n\n" + "\n".join(lines) + "\n"
+        "Cartoon test accuracy (%) by pretraining budget: each part's optimizer with the higher validation "
+        "accuracy (as in `headline.json`), mean over seeds [95 % interval]; ▲ / ▼: above / below scratch on the "
+        "same subset at p < 0.05 (paired t-test over seeds, `vs_scratch` in `budget.json`).\n\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 
@@ -317,7 +360,8 @@ def publish(ws: Path, out: Path, plan: dict) -> None:
     from tlstudy.machine import machine, summary
     from tlstudy.report import study as S
 
-    refs = {n: r for n, r in experiments(ws).items() if n in plan}
+    found = experiments(ws)
+    refs = {n: found[n] for n in plan if n in found}  # the plan's order, not git's
     missing = [n for n in plan if n not in refs]
     if missing:
         raise SystemExit(f"budget: not run yet: {', '.join(missing)}; run `python scripts/pretraining-budget.py run`")

@@ -121,6 +121,8 @@ def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
                 m = numbers[name][part][opt]
                 assert m["test_acc_lo"] <= m["test_acc"] <= m["test_acc_hi"]
                 assert m == {k: at_rev(ws, exps[name], f"details/{part}.json")[opt][k] for k in m}
+        # Each transfer part against scratch: with one seed a difference, no test.
+        assert {p: (v["n"], v["p"]) for p, v in numbers[name]["vs_scratch"].items()} == {p: (1, None) for p in TRANSFER}
         # scratch does not depend on the budget: every experiment holds the baseline's.
         assert numbers[name]["scratch"] == numbers[NAMES[0]]["scratch"]
         assert at_rev(ws, exps[name], "metrics/scratch.json") == at_rev(ws, "HEAD", "metrics/scratch.json")
@@ -136,7 +138,7 @@ def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
     rows = [r for r in (out / "summary.md").read_text().splitlines() if r.startswith("| ")]
     first_cells = [r.split(" | ")[0].removeprefix("| ") for r in rows[2:]]
     assert first_cells == [
-        "1 epochs",
+        "1 epoch",
         "2 epochs, strong colour augmentation",
         "none: scratch (fewshot_scratch)",
         "ImageNet (the study)",
