@@ -14,6 +14,21 @@ RESULTS = PROJECT / "results"
 PUBLISHED = sorted(p.name for p in RESULTS.iterdir() if (PROJECT / "profiles" / f"{p.name}.yaml").exists())
 
 
+def stale_sources(lock: dict) -> list[str]:
+    """The src/ files a lock's stages depended on that differ from src/ now, with the stage."""
+    import hashlib
+
+    return sorted(
+        {
+            f"{dep['path']} ({stage})"
+            for stage, entry in lock.items()
+            for dep in entry.get("deps", [])
+            if dep["path"].startswith("src/")
+            and hashlib.md5((PROJECT / dep["path"]).read_bytes()).hexdigest() != dep["md5"]
+        }
+    )
+
+
 def test_the_offline_profile_is_published():
     assert "offline" in PUBLISHED
 
@@ -51,18 +66,7 @@ def test_readme_quotes_the_published_summary(name):
 def test_published_results_ran_the_code_as_it_is_now(name):
     """Every source file a published stage depended on is byte for byte the file in src/ now:
     results from older code fail here (re-run the profile; unchanged stages are skipped)."""
-    import hashlib
-
-    lock = yaml.safe_load((PROJECT / "results" / name / "dvc.lock").read_text())["stages"]
-    stale = sorted(
-        {
-            f"{dep['path']} ({stage})"
-            for stage, entry in lock.items()
-            for dep in entry.get("deps", [])
-            if dep["path"].startswith("src/")
-            and hashlib.md5((PROJECT / dep["path"]).read_bytes()).hexdigest() != dep["md5"]
-        }
-    )
+    stale = stale_sources(yaml.safe_load((PROJECT / "results" / name / "dvc.lock").read_text())["stages"])
     assert not stale, f"results/{name} ran other code than src/ now: {', '.join(stale)}"
 
 
@@ -74,3 +78,85 @@ def test_published_headline_is_the_published_metrics(name):
 
     folder = PROJECT / "results" / name
     assert json.loads((folder / "headline.json").read_text()) == headline.headline(folder / "metrics")
+
+
+# results/pretraining-budget: scripts/pretraining-budget.py's experiments of the offline workspace.
+BUDGET = RESULTS / "pretraining-budget"
+STRONG = [
+    ["RandomHorizontalFlip", {"p": 0.5}],
+    ["RandomAffine", {"degrees": 10}],
+    ["ColorJitter", {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}],
+    ["RandomGrayscale", {"p": 0.2}],
+]
+
+
+def budget_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretraining_budget", PROJECT / "scripts/pretraining-budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_budget_is_published_with_its_params_lock_and_metrics():
+    script = budget_script()
+    plan = script.budgets(script.DEFAULT_EPOCHS, script.DEFAULT_STRONG)
+    numbers = json.loads((BUDGET / "budget.json").read_text())
+    assert list(numbers) == list(plan)
+    for name, (epochs, _, _) in plan.items():
+        folder = BUDGET / name
+        assert numbers[name]["epochs"] == epochs
+        for sub in ("metrics", "details"):
+            for part in ["pretrain/pacs_sources", *script.PARTS]:
+                assert (folder / sub / f"{part}.json").exists(), f"{folder / sub / part}.json is missing"
+        for part in script.PARTS:
+            details = json.loads((folder / "details" / f"{part}.json").read_text())
+            assert numbers[name][part] == {o: {k: details[o][k] for k in numbers[name][part][o]} for o in details}
+    assert (BUDGET / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # scratch does not depend on the budget; the strong experiment re-ran it (a new augmentations
+    # param) and must have got the baseline's accuracies back.
+    for part in ("scratch", "fewshot_scratch"):
+        assert len({json.dumps(e[part], sort_keys=True) for e in numbers.values()}) == 1, part
+
+
+def test_each_budget_ran_the_offline_profile_with_only_its_overrides():
+    script = budget_script()
+    offline = profile_params(PROJECT, "offline")
+    for name, (epochs, recipe, _) in script.budgets(script.DEFAULT_EPOCHS, script.DEFAULT_STRONG).items():
+        params = yaml.safe_load((BUDGET / name / "params.yaml").read_text())
+        source = params["pretrain"]["pacs_sources"]
+        assert source["epochs"] == epochs
+        if recipe == "default recipe":
+            assert source["augment"] == offline["pretrain"]["pacs_sources"]["augment"]
+        else:
+            assert source["augment"] == "strong" and params["augmentations"]["strong"] == STRONG
+        # Everything else is the offline profile's, less the two augmentation sweeps.
+        expected = json.loads(json.dumps(offline))
+        for key in ("epochs", "augment"):
+            del expected["pretrain"]["pacs_sources"][key], source[key]
+        params["augmentations"].pop("strong", None)
+        sweeps = {p for p, part in offline["transfer"].items() if part and part.get("augment")}
+        assert sweeps and not sweeps & set(params["transfer"])
+        expected["transfer"] = {p: v for p, v in expected["transfer"].items() if p not in sweeps}
+        assert params == expected, f"results/pretraining-budget/{name} is stale: re-run the sweep"
+
+
+@pytest.mark.parametrize("name", ["pretrain-012ep", "pretrain-030ep", "pretrain-060ep", "pretrain-120ep",
+                                  "pretrain-060ep-strong"])  # fmt: skip
+def test_each_budget_ran_the_code_as_it_is_now(name):
+    lock = yaml.safe_load((BUDGET / name / "dvc.lock").read_text())["stages"]
+    assert {"pretrain@pacs_sources", "transfer@finetune", "report"} <= set(lock)
+    stale = stale_sources(lock)
+    assert not stale, f"results/pretraining-budget/{name} ran other code than src/ now: {', '.join(stale)}"
+
+
+def test_readme_quotes_the_budget_table_the_published_numbers_give():
+    from tlstudy.report import study
+
+    summary = (BUDGET / "summary.md").read_text()
+    assert summary == budget_script().table(json.loads((BUDGET / "budget.json").read_text()), study.numbers())
+    assert summary in (PROJECT / "README.md").read_text(), "README's pretraining-budget table differs from results/"
+    timing = json.loads((BUDGET / "timing.json").read_text())
+    assert timing["machine"] and timing["total"]["cpu_s"] > 0
+    assert set(timing["experiments"]) == set(json.loads((BUDGET / "budget.json").read_text()))
