@@ -365,7 +365,7 @@ def publish(ws: Path, out: Path, plan: dict) -> None:
     missing = [n for n in plan if n not in refs]
     if missing:
         raise SystemExit(f"budget: not run yet: {', '.join(missing)}; run `python scripts/pretraining-budget.py run`")
-    numbers = curve(ws, refs, plan)
+    numbers, study = curve(ws, refs, plan), S.numbers()
     timing = json.loads((ws / "work/budget-timing.json").read_text())
     dropped = without_sweeps(ws)
     for name, ref in refs.items():
@@ -378,14 +378,14 @@ def publish(ws: Path, out: Path, plan: dict) -> None:
             for path in [f"{sub}/pretrain/pacs_sources.json", *(f"{sub}/{p}.json" for p in PARTS)]:
                 write_json(folder / path, read(ws, ref, path))
     write_json(out / "budget.json", numbers)
-    write_text(out / "summary.md", table(numbers, S.numbers()))
+    write_text(out / "summary.md", table(numbers, study))
     details = machine()
     spent = {n: {**totals(timing[n]), "by_sitting": timing[n]["sittings"]} for n in refs if n in timing}
     write_json(out / "timing.json", {
         "machine": summary(details), "machine_details": details,
         "total": {k: round(sum(t[k] for t in spent.values()), 1) for k in ("wall_s", "cpu_s")},
         "experiments": spent})  # fmt: skip
-    figure(numbers, S.numbers(), out / "budget.png")
+    figure(numbers, study, out / "budget.png")
     print(f"budget: published {len(refs)} experiments to {out}")
 
 

@@ -27,9 +27,7 @@ OVERLAY = {
     "inspect": {"weights": "random"},
     "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 10},
     "fewshot": {"per_class": 4},
-    "parts": {
-        **{p: None for p in [*TRANSFER, "augment", "augment_study"]},
-    },
+    "parts": {p: None for p in [*TRANSFER, "augment", "augment_study"]},
     "pretrain": {"pacs_sources": {"source": "synthetic", "epochs": 1, "batch_size": 16, "lr": 0.01}},
     "transfer": {
         "finetune_pacs": None,
