@@ -38,11 +38,15 @@ def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
     if not torch.cuda.is_available():
         speed = result["cpu_speed"]
         assert speed["channels_last_from_px_fp32"] == engine.CPU_CHANNELS_LAST_MIN_PX
-        assert speed["amx_bf16"] == cpu.amx_bf16() and speed["native_bf16"] == cpu.native_bf16()
+        assert speed["amx_bf16"] == ("amx_bf16" in cpu.cpuinfo()[1])
         assert [c["image_size"] for c in speed["cases"]] == [32, 128]
+        # fp32 as the engine runs it: the default layout below CPU_CHANNELS_LAST_MIN_PX, channels_last from it.
         assert [c["fp32_engine"] for c in speed["cases"]] == ["fp32_nchw", "fp32_channels_last"]
-        auto = "bf16_channels_last" if cpu.native_bf16() else None
-        assert [c["engine_auto"] for c in speed["cases"]] == [auto or "fp32_nchw", auto or "fp32_channels_last"]
+        # auto runs one precision at both sizes, bf16 always in channels_last, and the record says why.
+        auto = [c["engine_auto"] for c in speed["cases"]]
+        bf16 = speed["auto_precision"]["bf16"]
+        assert auto == (["bf16_channels_last"] * 2 if bf16 else ["fp32_nchw", "fp32_channels_last"])
+        assert speed["auto_precision"]["why"].startswith("bf16" if bf16 else "fp32")
         for c in speed["cases"]:
             s = c["img_s"]
             assert set(s) == set(bench.CPU_SIDES) and all(v > 0 for v in s.values())
@@ -51,10 +55,14 @@ def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
             best_bf16 = max(s["bf16_nchw"], s["bf16_channels_last"])
             assert abs(c["bf16_ratio"] - best_bf16 / s[c["fp32_engine"]]) < 0.01
             assert abs(c["auto_ratio"] - s[c["engine_auto"]] / s[c["fp32_engine"]]) < 0.01
+            assert s[c["fastest"]] == max(s.values())
+            assert abs(c["auto_vs_fastest"] - s[c["engine_auto"]] / s[c["fastest"]]) < 0.01 and c["auto_vs_fastest"] <= 1
     out = capsys.readouterr().out
     assert "head-only grid of 10 runs" in out and "wrote metrics/bench.json" in out
     if "cpu_speed" in result:
         assert f"precision auto runs {result['cpu_speed']['cases'][0]['engine_auto']} here, x" in out
+        assert f"precision auto on this CPU: {result['cpu_speed']['auto_precision']['why']}" in out
+        assert "the fastest (" in out
 
 
 def test_bench_names_an_unknown_configuration(in_tmp, capsys):

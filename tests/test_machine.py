@@ -86,7 +86,7 @@ def test_the_record_names_the_isa_onednn_and_mkl_run_and_the_settings_that_cap_t
     to (and any setting that caps it), read from the libraries themselves."""
     info = machine.machine()
     assert info["kernel_isa"]["onednn"] and info["kernel_isa"]["mkl"] and info["kernel_isa"]["mkl_cnr"]
-    assert info["kernel_env"] == {} or set(info["kernel_env"]) <= {"ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"}
+    assert info["kernel_env"] == {} or set(info["kernel_env"]) <= {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"}
     assert set(info["cpu_model"]) >= {"family", "model"} and info["amx_bf16"] == ("amx_bf16" in info["cpu_flags"])
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
@@ -98,4 +98,5 @@ def test_the_record_names_the_isa_onednn_and_mkl_run_and_the_settings_that_cap_t
     if info["cpu_vendor"] == "GenuineIntel":
         assert "AVX2" in capped["kernel_isa"]["mkl"]
     assert capped["kernel_env"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-    assert capped["native_bf16"] is False  # under that cap, precision auto keeps fp32
+    assert capped["auto_precision"]["bf16"] is False  # under that cap, precision auto keeps fp32
+    assert "capped at AVX2" in capped["auto_precision"]["why"]

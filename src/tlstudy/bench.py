@@ -296,6 +296,9 @@ def cpu_case(size: int, n: int, batch: int, repeats: int) -> dict:
         "auto_ratio": round(
             img_s[name_of[(auto.bf16, auto.channels_last)]] / img_s[name_of[(False, fp32.channels_last)]], 3
         ),
+        # Whether auto chose well here: its choice against the fastest of the four measured.
+        "fastest": max(img_s, key=img_s.get),
+        "auto_vs_fastest": round(img_s[name_of[(auto.bf16, auto.channels_last)]] / max(img_s.values()), 3),
     }
 
 
@@ -346,6 +349,10 @@ def run(
             )
         grid = head_grid(initial, split, train_dir, val_dir, size, norm, batch, workers, repeats, head_epochs, speed)
     cases = []
+    if cpu_sizes and dev.type == "cpu":
+        from tlstudy import cpu
+
+        print(f"bench: precision auto on this CPU: {cpu.auto_bf16()[1]} (cpu.bf16_rule)")
     for cpu_size in cpu_sizes if dev.type == "cpu" else ():
         # Two batches at 227 px take seconds on 2 cores; more at small sizes, where a step is short.
         c = cpu_case(cpu_size, batch * (2 if cpu_size >= 128 else 6), batch, repeats)
@@ -355,7 +362,8 @@ def run(
             f"bench: CPU at {cpu_size:>3} px, img/s: fp32 {s['fp32_nchw']:.1f} (channels_last "
             f"{s['fp32_channels_last']:.1f}, x{c['layout_ratio']:.2f}), bf16 {s['bf16_nchw']:.1f} (channels_last "
             f"{s['bf16_channels_last']:.1f}): bf16 x{c['bf16_ratio']:.2f} fp32's {c['fp32_engine']}; "
-            f"precision auto runs {c['engine_auto']} here, x{c['auto_ratio']:.2f} fp32's"
+            f"precision auto runs {c['engine_auto']} here, x{c['auto_ratio']:.2f} fp32's, "
+            f"x{c['auto_vs_fastest']:.2f} the fastest ({c['fastest']})"
         )
     # The headline is the study's own timing case: SGD without augmentation.
     plain = next((c for c in results if (c["variant"], c["optimizer"]) == ("none", "sgd")), results[0])
@@ -384,7 +392,7 @@ def run(
         result["cpu_speed"] = {
             "channels_last_from_px_fp32": engine.CPU_CHANNELS_LAST_MIN_PX,
             "amx_bf16": cpu.amx_bf16(),
-            "native_bf16": cpu.native_bf16(),
+            "auto_precision": dict(zip(("bf16", "why"), cpu.auto_bf16())),
             "cases": cases,
         }
     print(

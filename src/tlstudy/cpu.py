@@ -2,9 +2,9 @@
 
 ATen dispatches on AVX2 / AVX-512 (`torch.backends.cpu.get_cpu_capability()`); oneDNN, which runs
 the convolutions, picks its kernels by its own ISA levels — up to AVX-512 with AMX, whose tiles
-do bf16 and int8 matrix products — and by the processor's cache sizes. The engine trains in bf16
-on a CPU that computes it natively (`native_bf16`: AMX-BF16 or AVX512-BF16), unless oneDNN is capped
-below its bf16 kernels; machine.py records the rest.
+do bf16 and int8 matrix products — and by the processor's cache sizes. `precision: auto` trains in
+bf16 on the kinds of CPU where it was measured faster than fp32 (`bf16_rule`); machine.py records the
+rest.
 """
 
 from __future__ import annotations
@@ -40,34 +40,68 @@ def amx_bf16() -> bool:
     return "amx_bf16" in cpuinfo()[1]
 
 
-# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) from which its convolutions compute bf16 natively: the
+# oneDNN's ISA levels (its max-ISA setting) from which its convolutions compute bf16 natively: the
 # AVX512-BF16 dot products, and AMX's tiles above them. A cap below these (AVX2, AVX512_CORE, …)
 # makes oneDNN emulate bf16 by conversions, which is slower than fp32.
 BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16")
 UNCAPPED = ("", "ALL", "DEFAULT")
 ONEDNN_CAP = "ONEDNN_MAX_CPU_ISA"
+# oneDNN's older name for the same setting, still read by it; the new name wins where both are set.
+DNNL_CAP = "DNNL_MAX_CPU_ISA"
+
+
+def onednn_cap(environ=os.environ) -> str | None:
+    """The cap on oneDNN's ISA this process runs under, as oneDNN reads it: ONEDNN_MAX_CPU_ISA,
+    else DNNL_MAX_CPU_ISA."""
+    for name in (ONEDNN_CAP, DNNL_CAP):
+        if environ.get(name, "").strip():
+            return environ[name]
+    return None
 
 
 def cap_allows_bf16(cap: str | None) -> bool:
-    """Whether a value of ONEDNN_MAX_CPU_ISA leaves oneDNN its bf16 kernels. Unset, ALL and the
-    bf16 levels do; so do the AVX10 levels (AVX10.1 holds AVX512-BF16) and any AMX level; every
-    other value, an unknown one included, is taken as a cap below them: fp32 is correct anywhere."""
+    """Whether a oneDNN cap leaves oneDNN its bf16 kernels. Unset, ALL and the bf16 levels do; so
+    do the AVX10 levels (AVX10.1 holds AVX512-BF16) and any AMX level; every other value, an
+    unknown one included, is taken as a cap below them: fp32 is correct anywhere."""
     cap = (cap or "").strip().upper()
     return cap in UNCAPPED or cap in BF16_ISAS or cap.startswith("AVX10") or "AMX" in cap
 
 
-def native_bf16_rule(flags: list[str] | set[str], cap: str | None) -> bool:
-    """The rule `precision: auto` follows on a CPU, on the machine alone (its flags and the user's
-    oneDNN cap; no timing, so one machine always chooses the same): bf16 where the processor has
-    AMX-BF16 or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later) and oneDNN is
-    not capped below them."""
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags)) and cap_allows_bf16(cap)
+def cap_allows_amx(cap: str | None) -> bool:
+    """Whether a oneDNN cap leaves oneDNN its AMX kernels (unset, ALL, or an AMX level)."""
+    cap = (cap or "").strip().upper()
+    return cap in UNCAPPED or "AMX" in cap
+
+
+def bf16_rule(vendor_id: str | None, flags: list[str] | set[str], cap: str | None) -> tuple[bool, str]:
+    """Whether `precision: auto` trains in bf16 on a CPU, and why: a rule on what the CPU is (its
+    vendor, its flags and the cap on oneDNN), no timing, so one machine always chooses the same.
+    It follows the three kinds `make bench` has measured (docs/performance.md):
+
+    - AMX-BF16 with oneDNN allowed its AMX kernels (Intel Sapphire Rapids and later): bf16,
+      1.37x fp32 at 64 px and 3.25x at 227 px;
+    - AVX512-BF16 on an AMD CPU (Zen 4 and later): bf16, 1.63x and 1.95x;
+    - AVX512-BF16 on an Intel CPU without AMX, or with AMX capped away (cloud VMs often hide AMX):
+      fp32 — bf16 ran 0.81x and 0.64x there, the dot products do not pay for the conversions;
+    - anything else, an unmeasured vendor with AVX512-BF16 included: fp32, which is never the
+      emulated slow path; `precision: bf16` forces bf16 for whoever has measured it faster."""
+    flags = set(flags)
+    if not cap_allows_bf16(cap):
+        return False, f"fp32: oneDNN is capped at {cap.strip()}, below its bf16 kernels"
+    if "amx_bf16" in flags and cap_allows_amx(cap):
+        return True, "bf16: AMX-BF16"
+    if "avx512_bf16" in flags and vendor_id == "AuthenticAMD":
+        return True, "bf16: AVX512-BF16 on AMD"
+    if "avx512_bf16" in flags:
+        why = "AMX capped away" if "amx_bf16" in flags else "no AMX"
+        return False, f"fp32: AVX512-BF16 with {why} on {vendor_id or 'an unknown vendor'} (bf16 measured slower)"
+    return False, "fp32: no bf16 instructions"
 
 
 @functools.cache
-def native_bf16() -> bool:
-    """native_bf16_rule for this machine and this process's ONEDNN_MAX_CPU_ISA."""
-    return native_bf16_rule(cpuinfo()[1], os.environ.get(ONEDNN_CAP))
+def auto_bf16() -> tuple[bool, str]:
+    """bf16_rule for this machine and this process's oneDNN cap."""
+    return bf16_rule(vendor(), cpuinfo()[1], onednn_cap())
 
 
 def vendor(path: Path = CPUINFO) -> str | None:

@@ -112,16 +112,13 @@ CPU_CHANNELS_LAST_MIN_PX = 96
 
 
 def speed_for(dev: torch.device, precision: str = "auto", image_size: int | None = None) -> Speed:
-    """`precision: auto` is bf16 autocast on CUDA and on a CPU that computes bf16 natively
-    (cpu.native_bf16: AMX-BF16 or AVX512-BF16, oneDNN not capped below them), fp32 on any other
-    CPU; fp32 / bf16 force it. A bf16 ResNet-18 step with channels_last, against fp32 as the
-    engine runs it: 1.37x at 64 px and 3.25x at 227 px on a Xeon with AMX, 1.63x and 1.95x on an
-    AMD EPYC Zen 4 (AVX512-BF16, no AMX) (bench.json's cpu_speed cases: README, Performance).
-    channels_last on CUDA and in bf16 (oneDNN's bf16 kernels want it), and for fp32 on the CPU
-    from CPU_CHANNELS_LAST_MIN_PX on."""
+    """`precision: auto` is bf16 autocast on CUDA and on the kinds of CPU where bf16 was measured
+    faster than fp32 (cpu.bf16_rule: AMX-BF16, or AVX512-BF16 on AMD), fp32 on any other CPU;
+    fp32 / bf16 force it. channels_last on CUDA and in bf16 (oneDNN's bf16 kernels want it), and
+    for fp32 on the CPU from CPU_CHANNELS_LAST_MIN_PX on."""
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuned kernels pay off
-    fast_bf16 = dev.type == "cuda" or (dev.type == "cpu" and cpu.native_bf16())
+    fast_bf16 = dev.type == "cuda" or (dev.type == "cpu" and cpu.auto_bf16()[0])
     bf16 = fast_bf16 if precision == "auto" else precision == "bf16"
     large = image_size is not None and image_size >= CPU_CHANNELS_LAST_MIN_PX
     return Speed(dev, bf16=bf16, channels_last=dev.type == "cuda" or bf16 or large)

@@ -98,11 +98,13 @@ def machine(cpuinfo: Path = cpu.CPUINFO) -> dict:
         "kernel_isa": {"onednn": cpu.onednn_isa(), **mkl()},
         # Settings that cap or pin those libraries' choices, where set.
         "kernel_env": {
-            k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR") if k in os.environ
+            k: os.environ[k]
+            for k in (cpu.ONEDNN_CAP, cpu.DNNL_CAP, "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+            if k in os.environ
         },  # fmt: skip
         "amx_bf16": "amx_bf16" in flags,
-        # What `precision: auto` chooses on this CPU under these settings (cpu.native_bf16_rule).
-        "native_bf16": cpu.native_bf16_rule(flags, os.environ.get(cpu.ONEDNN_CAP)),
+        # What `precision: auto` chooses on this CPU under these settings, and why (cpu.bf16_rule).
+        "auto_precision": dict(zip(("bf16", "why"), cpu.bf16_rule(cpu.vendor(cpuinfo), flags, cpu.onednn_cap()))),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "torch_threads": torch.get_num_threads(),
