@@ -3,11 +3,13 @@ quotes them as they are (a stale or hand-edited result fails here)."""
 
 import functools
 import json
+import re
 
 import pytest
 import yaml
 from conftest import PROJECT
 
+from tlstudy import publication
 from tlstudy.profile import profile_params
 
 RESULTS = PROJECT / "results"
@@ -15,19 +17,12 @@ RESULTS = PROJECT / "results"
 PUBLISHED = sorted(p.name for p in RESULTS.iterdir() if (PROJECT / "profiles" / f"{p.name}.yaml").exists())
 
 
-def stale_sources(lock: dict) -> list[str]:
-    """The src/ files a lock's stages depended on that differ from src/ now, with the stage."""
-    import hashlib
-
-    return sorted(
-        {
-            f"{dep['path']} ({stage})"
-            for stage, entry in lock.items()
-            for dep in entry.get("deps", [])
-            if dep["path"].startswith("src/")
-            and hashlib.md5((PROJECT / dep["path"]).read_bytes()).hexdigest() != dep["md5"]
-        }
-    )
+def stale(lock_path) -> str | None:
+    """Why a published lock's computation is not the code's now, or None where it is: the commit
+    whose files it ran (tlstudy.publication.made_by), each of its stages compared with the same
+    stage now up to comments, docstrings and moves, less the changes declared neutral."""
+    verdict = publication.check(PROJECT, lock_path)
+    return None if not verdict.changed else publication.summary(verdict)
 
 
 def test_the_offline_profile_is_published():
@@ -64,11 +59,26 @@ def test_readme_quotes_the_published_summary(name):
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
-def test_published_results_ran_the_code_as_it_is_now(name):
-    """Every source file a published stage depended on is byte for byte the file in src/ now:
-    results from older code fail here (re-run the profile; unchanged stages are skipped)."""
-    stale = stale_sources(yaml.safe_load((PROJECT / "results" / name / "dvc.lock").read_text())["stages"])
-    assert not stale, f"results/{name} ran other code than src/ now: {', '.join(stale)}"
+def test_published_results_compute_what_the_code_computes_now(name):
+    """The published stages ran a commit of this repository, and the code now computes what that
+    commit computed: a refactor passes, a changed computation fails until `make offline` re-runs
+    it (docs/development.md, "Publications and the code")."""
+    why = stale(PROJECT / "results" / name / "dvc.lock")
+    assert why is None, f"results/{name}: {why}; re-run its profile (make offline)"
+
+
+@pytest.mark.parametrize("timing", ["offline/timing.json", "pretraining-budget/timing.json"])
+def test_todays_precision_rule_gives_each_publishing_machine_the_precision_its_results_record(timing):
+    """What makes the precision rule's change neutral for the publications (results/neutral-changes.yaml):
+    on the machine that made each, it chooses what the published runs were computed in."""
+    from tlstudy import cpu
+
+    folder = (RESULTS / timing).parent
+    m = json.loads((RESULTS / timing).read_text())["machine_details"]
+    cap = cpu.onednn_cap(m.get("kernel_env", {}))
+    chosen = "bf16" if cpu.bf16_rule(m["cpu_vendor"], m["cpu_flags"], cap)[0] else "fp32"
+    recorded = {p.group(1) for f in folder.rglob("details/*.json") for p in re.finditer(r'"precision": "(\w+)"', f.read_text())}
+    assert recorded == {chosen}, f"{folder.name}: computed in {recorded}, the rule picks {chosen} on {m['cpu']}"
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
@@ -148,11 +158,11 @@ def test_each_budget_ran_the_offline_profile_with_only_its_overrides():
 
 
 @pytest.mark.parametrize("name", list(default_plan()))
-def test_each_budget_ran_the_code_as_it_is_now(name):
+def test_each_budget_computes_what_the_code_computes_now(name):
     lock = yaml.safe_load((BUDGET / name / "dvc.lock").read_text())["stages"]
     assert {"pretrain@pacs_sources", "transfer@finetune", "report"} <= set(lock)
-    stale = stale_sources(lock)
-    assert not stale, f"results/pretraining-budget/{name} ran other code than src/ now: {', '.join(stale)}"
+    why = stale(BUDGET / name / "dvc.lock")
+    assert why is None, f"results/pretraining-budget/{name}: {why}; re-run the sweep (make budget)"
 
 
 def test_readme_quotes_the_budget_table_the_published_numbers_give():
