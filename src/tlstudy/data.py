@@ -3,13 +3,17 @@ decoded-image cache that training reads instead of JPEGs.
 
 Manifest columns: path, class, full, fewshot, excluded. `full` and `fewshot` hold the image's
 role in that subset (train, val, test or empty); `excluded` says why an image is left out.
+The manifest and the split lists are UTF-8 whatever the locale; a name that is not UTF-8 is
+refused at the scan (see `scan`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,49 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def readable(path) -> str:
+    """A path as a person can read it on one line: bytes that are not UTF-8 as \\xNN, control
+    characters escaped, any other letter as it is."""
+    text = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _name_problem(name: str) -> str | None:
+    """Why `name` (as os.listdir gave it) cannot go into the manifest: "bytes" for bytes that are
+    not UTF-8, "locale" for a UTF-8 name that Python decoded otherwise; None if it can."""
+    raw = os.fsencode(name)
+    try:
+        as_utf8 = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes"
+    return None if as_utf8 == name else "locale"
+
+
+def refuse_names(root: Path, names: list[str]) -> None:
+    """Refuse, in one line listing them all, names (paths relative to `root`) that are not UTF-8.
+
+    Refused rather than carried: the manifest (CSV), the split lists, the details (JSON), the
+    report and DVC (which reads plots and params as UTF-8) hold text, and a name's undecodable
+    bytes (Python's surrogate escapes) cannot be written as UTF-8; carrying them in an escaped
+    form would give the same file a second name that every reader must know how to undo."""
+    problems = {n: _name_problem(n) for n in names}
+    locale = sorted(n for n, why in problems.items() if why == "locale")
+    if locale:
+        raise DataError(
+            f"{root}: Python reads file names here as {sys.getfilesystemencoding()} (the locale), so "
+            f"{len(locale)} UTF-8 name(s) would be misread, e.g. {', '.join(readable(n) for n in locale[:3])}; "
+            "run under a UTF-8 locale (LANG=C.UTF-8) or with PYTHONUTF8=1"
+        )
+    bad = sorted((n for n, why in problems.items() if why == "bytes"), key=os.fsencode)
+    if bad:
+        raise DataError(
+            f"{root}: {len(bad)} name(s) not valid UTF-8 (shown with each such byte as \\xNN): "
+            f"{', '.join(readable(n) for n in bad)}; the manifest, split lists and report are UTF-8 text, "
+            "so rename them to UTF-8 (names from Windows or an older system are often Latin-1: "
+            f"`convmv -r -f latin1 -t utf-8 --notest {readable(root)}` renames them all)"
+        )
+
+
 def scan(root: Path, log=print) -> tuple[list[str], list[Entry]]:
     """Class folders (sorted, which is PACS's label order; hidden ones skipped) and their image
     files; files that are not images by name are left out, with one warning line."""
@@ -63,10 +110,14 @@ def scan(root: Path, log=print) -> tuple[list[str], list[Entry]]:
         left_out += [p for p in files if not is_image_name(p.name)]
         if not images:
             others = f" ({len(files)} file(s), none an image by name)" if files else ""
-            raise DataError(f"{root / cls}: empty class folder{others}; remove it or add images")
+            raise DataError(f"{readable(root / cls)}: empty class folder{others}; remove it or add images")
         entries += [Entry(f"{cls}/{p.name}", cls) for p in images]
+    # Before anything is decoded or written, all at once: a class folder by its own name (not once
+    # per file in it), a file by its own.
+    refuse_names(root, [f"{c}/" for c in classes] + [e.path for e in entries if _name_problem(e.path.split("/")[-1])])
     if left_out:
-        names = sorted({p.name for p in left_out})
+        # Left out, so never written: a name that is not UTF-8 is only shown escaped.
+        names = sorted({readable(p.name) for p in left_out})
         shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
         log(
             f"warning: left out {len(left_out)} file(s) under {root} that are not images by name ({shown}); "
@@ -76,12 +127,25 @@ def scan(root: Path, log=print) -> tuple[list[str], list[Entry]]:
 
 
 def read_split_list(path: Path) -> list[str]:
-    """Paths of one official PACS list (`cartoon/<class>/<file> <label>`), domain dropped."""
+    """Paths of one official PACS list (`cartoon/<class>/<file> <label>`), domain dropped.
+
+    The label is the line's last word, so a name may hold spaces. The list is UTF-8 (a BOM, as
+    Windows editors write it, is allowed)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        shown = readable(raw.splitlines()[line - 1].decode("utf-8", "surrogateescape"))
+        raise DataError(
+            f"{path}:{line}: not UTF-8 ({shown}); save the list as UTF-8, naming the files by their UTF-8 names"
+        ) from exc
     names, seen = [], set()
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        rel = line.split()[0]
+        labelled = re.fullmatch(r"(.+?)\s+\d+", line.strip())
+        rel = labelled[1] if labelled else line.strip()
         rel = rel.split("/", 1)[1] if rel.count("/") >= 2 else rel
         if rel in seen:
             raise DataError(f"{path}:{lineno}: {rel} is listed twice")
@@ -171,15 +235,18 @@ def assign_split(
 def write_manifest(path: Path, entries: list[Entry]) -> None:
     from tlstudy.atomic import replacing
 
-    with replacing(path) as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(MANIFEST_COLUMNS)
-        for e in entries:
-            w.writerow([e.path, e.cls, e.full, e.fewshot, e.excluded])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(MANIFEST_COLUMNS)
+    for e in entries:
+        w.writerow([e.path, e.cls, e.full, e.fewshot, e.excluded])
+    # UTF-8 whatever the locale: the node that reads it may not have the writer's locale.
+    with replacing(path, "wb") as f:
+        f.write(buf.getvalue().encode("utf-8"))
 
 
 def read_manifest(path: Path) -> list[Entry]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return [Entry(r["path"], r["class"], r["full"], r["fewshot"], r["excluded"]) for r in rows]
 
@@ -266,7 +333,7 @@ def build_cache(root: Path, entries: list[Entry], classes: list[str], size: int,
         except (DataError, RuntimeError, OSError) as exc:
             bad.append((e, str(exc).splitlines()[0]))
     if bad and on_bad == "error":
-        listing = "\n".join(f"  {root / e.path}: {why}" for e, why in bad)
+        listing = "\n".join(f"  {readable(root / e.path)}: {why}" for e, why in bad)
         raise DataError(
             f"{len(bad)} unreadable image(s) under {root}:\n{listing}\n"
             "fix or remove them, or set data.on_bad_image: skip to leave them out"

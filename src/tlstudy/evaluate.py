@@ -30,7 +30,7 @@ import torch
 
 from tlstudy import augment, data, engine, models, uncertainty
 from tlstudy import params as P
-from tlstudy.atomic import write_json, write_text
+from tlstudy.atomic import replacing, write_json
 from tlstudy.stats import load_stats
 
 PREDICTION_COLUMNS = ["path", "label", "predicted", "top1", "p1", "top2", "p2", "top3", "p3"]
@@ -163,10 +163,9 @@ def run(params: dict, part: str) -> dict:
                 "ms_per_example": round(chosen["ms_per_example"], 4),
             }
             if seed == seeds[0]:
-                write_text(
-                    pred_dir / f"{group}.csv",
-                    predictions_csv(test_paths, y_test.cpu(), probs.cpu(), dataset.classes),
-                )
+                # UTF-8 whatever the locale, as DVC's plots and the report read it.
+                with replacing(pred_dir / f"{group}.csv", "wb") as f:
+                    f.write(predictions_csv(test_paths, y_test.cpu(), probs.cpu(), dataset.classes).encode("utf-8"))
             print(
                 f"evaluate@{part}: seed {seed}: {group}: lr {saved['lr']:g} epoch {saved['epoch']} "
                 f"val_acc {saved['val_acc']:.4f} test_acc {test_acc:.4f}"

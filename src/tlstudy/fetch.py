@@ -95,7 +95,7 @@ def run(params: dict) -> None:
     classes, entries = D.scan(root)
     cache, bad = D.build_cache(root, entries, classes, cfg["image_size"], cfg.get("on_bad_image", "error"))
     for e, why in bad:
-        print(f"fetch: warning: skipped {root / e.path}: {why}")
+        print(f"fetch: warning: skipped {D.readable(root / e.path)}: {why}")
     D.assign_split(
         entries,
         root,

@@ -245,7 +245,8 @@ def misclassified_figure(examples: list[tuple[str, dict, object]], path: Path) -
             top3 = "\n".join(
                 f"{row[f'top{k}']}: {100 * float(row[f'p{k}']):.1f} %" for k in (1, 2, 3) if row.get(f"top{k}")
             )
-            ax.set_title(f"{part}\ntrue: {row['label']}\n{top3}", fontsize=8)
+            # Class names are folder names: a `$` in one is text, not mathtext (which raises on `$\frac$`).
+            ax.set_title(f"{part}\ntrue: {row['label']}\n{top3}", fontsize=8, parse_math=False)
     fig.tight_layout()
     return save(fig, path)
 
@@ -274,8 +275,8 @@ def confusion_figure(matrices: list[tuple[str, list[str], list[list[int]]]], pat
                     ax.text(j, i, str(counts[i][j]), ha="center", va="center", fontsize=7,
                             color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
         ticks = range(len(classes))
-        ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(ticks, classes, fontsize=7)
+        ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=7, parse_math=False)
+        ax.set_yticks(ticks, classes, fontsize=7, parse_math=False)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
         ax.set_title(title, fontsize=9)

@@ -18,7 +18,7 @@ def read_json(path: Path) -> dict | None:
 def read_csv(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:  # as written, whatever this machine's locale
         return list(csv.DictReader(f))
 
 
