@@ -86,3 +86,18 @@ def sbatch_options(config: dict, kind: str) -> list[str]:
     spec = config.get(kind) or {}
     options = [RESOURCES[name].format(spec[name]) for name in RESOURCES if name in spec]
     return options + list(spec.get("extra", []))
+
+
+def cluster_of(options: list[str]) -> str | None:
+    """The cluster(s) a kind's `extra` sends its jobs to (`--clusters=NAME`, `-M NAME`, as sbatch
+    takes them, abbreviation `--cluster` included), or None: the login node's default."""
+    found = None
+    for i, option in enumerate(options):
+        after = options[i + 1] if i + 1 < len(options) else None
+        if option in ("-M", "--clusters", "--cluster"):
+            found = after
+        elif option.startswith(("--clusters=", "--cluster=")):
+            found = option.split("=", 1)[1]
+        elif option.startswith("-M") and not option.startswith("--"):
+            found = option[2:].lstrip("=")
+    return found or None

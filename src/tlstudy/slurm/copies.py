@@ -5,9 +5,10 @@ A copy is HEAD of the user's checkout (`git clone --shared`: the objects are the
 copied) with the checkout's current params files and the `-S` overrides applied by DVC's own
 code, exactly as `dvc exp run -S` applies them, so the final job's `dvc exp run -S` in the
 checkout computes the same params, and the run-cache matches. Copies live in a folder named by a
-hash of (commit, params), one sub-folder per job, so a requeued or resubmitted job finds its copy,
-and its `work/runs/`, where it left them. The copies use the checkout's DVC cache (its run-cache
-with it), or, with a DVC remote, a cache of their own filled and emptied through that remote.
+hash of (commit, params, checkout, cache), one sub-folder per job, so a requeued or resubmitted
+job finds its copy, and its `work/runs/`, where it left them. The copies use the checkout's DVC
+cache (its run-cache with it), or, with a DVC remote, a cache of their own filled and emptied
+through that remote.
 """
 
 from __future__ import annotations
@@ -72,10 +73,14 @@ def overridden_params(root: Path, overrides: list[str]) -> dict[str, str]:
     return texts
 
 
-def key(commit: str, params: dict[str, str]) -> str:
+def key(commit: str, params: dict[str, str], checkout: Path, store: str) -> str:
+    """The submission's name: its commit and params, and the checkout and the cache (or remote)
+    the jobs feed, so that two checkouts sharing a `workdir` never take each other's jobs as their
+    own (their final jobs would restore nothing and retrain the pipeline on one node)."""
     h = hashlib.sha256(commit.encode())
     for name, text in sorted(params.items()):
         h.update(f"\0{name}\0{text}".encode())
+    h.update(f"\0checkout\0{checkout.resolve()}\0store\0{store}".encode())
     return h.hexdigest()[:12]
 
 

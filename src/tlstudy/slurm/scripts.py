@@ -24,6 +24,15 @@ record() {{
     "$SLURM_JOB_ID" "$1" "$2" "${{SLURM_RESTART_COUNT:-0}}" "$(hostname)" "$(date -Iseconds)" >{record}.tmp
   mv {record}.tmp {record}
 }}
+lock() {{
+  # Held on fd 9 until the job ends. A lock that cannot be taken (NFS without its lock service:
+  # "No locks available") stops the job: unlocked, two jobs could share one copy or one checkout.
+  if mkdir -p "$(dirname "$1")" && exec 9>>"$1"; then
+    flock -n 9 || {{ echo "tlstudy slurm: waiting for the lock $1"; flock 9; }} && return 0
+  fi
+  echo "tlstudy slurm: cannot lock $1; stopping rather than run unlocked" >&2
+  record FAILED 3; exit 3
+}}
 cd {cwd} || {{ echo "tlstudy slurm: "{cwd}" is gone" >&2; record FAILED 1; exit 1; }}
 # The stages run `python -m tlstudy` from this folder's own code, the code DVC hashes.
 export PATH={path}:"$PATH" PYTHONPATH={cwd}/src DVC_NO_ANALYTICS=1
@@ -56,7 +65,7 @@ class Target:
 
     checkout: Path
     commit: str
-    key: str  # the hash of (commit, params) that names the submission's folder
+    key: str  # the hash of (commit, params, checkout, cache) that names the submission's folder
     base: Path  # that folder: copies, logs, scripts, records
     dvc: str  # the venv's dvc
     remote: str | None
@@ -94,8 +103,10 @@ def part_script(t: Target, job: Job, copy: Path, record: Path, options: list[str
     """A data or part job: its stages in its own working copy; the stages upstream of them
     (fetch's outputs, a backbone) come from the run-cache."""
     body = [
-        "# This copy is this job's alone: a DVC lock left by a killed attempt, maybe on another node, is",
-        "# stale: the rwlock, and the repo lock, which core.hardlink_lock (for NFS) leaves behind as a file.",
+        "# One job at a time in this copy (a job queued twice waits); so a DVC lock left by a killed attempt,",
+        "# maybe on another node, is stale: the rwlock, and the repo lock, which core.hardlink_lock (for NFS)",
+        "# leaves behind as a file.",
+        f"lock {shlex.quote(str(t.base / 'state' / (job.folder + '.lock')))}",
         "rm -f .dvc/tmp/rwlock .dvc/tmp/lock*",
     ]
     # With a remote instead of a shared cache, what upstream jobs made comes through it.
@@ -123,7 +134,7 @@ def final_script(t: Target, job: Job, record: Path, options: list[str], params_s
     lock = shlex.quote(str(t.checkout / ".dvc" / "tmp" / "slurm" / "final.lock"))
     checks = [
         "# One final job at a time in this checkout; each checks it after it holds the lock.",
-        f"mkdir -p {shlex.quote(str(t.checkout / '.dvc' / 'tmp' / 'slurm'))} && exec 9>>{lock} && flock 9",
+        f"lock {lock}",
         f'[ "$(git rev-parse HEAD)" = {t.commit} ] || {{ echo "tlstudy slurm: the checkout is no longer at '
         f'{t.commit[:10]} (submitted); submit again" >&2; {fail}',
     ]  # fmt: skip

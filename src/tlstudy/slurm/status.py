@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -32,21 +33,46 @@ class QueryError(SlurmError):
     are unknown for now."""
 
 
+def run_limited(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """`argv` run to its end, or TimeoutExpired after `timeout` s with everything it started
+    killed: a child left behind (a site's wrapper around sbatch) would hold the pipes open, and
+    subprocess.run would wait for it past its own timeout."""
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def on(cluster: str | None) -> list[str]:
+    """The option that sends a Slurm command to the cluster a job was submitted to (`--clusters`
+    in slurm.yaml's `extra`): without it every query would ask the login node's default cluster."""
+    return [f"--clusters={cluster}"] if cluster else []
+
+
 def _ask(argv: list[str]) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+        return run_limited(argv, QUERY_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
         raise QueryError(f"{argv[0]} did not answer within {QUERY_TIMEOUT_S} s") from exc
     except OSError as exc:
         raise QueryError(f"{argv[0]}: {exc}") from exc
 
 
-def _squeue(ids: list[str]) -> dict[str, dict[str, str]]:
+def _squeue(ids: list[str], cluster: str | None = None) -> dict[str, dict[str, str]]:
     """The jobs among `ids` the controller remembers, finished ones included (`-t all`), by id:
     JobId, JobName, JobState, Reason. One query for the submission's jobs, whatever the cluster holds."""
     if not ids or shutil.which("squeue") is None:
         return {}
-    r = _ask(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%j|%T|%r"])
+    r = _ask(["squeue", *on(cluster), "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%j|%T|%r"])
     if r.returncode:
         if FORGOTTEN in r.stderr:  # none of them is known any more
             return {}
@@ -59,9 +85,9 @@ def _squeue(ids: list[str]) -> dict[str, dict[str, str]]:
     return known
 
 
-def _scontrol(job_id: str) -> dict[str, str]:
+def _scontrol(job_id: str, cluster: str | None = None) -> dict[str, str]:
     """One job's fields from `scontrol show job -o <id>` (its exit code): {} if it is forgotten."""
-    r = _ask(["scontrol", "show", "job", "-o", job_id])
+    r = _ask(["scontrol", *on(cluster), "show", "job", "-o", job_id])
     if r.returncode:
         if FORGOTTEN in r.stderr:
             return {}
@@ -69,13 +95,13 @@ def _scontrol(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", r.stdout))
 
 
-def _sacct(ids: list[str]) -> dict[str, tuple[str, str, str]]:
+def _sacct(ids: list[str], cluster: str | None = None) -> dict[str, tuple[str, str, str]]:
     """(state, exit code, job name) per job from accounting; nothing where the cluster keeps none
     (sacct then fails at once, saying so: the records answer instead)."""
     if not ids or shutil.which("sacct") is None:
         return {}
     try:
-        r = _ask(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,JobName", "-j", ",".join(ids)])
+        r = _ask(["sacct", *on(cluster), "-n", "-P", "-X", "-o", "JobID,State,ExitCode,JobName", "-j", ",".join(ids)])
     except QueryError:
         return {}
     if r.returncode:
@@ -96,26 +122,34 @@ def _record(path: str) -> dict | None:
 
 def rows(submission: dict) -> list[dict]:
     """The submission's jobs with `state` (one word, Slurm's) and `detail` (reason, exit code)."""
-    ids = [j["job_id"] for j in submission["jobs"]]
-    names = {j["job_id"]: f"tlstudy:{j['name']}" for j in submission["jobs"]}
-    # A cluster started afresh numbers its jobs from 1 again: an id alone may be another job.
-    slurm = {i: f for i, f in _squeue(ids).items() if f.get("JobName") == names[i]}
-    accounting = {i: v for i, v in _sacct([i for i in ids if i not in slurm]).items() if v[2] == names[i]}
+    slurm: dict[tuple, dict[str, str]] = {}
+    accounting: dict[tuple, tuple[str, str, str]] = {}
+    # Each job where it was submitted (a --clusters option): a cluster's job ids are its own.
+    for cluster in dict.fromkeys(j.get("cluster") for j in submission["jobs"]):
+        jobs = [j for j in submission["jobs"] if j.get("cluster") == cluster]
+        ids = [j["job_id"] for j in jobs]
+        names = {j["job_id"]: f"tlstudy:{j['name']}" for j in jobs}
+        # A cluster started afresh numbers its jobs from 1 again: an id alone may be another job.
+        known = {i: f for i, f in _squeue(ids, cluster).items() if f.get("JobName") == names[i]}
+        slurm.update({(cluster, i): f for i, f in known.items()})
+        asked = _sacct([i for i in ids if i not in known], cluster)
+        accounting.update({(cluster, i): v for i, v in asked.items() if i in names and v[2] == names[i]})
     out = []
     for job in submission["jobs"]:
         jid, detail = job["job_id"], ""
+        where = (job.get("cluster"), jid)
         record = _record(job["record"])
-        if jid in slurm:
-            s = slurm[jid]
+        if where in slurm:
+            s = slurm[where]
             state = s.get("JobState", "UNKNOWN")
             reason = s.get("Reason", "None")
             if state in ACTIVE:
                 detail = "" if reason in ("None", "") else reason
             elif state != "COMPLETED":
-                code = _scontrol(jid).get("ExitCode", "?")
+                code = _scontrol(jid, job.get("cluster")).get("ExitCode", "?")
                 detail = f"exit {code}" if reason in ("None", "", "NonZeroExitCode") else reason
-        elif jid in accounting:
-            state, code, _ = accounting[jid]
+        elif where in accounting:
+            state, code, _ = accounting[where]
             detail = "" if state == "COMPLETED" else f"exit {code}"
         elif record and record.get("job_id") == jid:
             state = record["state"]

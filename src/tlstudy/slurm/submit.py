@@ -9,9 +9,12 @@ start again in their working copies, where a train stage resumes after its last 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -24,6 +27,7 @@ from tlstudy.slurm.errors import SlurmError
 
 CONFIG = "slurm.yaml"
 LATEST = Path(".dvc/tmp/slurm/latest.json")  # in the checkout: where `status` finds the last submission
+LOCK_WAIT_S = 1800  # how long a submit waits for another one of the same submission to finish
 
 
 def require_slurm() -> None:
@@ -99,15 +103,52 @@ def check_options(opts: dict[str, list[str]], kinds: set[str], config_file: Path
             raise SlurmError(f"{where}: Slurm refuses {asked}: {said}; nothing was submitted")
 
 
-def _sbatch(script: Path, after: list[str], options: list[str]) -> str:
+class SbatchFailed(SlurmError):
+    """sbatch said it failed, or did not answer: the controller may have taken the job all the same."""
+
+    def __init__(self, message: str, timed_out: bool):
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def _sbatch(script: Path, after: list[str], options: list[str], cluster: str | None) -> tuple[str, str | None]:
+    """(job id, cluster) of the job queued: sbatch --parsable prints `id;cluster` with --clusters."""
     argv = ["sbatch", "--parsable", *options]
     if after:
         # A failed or cancelled dependency cancels the job instead of leaving it pending forever.
         argv += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
-    r = subprocess.run([*argv, str(script)], capture_output=True, text=True)
+    try:
+        r = status.run_limited([*argv, str(script)], status.QUERY_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise SbatchFailed(f"sbatch {script}: no answer within {status.QUERY_TIMEOUT_S} s", True) from exc
+    except OSError as exc:
+        raise SbatchFailed(f"sbatch {script}: {exc}", False) from exc
     if r.returncode:
-        raise SlurmError(f"sbatch {script}: {r.stderr.strip() or r.stdout.strip()}")
-    return r.stdout.strip().split(";")[0]
+        raise SbatchFailed(f"sbatch {script}: {r.stderr.strip() or r.stdout.strip()}", False)
+    job_id, _, where = r.stdout.strip().partition(";")
+    return job_id, where or cluster
+
+
+def _taken(name: str, tag: str, cluster: str | None, looks: int) -> tuple[str, str | None] | None:
+    """(job id, cluster) of the job sbatch queued under `tag` (its --comment) though it reported a
+    failure, or None; QueryError when Slurm does not answer."""
+    # -u takes a uid: a container's user may have no name.
+    argv = ["squeue", *status.on(cluster), "-h", "-t", "all", "-u", str(os.getuid()), "-n", f"tlstudy:{name}",
+            "-o", "%i|%k"]  # fmt: skip
+    for look in range(looks):
+        if look:
+            time.sleep(2)  # a killed sbatch's request may still reach the controller
+        r = status._ask(argv)
+        if r.returncode:
+            raise status.QueryError(f"squeue failed (exit {r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+        where = cluster
+        for line in r.stdout.splitlines():
+            if line.startswith("CLUSTER: "):  # with --clusters, each cluster's jobs follow its name
+                where = line.split(":", 1)[1].strip()
+            job_id, _, comment = line.strip().partition("|")
+            if comment == tag:
+                return job_id, where
+    return None
 
 
 def rows_retrying(submission: dict, tries: int = 3, pause_s: float = 5.0, out=print) -> list[dict]:
@@ -139,23 +180,74 @@ def _previous(base: Path, out=print) -> dict[str, dict]:
     return {row["name"]: row for row in rows}
 
 
-def _cancel(queued: list[str], submission: dict, save) -> str:
+def _cancel(queued: list[tuple[str, str | None]], submission: dict, save) -> str:
     """After a failed sbatch: cancel what this submit queued (their stages would run, and the final
-    job never), keep them in the record as cancelled, and say which."""
+    job never), keep them in the record as cancelled, and say which. `queued`: (job id, cluster)."""
     if not queued:
         return "nothing had been queued by this submit"
-    r = subprocess.run(["scancel", *queued], capture_output=True, text=True)
-    submission["cancelled"] = queued
+    ids = [job_id for job_id, _ in queued]
+    failed, commands = [], []
+    for cluster in dict.fromkeys(c for _, c in queued):
+        argv = ["scancel", *status.on(cluster), *(job_id for job_id, c in queued if c == cluster)]
+        commands.append(" ".join(argv))
+        try:
+            r = status.run_limited(argv, status.QUERY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            failed.append(f"scancel did not answer within {status.QUERY_TIMEOUT_S} s")
+            continue
+        except OSError as exc:
+            failed.append(f"scancel: {exc}")
+            continue
+        if r.returncode:
+            failed.append(r.stderr.strip() or r.stdout.strip() or f"scancel exit {r.returncode}")
+    submission["cancelled"] = ids
     save()
-    if r.returncode:
+    if failed:
         return (
-            f"cancelling the {len(queued)} job(s) this submit had queued failed ({r.stderr.strip()}): cancel them "
-            f"yourself: scancel {' '.join(queued)}"
+            f"cancelling the {len(queued)} job(s) this submit had queued failed ({'; '.join(failed)}): cancel them "
+            f"yourself: {' && '.join(commands)}"
         )
     return (
-        f"cancelled the {len(queued)} job(s) this submit had queued ({' '.join(queued)}); they stay in the record "
+        f"cancelled the {len(queued)} job(s) this submit had queued ({' '.join(ids)}); they stay in the record "
         "(python -m tlstudy slurm status); fix the cause and submit the same command again"
     )
+
+
+@contextlib.contextmanager
+def _one_submit_at_a_time(path: Path, out=print):
+    """Held from reading the last submission to recording the last sbatch: a second submit of the
+    same submission (run twice, or retried) waits, then finds the first's jobs and keeps them.
+    Created group-writable, for a team's shared `workdir`."""
+    from filelock import FileLock, Timeout
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+        try:
+            if os.fstat(fd).st_uid == os.getuid():
+                os.fchmod(fd, os.fstat(fd).st_mode & 0o7777 | 0o660)  # the umask may have taken g+w
+        finally:
+            os.close(fd)
+        lock = FileLock(path, mode=0o664)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            out(f"slurm: another submit of this submission is under way ({path}); waiting for it to finish")
+            lock.acquire(timeout=LOCK_WAIT_S)
+    except Timeout as exc:
+        raise SlurmError(
+            f"{path}: another submit of this submission has held this lock for {LOCK_WAIT_S} s; nothing was "
+            "submitted; let it finish (or stop it) and submit again"
+        ) from exc
+    except OSError as exc:
+        raise SlurmError(
+            f"{path}: cannot take the submit lock ({exc.strerror or exc}); nothing was submitted; the folder must "
+            "be writable by you (group-writable for a shared workdir) on a filesystem with file locks"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | None = None,
@@ -171,10 +263,25 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
     commit = copies.git(root, "rev-parse", "HEAD").strip()
     params = copies.overridden_params(root, overrides)
     values = _validate(params[copies.PARAMS], overrides)
-    key = copies.key(commit, params)
+    cache = None if remote else copies.cache_dir(root)
+    key = copies.key(commit, params, root, f"remote {remote}" if remote else f"cache {cache}")
     workdir = Path(config["workdir"]).expanduser() if "workdir" in config else root / ".dvc" / "tmp" / "slurm"
     base = (workdir if workdir.is_absolute() else root / workdir) / key
+    with _one_submit_at_a_time(base / "submit.lock", out):
+        submission = _submit(root, config, config_file, commit, params, values, cache, key, base, overrides,
+                             remote, name, out)  # fmt: skip
+    out(status.table(rows_retrying(submission, out=out)))
+    final = next(j for j in submission["jobs"] if j["name"] == plan.FINAL)["job_id"]
+    if not wait:
+        out(f"submitted: the final job is {final}; `python -m tlstudy slurm status` shows every job")
+        return 0
+    return wait_for(submission, out)
 
+
+def _submit(root: Path, config: dict, config_file: Path | None, commit: str, params: dict[str, str], values: dict,
+            cache: Path | None, key: str, base: Path, overrides: list[str], remote: str | None, name: str | None,
+            out) -> dict:  # fmt: skip
+    """The jobs queued and recorded, under the submission's lock: its record as `status` reads it."""
     # The graph of these params (a -S can add a part): read in a copy of its own.
     copies.make(base / ".plan", root, commit, params, None)
     pipeline = plan.read(base / ".plan")
@@ -190,7 +297,6 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
             f"this submission is still in progress: its final job {final['job_id']} is {final['state']} "
             "(python -m tlstudy slurm status); wait for it, or scancel it to submit again"
         )
-    cache = None if remote else copies.cache_dir(root)
     links = copies.data_links(root, values)
     from tlstudy.profile import tool
 
@@ -200,14 +306,17 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
     opts = {kind: C.sbatch_options(config, kind) for kind in C.KINDS}
     check_options(opts, {job.kind for job in jobs}, config_file or root / CONFIG)
     params_sha = {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in params}
+    # Each job carries this submission's tag as its --comment: after an sbatch that reports a
+    # failure (a lost reply, a timeout) the job, if the controller took it, is found and recorded.
+    token = secrets.token_hex(6)
     ids: dict[str, str] = {}
     rows: list[dict] = []
     submission = {
         "submitted": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "checkout": str(root), "commit": commit, "key": key, "folder": str(base),
-        "overrides": overrides, "remote": remote, "name": name, "jobs": rows,
+        "overrides": overrides, "remote": remote, "name": name, "tag": token, "jobs": rows,
     }  # fmt: skip
-    queued: list[str] = []  # the jobs this submit queued, in order
+    queued: list[tuple[str, str | None]] = []  # (job id, cluster) of the jobs this submit queued, in order
     done: set[str] = set()  # jobs of the last submission that completed: kept, and waited for by nobody
 
     def save() -> None:
@@ -227,7 +336,8 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
             ids[job.name] = before["job_id"]
             if before["state"] == "COMPLETED":
                 done.add(job.name)
-            rows.append({**row, "job_id": before["job_id"], "log": before["log"], "kept": kept})
+            rows.append({**row, "job_id": before["job_id"], "log": before["log"], "kept": kept,
+                         "cluster": before.get("cluster")})  # fmt: skip
             continue
         record = Path(row["record"])
         record.unlink(missing_ok=True)
@@ -240,26 +350,35 @@ def run(cwd: Path, overrides: list[str], remote: str | None = None, name: str | 
             text = scripts.part_script(target, job, copy, record, opts[job.kind])
         script = base / "scripts" / f"{job.folder}.sh"
         script.write_text(text)
+        cluster = C.cluster_of(opts[job.kind])
+        tag = f"tlstudy:{token}:{job.name}"
+        args = [*scripts.sbatch_args(job, base / "logs", opts[job.kind]), f"--comment={tag}"]
+        # A completed job is no dependency: a cluster forgets finished jobs after MinJobAge (300 s
+        # by default), and sbatch refuses an afterok on a job id it no longer knows.
+        waits = [ids[a] for a in job.after if a not in done]
         try:
-            args = scripts.sbatch_args(job, base / "logs", opts[job.kind])
-            # A completed job is no dependency: a cluster forgets finished jobs after MinJobAge (300 s
-            # by default), and sbatch refuses an afterok on a job id it no longer knows.
-            waits = [ids[a] for a in job.after if a not in done]
-            ids[job.name] = _sbatch(script, waits, args)
-        except SlurmError as exc:
-            raise SlurmError(f"{exc}\n{_cancel(queued, submission, save)}") from exc
-        queued.append(ids[job.name])
-        log = str(base / "logs" / f"{job.folder}.{ids[job.name]}.log")
-        rows.append({**row, "job_id": ids[job.name], "log": log, "afterok": waits})
+            job_id, where = _sbatch(script, waits, args, cluster)
+        except SbatchFailed as exc:
+            try:
+                found = _taken(job.name, tag, cluster, looks=3 if exc.timed_out else 1)
+            except status.QueryError as lost:
+                raise SlurmError(
+                    f"{exc}\nwhether Slurm took {job.name} is unknown ({lost}): look for it with squeue -u "
+                    f"{os.getuid()} -n tlstudy:{job.name} -o '%i %k' (comment {tag}) and scancel it\n"
+                    f"{_cancel(queued, submission, save)}"
+                ) from exc
+            if found is None:
+                raise SlurmError(f"{exc}\n{_cancel(queued, submission, save)}") from exc
+            job_id, where = found
+            out(f"slurm: {exc}; but Slurm took the job (comment {tag}): {job.name} is job {job_id}, recorded")
+        ids[job.name] = job_id
+        queued.append((job_id, where))
+        log = str(base / "logs" / f"{job.folder}.{job_id}.log")
+        rows.append({**row, "job_id": job_id, "log": log, "afterok": waits, "cluster": where})
         save()
 
     save()
-    out(status.table(rows_retrying(submission, out=out)))
-    final = ids[plan.FINAL]
-    if not wait:
-        out(f"submitted: the final job is {final}; `python -m tlstudy slurm status` shows every job")
-        return 0
-    return wait_for(submission, out)
+    return submission
 
 
 def wait_for(submission: dict, out=print, poll_s: float = 5.0) -> int:
