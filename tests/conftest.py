@@ -81,3 +81,16 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 def pytest_report_header(config):
     return f"shared PACS data: {'found' if SHARED_PACS.is_dir() else 'absent'} at {SHARED_PACS}"
+
+
+@pytest.fixture
+def shared():
+    """A folder every user may write, sticky as /tmp is (tmp_path is root's alone): where the
+    tests of shared lock files let a second user (tests/as_nobody.py) meet root's files."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="tlstudy-shared-", dir="/tmp"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

@@ -171,3 +171,79 @@ def test_a_full_disk_while_unpacking_pacs_removes_the_half_unpacked_folder(tmp_p
     assert json.loads((tmp_path / "out/metrics/data.json").read_text()) == {"split": "official lists"}
     rows = list(csv.DictReader(open(tmp_path / "out/manifest.csv")))
     assert collections.Counter(r["full"] for r in rows) == {"train": 1686, "val": 421, "test": 237}
+
+
+def test_a_checkpoint_save_into_a_full_disk_is_said_once_and_the_run_ends_as_uninterrupted(tmp_path):
+    """A real ENOSPC at the third of a run's checkpoints: one warning naming the folder, the
+    partial file removed, the two states before it intact, no further save tried, and the run's
+    history, selected weights and final weights those of a run without checkpoints. A state whose
+    record finds no room is removed with it."""
+    why = private_tmpfs_works(tmp_path / "probe")
+    if why:
+        pytest.skip(f"no real ENOSPC to be had: {why}")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    report = in_namespace("checkpoint", tmp_path)
+    assert "full_error" not in report, report["full_error"]
+    runs = f"{tmp_path / 'ws'}/runs"
+    assert len(report["lines"]) == 1, report["lines"]
+    assert re.fullmatch(
+        rf"test: warning: checkpoints stopped: could not write run\.e3\.pt in {re.escape(runs)} "
+        r"\(No space left on device, [\d.]+ MiB free\); nothing half-written is left, and training goes on without "
+        r"checkpoints until the stage ends \(a kill now loses the epochs since the last one saved\)",
+        report["lines"][0],
+    ), report["lines"][0]
+    left = sorted(f for f in report["files_after_full"] if f.startswith("runs/"))
+    assert left == ["runs/run.e1.json", "runs/run.e1.pt", "runs/run.e2.json", "runs/run.e2.pt"]
+    assert torn(report["files_after_full"]) == [] and report["unreadable_after_full"] == []
+
+    straight, full = (torch.load(tmp_path / "out" / f"{n}.pt", weights_only=True) for n in ("straight", "full"))
+    assert full["checkpoints"] == 2 and straight["checkpoints"] == 0
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(full["history"]) == strip(straight["history"]) and len(straight["history"]) == 5
+    for k in ("best_epoch", "best_val_acc", "diverged_epoch"):
+        assert full[k] == straight[k], k
+    for name in ("best_state", "model"):
+        assert full[name].keys() == straight[name].keys()
+        assert all(torch.equal(full[name][k], straight[name][k]) for k in straight[name]), name
+
+    assert "record_error" not in report, report["record_error"]
+    assert report["record_save"] is None and len(report["record_lines"]) == 1
+    assert report["record_lines"][0].startswith(
+        f"rec: warning: checkpoints stopped: could not write run.e1.json in {tmp_path / 'ws'}/record "
+        "(No space left on device"
+    ), report["record_lines"]
+    assert not [f for f in report["files_after_record"] if f.startswith("record/")]  # no orphan state, no temp
+
+
+@pytest.mark.slow
+def test_a_train_stage_whose_checkpoint_finds_the_disk_full_finishes_as_an_uninterrupted_one(
+    tmp_path, params, monkeypatch
+):
+    """The stage as a user runs it: room for its runs' weights, not for a checkpoint (saved after
+    every epoch). It says so once, finishes, and its outputs are an uninterrupted run's."""
+    why = private_tmpfs_works(tmp_path / "probe")
+    if why:
+        pytest.skip(f"no real ENOSPC to be had: {why}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same arithmetic in both runs, so equal weights
+    monkeypatch.setenv("TLSTUDY_CHECKPOINT_SHARE", "1")
+    # Adam: a checkpoint is the weights, the best epoch's and the two moments (~180 MB).
+    params.update(lr=[0.01, 0.003], optimizer=["adam"], epochs=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare(tmp_path / "straight", params)
+    straight = train(tmp_path / "straight")
+    out, _ = straight.communicate(timeout=600)
+    assert straight.returncode == 0, out
+
+    report = in_namespace("train_checkpoint", tmp_path)
+    full = report["full"]
+    assert full["rc"] == 0, full
+    said = (full["out"] + full["err"]).count("warning: checkpoints stopped")
+    assert said == 1 and "No space left on device" in full["err"] + full["out"], full
+    assert not [f for f in report["files_after_full"] if f.startswith("work/runs/")]
+    assert torn(report["files_after_full"]) == [] and report["unreadable_after_full"] == []
+    straight, resumed = without_timing(tmp_path / "straight"), without_timing(tmp_path / "out")
+    assert resumed[0] == straight[0] and resumed[1] == straight[1]
+    assert resumed[2].keys() == straight[2].keys() == {"seed0/adam.pt"}
+    state, other = straight[2]["seed0/adam.pt"], resumed[2]["seed0/adam.pt"]
+    assert all(torch.equal(state[k], other[k]) for k in state)

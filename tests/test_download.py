@@ -132,3 +132,52 @@ def test_two_processes_fetching_into_one_folder_download_once_and_both_get_the_v
     assert len(server.requests) == 1  # one download
     assert "another process is downloading it" in outs[1] and "downloaded meanwhile by another process" in outs[1]
     assert (tmp_path / "pacs.zip").read_bytes() == BODY and not (tmp_path / "pacs.zip.part").exists()
+
+
+def test_the_download_lock_is_writable_by_every_user_and_another_user_downloads_through_it(server, shared):
+    """A shared cache (`docker run --user`, Slurm jobs of several users): root's download, under
+    umask 022, leaves a lock file that another user's download of the same file takes turns on."""
+    import stat
+
+    import as_nobody
+
+    with pytest.raises(DownloadError, match="HTTP 404"):  # root's try: the server does not have it yet
+        download(server.url("/later.zip"), shared / "later.zip", log=lambda m: None, backoff=0.01)
+    lock = shared / "later.zip.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o666 and lock.stat().st_uid == 0
+    server.files["/later.zip"] = BODY
+    got = as_nobody.run(download, server.url("/later.zip"), shared / "later.zip", SHA, 5, 60.0, 0.01, lambda m: None)
+    assert got == {"returned": repr(shared / "later.zip")}, got
+    assert (shared / "later.zip").stat().st_uid == as_nobody.NOBODY and (shared / "later.zip").read_bytes() == BODY
+
+
+def test_a_download_lock_another_user_may_not_write_is_one_clear_error_before_any_request(server, shared):
+    """A lock file root's download made with the old mode (0644) stops another user's download at
+    once, in one line naming the file and what to do."""
+    import as_nobody
+
+    lock = shared / "pacs.zip.lock"
+    lock.touch(mode=0o644)
+    lock.chmod(0o644)
+    said = as_nobody.run(download, server.url("/pacs.zip"), shared / "pacs.zip", SHA, 5, 60.0, 0.01, lambda m: None)
+    assert said["raised"] == "LockError" and said["study_error"], said
+    message = said["message"]
+    assert "\n" not in message and message.startswith(f"lock file {lock}: permission denied: it is uid 0's"), message
+    assert f"`chmod 666 {lock}`" in message and "TLSTUDY_DOWNLOADS" in message, message
+    assert server.requests == []
+
+
+def test_another_users_partial_download_is_one_clear_error_not_retries(server, shared):
+    """Root's download was cut and left its partial file (0644); another user's resume cannot
+    append to it, and no retry changes that: one line naming it, after one request."""
+    import as_nobody
+
+    part = shared / "pacs.zip.part"
+    part.write_bytes(BODY[:1000])
+    part.chmod(0o644)
+    said = as_nobody.run(download, server.url("/pacs.zip"), shared / "pacs.zip", SHA, 5, 60.0, 0.01, lambda m: None)
+    assert said["raised"] == "NotWritable" and said["study_error"], said
+    message = said["message"]
+    assert "\n" not in message and message.startswith(f"{part}: permission denied for uid 65534"), message
+    assert "TLSTUDY_DOWNLOADS" in message
+    assert len(server.requests) == 1 and part.read_bytes() == BODY[:1000]

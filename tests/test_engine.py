@@ -284,3 +284,36 @@ def test_parallel_stages_claim_different_gpus_and_wait_for_a_free_one(tmp_path):
     finally:
         for p in (a, b):
             p.kill()
+
+
+def test_a_gpu_lock_file_is_writable_by_every_user_whatever_the_umask(shared):
+    """A stage of root's claims GPU 0 under umask 022 and ends; then a stage of another user
+    claims the same GPU through the lock file root's left."""
+    import stat
+
+    import as_nobody
+
+    from tlstudy.engine import claim_gpu
+
+    quiet = lambda _m: None  # noqa: E731
+    assert as_nobody.run(claim_gpu, ["0"], str(shared), 0.01, quiet, user=None) == {"returned": "'0'"}
+    lock = shared / "tlstudy-gpu-0.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) & 0o666 == 0o666 and lock.stat().st_uid == 0
+    assert as_nobody.run(claim_gpu, ["0"], str(shared), 0.01, quiet) == {"returned": "'0'"}
+
+
+def test_a_gpu_lock_file_another_user_may_not_write_is_one_clear_error(shared):
+    """A lock file that root's stage made with the old mode (0644): another user's stage stops
+    with one line naming it and what to do, instead of a traceback."""
+    import as_nobody
+
+    from tlstudy.engine import claim_gpu
+
+    lock = shared / "tlstudy-gpu-1.lock"
+    lock.touch(mode=0o644)
+    lock.chmod(0o644)
+    said = as_nobody.run(claim_gpu, ["1"], str(shared), 0.01, lambda _m: None)
+    assert said["raised"] == "LockError" and said["study_error"], said
+    message = said["message"]
+    assert "\n" not in message and message.startswith(f"lock file {lock}: permission denied: it is uid 0's"), message
+    assert f"`chmod 666 {lock}`" in message and "TLSTUDY_LOCK_DIR" in message, message

@@ -31,3 +31,64 @@ def test_with_nothing_queued_it_starts_no_worker(tmp_path):
     assert exp_queue.serve(2, root=tmp_path, log=lines.append) == 0
     assert lines == ["queue: nothing queued; queue experiments first, e.g. `dvc exp run --queue -S lr=0.01`"]
     assert not list((tmp_path / ".dvc").rglob("dvc-exp-worker-*"))
+
+
+@pytest.mark.slow
+def test_an_experiment_whose_worker_still_cleans_up_is_waited_for_not_called_orphaned(tmp_path):
+    """DVC keeps an entry Running while its worker collects the results and cleans up after the
+    experiment's process exited. A slow clean-up (here the real worker paused with SIGSTOP while
+    the experiment runs, so that its process ends and waits for the worker) outlasts the grace
+    period; the command waits for it and never advises `dvc queue kill` for it."""
+    import json
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
+    subprocess.run([*profile.tool_argv("dvc"), "init", "-q"], cwd=ws, check=True)
+    (ws / "dvc.yaml").write_text("stages:\n  hello:\n    cmd: sleep 1 && echo hello > out.txt\n    outs: [out.txt]\n")
+    (ws / "params.yaml").write_text("x: 1\n")
+    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
+    subprocess.run(["git", "commit", "-qm", "a stage"], cwd=ws, check=True)
+    exp_queue.dvc(ws, "exp", "run", "--queue", "-S", "x=2", "-n", "slow-cleanup")
+    grace_s, paused = 2.0, {}
+
+    def pause_the_worker():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "worker" not in paused:
+            for record in (ws / ".dvc/tmp/exps/run").glob("*/*.json"):
+                try:
+                    run = psutil.Process(json.loads(record.read_text())["pid"])
+                    worker = run.parent()
+                    worker.send_signal(signal.SIGSTOP)
+                except (OSError, ValueError, KeyError, AttributeError, psutil.Error):
+                    continue  # not written yet, or being written
+                paused.update(worker=worker, run=run)
+                break
+            time.sleep(0.05)
+        if "worker" not in paused:
+            return
+        while paused["run"].status() != psutil.STATUS_ZOMBIE:  # it ended; its worker has yet to collect it
+            time.sleep(0.05)
+        paused["ended"] = time.monotonic()
+        time.sleep(3 * grace_s)  # well beyond the grace period
+        paused["worker"].send_signal(signal.SIGCONT)
+
+    watcher = threading.Thread(target=pause_the_worker, daemon=True)
+    watcher.start()
+    lines = []
+    try:
+        code = exp_queue.serve(1, root=ws, poll_s=0.3, grace_s=grace_s, log=lines.append)
+    finally:
+        watcher.join(timeout=150)
+        if "worker" in paused:
+            paused["worker"].send_signal(signal.SIGCONT)
+        exp_queue.dvc(ws, "queue", "stop", "--kill")
+    said = "\n".join(lines)
+    assert "ended" in paused, said  # the experiment's process did end while its worker was paused
+    assert code == 0 and "queue: slow-cleanup Success" in said, said
+    assert "dvc queue kill" not in said and "no process has run it" not in said, said

@@ -253,3 +253,156 @@ def test_a_save_is_due_once_its_cost_is_at_most_the_share_of_the_time_since_the_
     monkeypatch.setenv(resume.SHARE_ENV, "2")
     with pytest.raises(Exception, match="TLSTUDY_CHECKPOINT_SHARE='2': expected a share"):
         resume.Checkpoints(tmp_path, "k", "t")
+
+
+def small_state(epoch):
+    return {"epoch": epoch, "weights": torch.full((1000,), float(epoch))}
+
+
+def test_a_checkpoint_that_cannot_be_read_now_is_kept_and_the_one_before_it_is_used(tmp_path, monkeypatch):
+    """An OSError reading a sound state (EIO, or ESTALE on NFS) proves nothing against it: it is
+    said, kept, and read on the next try; the run continues from the one before it meanwhile."""
+    import builtins
+    import errno
+    import io
+
+    from tlstudy import resume
+
+    saver = resume.Checkpoints(tmp_path, "run", "test", log=lambda line: None, share=1)
+    for epoch in (1, 2):
+        saver.save(epoch, small_state(epoch))
+    newest = tmp_path / "run.e2.pt"
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    real_open = builtins.open
+
+    def failing_open(file, *args, **kwargs):  # the disk fails the read of that one file
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == os.fspath(newest):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", failing_open)
+    monkeypatch.setattr(io, "open", failing_open)
+    lines = []
+    state = resume.Checkpoints(tmp_path, "run", "test", log=lines.append, share=1).latest()
+    monkeypatch.undo()
+    assert state["epoch"] == 1 and torch.equal(state["weights"], small_state(1)["weights"])
+    assert lines == [
+        f"test: warning: the checkpoint of epoch 2 is unreadable here ([Errno 5] Input/output error: '{newest}'); "
+        "kept (it may read next time), continuing from the one before it",
+        "test: continuing after epoch 1, from its checkpoint",
+    ]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing deleted or changed
+    lines.clear()
+    assert resume.Checkpoints(tmp_path, "run", "test", log=lines.append, share=1).latest()["epoch"] == 2
+    assert lines == ["test: continuing after epoch 2, from its checkpoint"]
+
+
+def test_a_record_that_cannot_be_written_leaves_no_state_behind_and_the_saves_stop(tmp_path):
+    """The kernel refuses the record (a folder holds its name): the state written before it is
+    removed, not left as an orphan as large as the run's weights; said once, and the run's later
+    saves are not tried."""
+    from tlstudy import resume
+
+    (tmp_path / "run.e1.json").mkdir()
+    lines = []
+    c = resume.Checkpoints(tmp_path, "run", "test", log=lines.append, share=1)
+    assert c.save(1, small_state(1)) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["run.e1.json"]  # the folder alone: no .pt, no temp file
+    assert lines == [
+        f"test: warning: checkpoints stopped: could not write run.e1.json in {tmp_path} (Is a directory); nothing "
+        "half-written is left, and training goes on without checkpoints until the stage ends (a kill now loses "
+        "the epochs since the last one saved)"
+    ]
+    assert not c.due() and c.save(2, small_state(2)) is None and len(lines) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["run.e1.json"]
+
+
+def test_a_share_of_zero_turns_checkpoints_off(tmp_path, monkeypatch):
+    from tlstudy import resume
+
+    monkeypatch.setenv(resume.SHARE_ENV, "0")
+    result, _ = fit_tiny(resume.Checkpoints(tmp_path, "run", "t"), trainable="head", epochs=2)
+    assert result.checkpoints == 0 and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(resume.SHARE_ENV, "off")
+    with pytest.raises(Exception, match=r"SHARE='off': expected a share of the run's time in \[0, 1\]"):
+        resume.Checkpoints(tmp_path, "k", "t")
+
+
+def test_the_key_holds_the_library_versions_the_thread_count_and_the_cpu_kernels(params, in_tmp, monkeypatch):
+    """Two tries that compute a run differently never share it: another torch or torchvision,
+    another thread count (how the reductions split), oneDNN capped to another ISA."""
+    import torchvision
+
+    from tlstudy import resume
+
+    (in_tmp / "images.pt").write_bytes(b"images")
+    spec = params["parts"]["scratch"]
+    fp32 = engine.Speed(torch.device("cpu"), bf16=False, channels_last=False)
+
+    def key():
+        return resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train", fp32)
+
+    base = key()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        assert key() != base
+    finally:
+        torch.set_num_threads(threads)
+    assert key() == base
+    for module in (torch, torchvision):
+        with monkeypatch.context() as m:
+            m.setattr(module, "__version__", "0.0.1")
+            assert key() != base, module.__name__
+    for cap in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        with monkeypatch.context() as m:
+            m.setenv(cap, "AVX2")
+            assert key() != base, cap
+    assert key() == base
+
+
+def test_every_params_key_but_those_a_run_keys_itself_is_in_the_key(params, in_tmp, monkeypatch):
+    """The key's params follow params.TOP_KEYS: one added there is in the key without a second list."""
+    from tlstudy import params as P
+    from tlstudy import resume
+
+    (in_tmp / "images.pt").write_bytes(b"images")
+    spec = params["parts"]["scratch"]
+    fp32 = engine.Speed(torch.device("cpu"), bf16=False, channels_last=False)
+    monkeypatch.setattr(P, "TOP_KEYS", P.TOP_KEYS | {"new_setting"})
+    params["new_setting"] = 1
+    base = resume.fingerprint(params, spec, [in_tmp / "images.pt"], "train", fp32)
+    for key in sorted(P.TOP_KEYS - {"seeds", "lr", "optimizer", "parts", "transfer", "pretrain", "inspect"}):
+        changed = dict(params, **{key: {"changed": True}})
+        assert resume.fingerprint(changed, spec, [in_tmp / "images.pt"], "train", fp32) != base, key
+
+
+def test_pretrainings_key_holds_its_source_images_by_name_and_content(params, in_tmp):
+    """The source images are no dep DVC hashes: one rewritten in place, or moved to another class
+    folder, must not let a stopped pretraining continue on the old images."""
+    from tlstudy import pretrain
+
+    root = in_tmp / "sources"
+    paths = [f"{d}/{c}/{i}.png" for d in ("art_painting", "photo", "sketch") for c in ("dog", "horse") for i in (1, 2)]
+    for i, rel in enumerate(paths):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(f"image {i}".encode())
+    (in_tmp / "work").mkdir()
+    (in_tmp / "work/images.pt").write_bytes(b"cartoon images")
+    (in_tmp / "manifest.csv").write_text("path,class\n")
+    fp32 = engine.Speed(torch.device("cpu"), bf16=False, channels_last=False)
+
+    def key(names=paths):
+        return pretrain.store_key(params, "pacs_sources", fp32, root, names)
+
+    base = key()
+    assert key() == base
+    first = root / paths[0]
+    first.write_bytes(b"image 0, edited")
+    assert key() != base
+    first.write_bytes(b"image 0")
+    assert key() == base
+    moved = paths[0].replace("/dog/", "/horse/").replace("1.png", "3.png")
+    (root / moved).write_bytes(first.read_bytes())
+    assert key([moved, *paths[1:]]) != base

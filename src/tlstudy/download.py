@@ -9,8 +9,15 @@ download at once (atomic.DiskFullError) and keeps the partial file for the next 
 shown as the training's is: a bar on a terminal, a line every 20 s elsewhere.
 
 Processes that fetch the same file into one folder (Slurm jobs sharing a download folder) take
-turns on `<dest>.lock` (flock, released by the OS even after a kill): one downloads, the others
-wait, then find the verified file and reuse it.
+turns on `<dest>.lock` (flock, released by the OS even after a kill; created writable by every
+user of the folder, locks.py): one downloads, the others wait, then find the verified file and
+reuse it.
+
+Kept by hand rather than `pooch` or `huggingface_hub.hf_hub_download` (issue 35): pooch resumes
+nothing (a retry starts the archive over), honours no Retry-After and takes no lock between
+processes; hf_hub_download wants the Hub's API in front of `data.url` (a user's mirror or the
+tests' server on 127.0.0.1 would have to imitate it). Each property above is tested here against
+a real HTTP server; the lock is tlstudy.locks (a flock on a file every user may open).
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import email.utils
 import fcntl
 import hashlib
 import http.client
+import os
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tlstudy import locks
 from tlstudy.atomic import disk_full, out_of_space
 from tlstudy.errors import StudyError
 from tlstudy.progress import Transfer
@@ -35,6 +44,10 @@ MAX_WAIT_S = 600.0  # the longest Retry-After honoured: a server asking for more
 
 class DownloadError(StudyError, RuntimeError):
     pass
+
+
+class NotWritable(StudyError):
+    """A download file or folder this user may not write (one shared with other users)."""
 
 
 def sha256_of(path: str | Path) -> str:
@@ -124,17 +137,19 @@ def download(
 
 @contextlib.contextmanager
 def _turn(dest: Path, log):
-    """Hold `<dest>.lock` for the download; wait, saying so once, while another process holds it."""
-    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    """Hold `<dest>.lock` for the download; wait, saying so once, while another process holds it.
+    The lock file is shared by every user of the folder (locks.py)."""
+    fd = locks.open_lock(dest.with_name(dest.name + ".lock"), "or set TLSTUDY_DOWNLOADS to a folder of your own")
+    try:
+        if not locks.try_lock(fd):
             log(f"download: {dest.name}: another process is downloading it into {dest.parent}; waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _download(url, dest: Path, sha256, retries, timeout, backoff, log, progress) -> Path:
@@ -152,6 +167,12 @@ def _download(url, dest: Path, sha256, retries, timeout, backoff, log, progress)
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
             if exc.code in (429, 503):
                 asked = retry_after(exc)
+        except PermissionError as exc:
+            # Another user's partial file, or a folder this user may not write: no retry changes that.
+            raise NotWritable(
+                f"{exc.filename or part}: permission denied for uid {os.geteuid()}; remove the partial download or "
+                "make it and its folder writable by your group, or set TLSTUDY_DOWNLOADS to a folder of your own"
+            ) from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, http.client.HTTPException) as exc:
             # A full disk does not clear by waiting: say so now instead of after every retry.
             full = out_of_space(exc)

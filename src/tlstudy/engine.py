@@ -14,7 +14,6 @@ same features again."""
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import tempfile
@@ -46,20 +45,22 @@ def device() -> torch.device:
 
 def claim_gpu(ids: list[str], lock_dir: Path | None = None, poll_s: float = 2.0, log=print) -> str:
     """The first of `ids` whose lock no other process holds; the lock is held until this process
-    ends (the OS releases it even after a kill)."""
+    ends (the OS releases it even after a kill). The lock files are shared by every user of the
+    GPUs (locks.py); one this user may not open is a LockError naming it."""
+    from tlstudy import locks
+
     if "gpu" in _held:
         return _held["gpu"]
     lock_dir = Path(lock_dir or os.environ.get("TLSTUDY_LOCK_DIR") or tempfile.gettempdir())
+    instead = "or set TLSTUDY_LOCK_DIR to a folder that every user of these GPUs can write"
     told = False
     while True:
         for gpu in ids:
-            f = open(lock_dir / f"tlstudy-gpu-{gpu}.lock", "w")  # noqa: SIM115 (kept open: it is the claim)
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.close()
+            fd = locks.open_lock(lock_dir / f"tlstudy-gpu-{gpu}.lock", instead)
+            if not locks.try_lock(fd):
+                os.close(fd)
                 continue
-            _held.update(gpu=gpu, file=f)
+            _held.update(gpu=gpu, file=fd)  # kept open: it is the claim
             log(f"device: claimed GPU {gpu} of {','.join(ids)} ({GPUS_ENV})")
             return gpu
         if not told:
@@ -271,13 +272,14 @@ def train_epoch(model, opt, split, transform, batch_size, order_gen, aug_gen, sp
 
 class Checkpoints(Protocol):
     """Where a run in progress keeps its state (resume.Checkpoints): its newest sound state, if
-    any; whether a save is due now (the store keeps their cost a small share of the run); a save."""
+    any; whether a save is due now (the store keeps their cost a small share of the run); a save
+    (its seconds, or None where it could not be written: the run goes on without it)."""
 
     def latest(self) -> dict | None: ...
 
     def due(self) -> bool: ...
 
-    def save(self, epoch: int, state: dict) -> float: ...
+    def save(self, epoch: int, state: dict) -> float | None: ...
 
 
 def run_state(epoch, model, trainable, opt, scheduler, order_gen, aug_gen, result: Result, speed: Speed) -> dict:
@@ -397,8 +399,11 @@ def fit(
         progress.epoch(epoch, loss_sum / n, val_acc)
         if checkpoints is not None and epoch < epochs and checkpoints.due():
             state = run_state(epoch, model, trainable, opt, scheduler, order_gen, aug_gen, result, speed)
-            result.checkpoint_s += checkpoints.save(epoch, state)
-            result.checkpoints += 1
+            cost = checkpoints.save(epoch, state)
+            del state  # its copy of the weights is not carried through the next epoch
+            if cost is not None:  # None: not saved, and the store said why
+                result.checkpoint_s += cost
+                result.checkpoints += 1
     progress.end()
     if own:
         progress.close()

@@ -17,10 +17,13 @@ So this command runs `dvc exp clean` when no experiment is running, then `dvc qu
 and follows the queue; should queued experiments wait with a slot free for `grace` seconds (a
 worker stopped early, however), it starts the workers again, up to MAX_RESTARTS times in a row
 without progress, then ends naming what stays queued. An experiment that stays Running with no
-process running it (its worker killed, by the OOM killer or `kill -9`: DVC's task never ends
-then) ends it too, named, after `grace` seconds. It schedules nothing itself: DVC's
-workers take the experiments, each in a workspace of its own, and the workers inherit this
-process's environment (TLSTUDY_GPUS: each stage claims a GPU of its own, engine.claim_gpu).
+process running it and no worker left to end it (its worker killed, by the OOM killer or `kill
+-9`: DVC's task never ends then) ends it too, named, after `grace` seconds. Its worker counts:
+DVC keeps the entry Running while the worker collects the results and cleans up after the
+experiment's process exits, which takes a while on NFS or with a large `work/`. It schedules
+nothing itself: DVC's workers take the experiments, each in a workspace of its own, and the
+workers inherit this process's environment (TLSTUDY_GPUS: each stage claims a GPU of its own,
+engine.claim_gpu).
 """
 
 from __future__ import annotations
@@ -82,25 +85,53 @@ def queue_status(root: Path) -> dict[str, tuple[str, str]]:
         return {e["rev"]: (e.get("name") or e["rev"][:7], e["status"]) for e in repo.experiments.celery_queue.status()}
 
 
-def orphaned(root: Path, revs: list[str]) -> dict[str, int | None]:
-    """Of the Running entries `revs`, those that no live process runs, with the pid that ran them
-    (None: none was recorded). DVC records each experiment's process in its queue's process
-    folder (dvc_task's ProcessManager); a killed worker's experiment keeps its entry Running."""
+def orphaned(root: Path, revs: list[str], workers: dict[str, int] | None = None) -> dict[str, int | None]:
+    """Of the Running entries `revs`, those that no live process runs and no live worker collects,
+    with the pid that ran them (None: none was recorded). DVC records each experiment's process
+    in its queue's process folder (dvc_task's ProcessManager); that process is a child of the
+    worker (`dvc exp queue-worker dvc-exp-<hash>-<n>@localhost`), which collects and cleans up
+    after it. `workers` remembers each entry's worker from one call to the next (an exited
+    process's parent is unknown); where none was seen, any live worker of this workspace counts."""
+    import hashlib
+
     import psutil
     from dvc.repo import Repo
 
-    def alive(pid: int) -> bool:
+    def live(pid: int) -> psutil.Process | None:
         try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            p = psutil.Process(pid)
+            return p if p.status() != psutil.STATUS_ZOMBIE else None
+        except psutil.Error:
+            return None
+
+    def is_worker(p: psutil.Process | None) -> bool:
+        try:
+            args = p.cmdline() if p is not None else []
         except psutil.Error:
             return False
+        return "queue-worker" in args and any(a.startswith(node) for a in args)
 
+    workers = {} if workers is None else workers
     found = {}
     with Repo(str(root)) as repo:
-        proc = repo.experiments.celery_queue.proc
+        queue = repo.experiments.celery_queue
+        node = f"dvc-exp-{hashlib.sha256(queue.wdir.encode('utf-8')).hexdigest()[:6]}-"  # as DVC names them
         for rev in revs:
-            info = proc.get(rev)
-            if info is None or info.returncode is not None or not alive(info.pid):
+            info = queue.proc.get(rev)
+            ran = None
+            if info is not None and info.returncode is None:  # not reaped yet: the pid is still its
+                try:
+                    workers.setdefault(rev, psutil.Process(info.pid).ppid())  # a zombie still names it
+                except psutil.Error:
+                    pass
+                ran = live(info.pid)
+            if ran is not None:
+                continue
+            if rev in workers:
+                collected = is_worker(live(workers[rev]))
+            else:
+                collected = any(is_worker(live(p.pid)) for p in psutil.process_iter())
+            if not collected:
                 found[rev] = info.pid if info is not None else None
     return found
 
@@ -150,7 +181,8 @@ def serve(
     shown: dict[str, str] = {}
     short_since = None
     restarts = 0  # in a row, with no entry changing its status in between
-    alone_since: dict[str, float] = {}  # Running entries with no live process, since when
+    alone_since: dict[str, float] = {}  # Running entries with no live process or worker, since when
+    workers: dict[str, int] = {}  # each Running entry's worker, once seen
     try:
         start(sum(st == "Running" for _, st in status.values()))
         while True:
@@ -165,7 +197,7 @@ def serve(
             if not queued and not running:
                 break
             now = time.monotonic()
-            lost = orphaned(root, running)
+            lost = orphaned(root, running, workers)
             alone_since = {rev: alone_since.get(rev, now) for rev in lost}
             dead = {rev: pid for rev, pid in lost.items() if now - alone_since[rev] >= grace_s}
             if dead:
@@ -197,8 +229,9 @@ def orphans_found(dead: dict[str, tuple[str, int | None]], grace_s: float, log: 
     for name, pid in dead.values():
         ran = f"pid {pid}, gone" if pid is not None else "no process recorded"
         log(
-            f"queue: {name} is Running in DVC's queue, but no process has run it for {grace_s:.0f} s ({ran}): "
-            "its worker was killed (out of memory, kill -9, a reboot), and DVC will never end it"
+            f"queue: {name} is Running in DVC's queue, but no process has run it for {grace_s:.0f} s ({ran}, and "
+            "no worker collects it): its worker was killed (out of memory, kill -9, a reboot), and DVC will never "
+            "end it"
         )
     names = " ".join(name for name, _ in dead.values())
     log(f"queue: to go on: `dvc queue kill {names}` marks it ended (or `dvc queue stop --kill`), then queue it")

@@ -82,6 +82,14 @@ def cartoon_accuracy(model, mean, std, speed) -> tuple[float, int]:
     return (logits.argmax(1).cpu() == y).float().mean().item(), len(y)
 
 
+def store_key(params: dict, name: str, speed: engine.Speed, root: Path, paths: list[str]) -> str:
+    """The resume key of backbone `name`'s run; it holds the source images it trains on (`paths`
+    under `root`) by name and content, since they are no dep of the stage that DVC hashes."""
+    inputs = [Path("work/images.pt"), Path("manifest.csv")]
+    spec = params["pretrain"][name]
+    return resume.fingerprint(params, spec, inputs, "pretrain", speed, images=(root, paths))
+
+
 def run(params: dict, name: str) -> dict:
     if name not in params["pretrain"]:
         raise P.ParamsError(f"params: no backbone {name!r} under 'pretrain'; known: {', '.join(params['pretrain'])}")
@@ -122,8 +130,7 @@ def run(params: dict, name: str) -> dict:
         "sgd": {"momentum": spec["momentum"], "weight_decay": spec["weight_decay"]},
         "adam": {"weight_decay": spec["weight_decay"]},
     }
-    inputs = [Path("work/images.pt"), Path("manifest.csv")]
-    store = resume.RunStore(f"pretrain_{name}", resume.fingerprint(params, spec, inputs, "pretrain", speed))
+    store = resume.RunStore(f"pretrain_{name}", store_key(params, name, speed, root, cache["paths"]))
     result = store.load(r)
     if result is None:
         transform = augment.batched(augment.build(params["augmentations"][spec["augment"]], where=spec["augment"]))
