@@ -56,7 +56,9 @@ def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
             assert abs(c["bf16_ratio"] - best_bf16 / s[c["fp32_engine"]]) < 0.01
             assert abs(c["auto_ratio"] - s[c["engine_auto"]] / s[c["fp32_engine"]]) < 0.01
             assert s[c["fastest"]] == max(s.values())
-            assert abs(c["auto_vs_fastest"] - s[c["engine_auto"]] / s[c["fastest"]]) < 0.01 and c["auto_vs_fastest"] <= 1
+            assert (
+                abs(c["auto_vs_fastest"] - s[c["engine_auto"]] / s[c["fastest"]]) < 0.01 and c["auto_vs_fastest"] <= 1
+            )
     out = capsys.readouterr().out
     assert "head-only grid of 10 runs" in out and "wrote metrics/bench.json" in out
     if "cpu_speed" in result:

@@ -186,7 +186,8 @@ INTEL, AMD = "GenuineIntel", "AuthenticAMD"
         # away on Intel leaves the kind measured slower in bf16.
         (INTEL, AMX, "AVX2", False), (AMD, ZEN4, "avx512_core", False), (INTEL, AMX, "AVX512_CORE_VNNI", False),
         (AMD, ZEN4, "AVX512_CORE_BF16", True), (INTEL, AMX, "AVX512_CORE_BF16", False),
-        (INTEL, AMX, "AVX512_CORE_AMX", True), (INTEL, AMX, "AVX10_1_512_AMX", True), (INTEL, AMX, "AVX10_1_512", False),
+        (INTEL, AMX, "AVX512_CORE_AMX", True), (INTEL, AMX, "AVX10_1_512_AMX", True),
+        (INTEL, AMX, "AVX10_1_512", False),
         (AMD, ZEN4, "ALL", True), (AMD, ZEN4, "", True), (AMD, AVX2, "ALL", False), (AMD, ZEN4, "NOT_AN_ISA", False),
     ],
 )  # fmt: skip

@@ -86,7 +86,11 @@ def test_the_record_names_the_isa_onednn_and_mkl_run_and_the_settings_that_cap_t
     to (and any setting that caps it), read from the libraries themselves."""
     info = machine.machine()
     assert info["kernel_isa"]["onednn"] and info["kernel_isa"]["mkl"] and info["kernel_isa"]["mkl_cnr"]
-    assert info["kernel_env"] == {} or set(info["kernel_env"]) <= {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"}
+    assert info["kernel_env"] == {} or set(info["kernel_env"]) <= {
+        "ONEDNN_MAX_CPU_ISA",
+        "DNNL_MAX_CPU_ISA",
+        "MKL_ENABLE_INSTRUCTIONS",
+    }
     assert set(info["cpu_model"]) >= {"family", "model"} and info["amx_bf16"] == ("amx_bf16" in info["cpu_flags"])
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")

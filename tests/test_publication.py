@@ -24,13 +24,13 @@ def make_optimizer(params, lr):
 def speed():
     return "fp32"
 '''
-TRAIN = '''\
+TRAIN = """\
 from pkg import engine
 
 
 def run(params):
     return engine.make_optimizer(params, 0.1), engine.speed()
-'''
+"""
 
 
 def git(repo: Path, *args: str) -> str:
@@ -55,7 +55,9 @@ def repo(tmp_path) -> Path:
     (tmp_path / "src/pkg/engine.py").write_text(ENGINE)
     (tmp_path / "src/pkg/train.py").write_text(TRAIN)
     files = ["src/pkg/engine.py", "src/pkg/train.py"]
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"foreach": ["scratch"], "do": {"deps": files}}}}))
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"train": {"foreach": ["scratch"], "do": {"deps": files}}}})
+    )
     git(tmp_path, "init", "-q")
     first = commit(tmp_path, "stage code")
     (tmp_path / "results/offline").mkdir(parents=True)

@@ -77,7 +77,9 @@ def test_todays_precision_rule_gives_each_publishing_machine_the_precision_its_r
     m = json.loads((RESULTS / timing).read_text())["machine_details"]
     cap = cpu.onednn_cap(m.get("kernel_env", {}))
     chosen = "bf16" if cpu.bf16_rule(m["cpu_vendor"], m["cpu_flags"], cap)[0] else "fp32"
-    recorded = {p.group(1) for f in folder.rglob("details/*.json") for p in re.finditer(r'"precision": "(\w+)"', f.read_text())}
+    recorded = {
+        p.group(1) for f in folder.rglob("details/*.json") for p in re.finditer(r'"precision": "(\w+)"', f.read_text())
+    }
     assert recorded == {chosen}, f"{folder.name}: computed in {recorded}, the rule picks {chosen} on {m['cpu']}"
 
 

@@ -220,8 +220,10 @@ def summary(v: Verdict) -> str:
     for stage, names in v.changed.items():
         for name in names:
             stages.setdefault(name, []).append(stage)
-    what = "; ".join(f"{name} ({len(s)} stage{'s' * (len(s) > 1)}: {', '.join(s[:3])}{', …' * (len(s) > 3)})"
-                     for name, s in sorted(stages.items()))
+    what = "; ".join(
+        f"{name} ({len(s)} stage{'s' * (len(s) > 1)}: {', '.join(s[:3])}{', …' * (len(s) > 3)})"
+        for name, s in sorted(stages.items())
+    )
     return f"{line}; computes differently now: {what}"
 
 
