@@ -94,3 +94,19 @@ def shared():
     folder.chmod(0o1777)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def one_stage_workspace(root: Path, cmd: str) -> Path:
+    """A git + DVC repository under root/ws whose one stage runs `cmd` and writes out.txt: the
+    smallest thing `dvc exp run --queue` can queue, for tests of the queue rather than the study."""
+    from tlstudy import profile
+
+    ws = root / "ws"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
+    subprocess.run([*profile.tool_argv("dvc"), "init", "-q"], cwd=ws, check=True)
+    (ws / "dvc.yaml").write_text(f"stages:\n  hello:\n    cmd: {cmd}\n    outs: [out.txt]\n")
+    (ws / "params.yaml").write_text("x: 1\n")
+    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
+    subprocess.run(["git", "commit", "-qm", "a stage"], cwd=ws, check=True)
+    return ws

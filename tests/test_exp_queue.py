@@ -4,6 +4,7 @@ by real workers is tests/test_queue.py."""
 import subprocess
 
 import pytest
+from conftest import one_stage_workspace
 
 from tlstudy import cli, exp_queue, profile
 
@@ -46,14 +47,7 @@ def test_an_experiment_whose_worker_still_cleans_up_is_waited_for_not_called_orp
 
     import psutil
 
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
-    subprocess.run([*profile.tool_argv("dvc"), "init", "-q"], cwd=ws, check=True)
-    (ws / "dvc.yaml").write_text("stages:\n  hello:\n    cmd: sleep 1 && echo hello > out.txt\n    outs: [out.txt]\n")
-    (ws / "params.yaml").write_text("x: 1\n")
-    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
-    subprocess.run(["git", "commit", "-qm", "a stage"], cwd=ws, check=True)
+    ws = one_stage_workspace(tmp_path, "sleep 1 && echo hello > out.txt")
     exp_queue.dvc(ws, "exp", "run", "--queue", "-S", "x=2", "-n", "slow-cleanup")
     grace_s, paused = 2.0, {}
 

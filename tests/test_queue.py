@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS, PROJECT, at_rev
+from conftest import PARTS, PROJECT, at_rev, one_stage_workspace
 
 from tlstudy import profile
 
@@ -160,14 +160,7 @@ def test_workers_that_never_take_a_queued_experiment_are_restarted_a_bounded_num
     every worker dies at start) ends the command after MAX_RESTARTS restarts, naming it."""
     from tlstudy import exp_queue
 
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
-    subprocess.run([*profile.tool_argv("dvc"), "init", "-q"], cwd=ws, check=True)
-    (ws / "dvc.yaml").write_text("stages:\n  hello:\n    cmd: echo hello > out.txt\n    outs: [out.txt]\n")
-    (ws / "params.yaml").write_text("x: 1\n")
-    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
-    subprocess.run(["git", "commit", "-qm", "a stage"], cwd=ws, check=True)
+    ws = one_stage_workspace(tmp_path, "echo hello > out.txt")
     dvc(ws, "exp", "run", "--queue", "-S", "x=2", "-n", "never-taken")
     real = exp_queue.dvc
     starts = []
