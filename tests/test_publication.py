@@ -125,3 +125,24 @@ def test_a_lock_of_files_no_commit_holds_is_refused(repo):
     (repo / "results/offline/dvc.lock").write_text(yaml.safe_dump(lock))
     with pytest.raises(publication.PublicationError, match="no commit of this repository holds"):
         verdict(repo)
+
+
+def test_a_params_key_added_since_a_publication_is_stale_until_declared_and_its_value_is_pinned(tmp_path):
+    """A key the profile gained (a new optimizer's settings, a parameter with the value the old
+    code had built in) fails the params check until declared; changing its value fails it again."""
+    from tlstudy import publication
+
+    (tmp_path / "params.yaml").write_text("lr: 0.1\ndata: {domain: cartoon, size: 64}\nadamw: {weight_decay: 0.01}\n")
+    published = {"lr": 0.1, "data": {"size": 64}}
+    now = {"lr": 0.1, "data": {"domain": "cartoon", "size": 64}, "adamw": {"weight_decay": 0.01}}
+    assert publication.params_changes(published, now) == {"adamw": {"weight_decay": 0.01}, "data.domain": "cartoon"}
+    assert publication.undeclared_params(tmp_path, published, now) == ["adamw", "data.domain"]
+
+    publication.declare(tmp_path, "params.data.domain", why="cartoon was the only target the code had")
+    publication.declare(tmp_path, "params.adamw", why="no published part trains with AdamW")
+    assert publication.undeclared_params(tmp_path, published, now) == []
+
+    assert publication.undeclared_params(tmp_path, published, {**now, "data": {"domain": "sketch", "size": 64}}) == [
+        "data.domain"
+    ]
+    assert publication.undeclared_params(tmp_path, {**published, "lr": 0.2}, now) == ["lr"]

@@ -227,12 +227,59 @@ def summary(v: Verdict) -> str:
     return f"{line}; computes differently now: {what}"
 
 
+MISSING = "<absent>"
+
+
+def params_changes(published: dict, now: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> its value now, for every key whose value differs between a publication's
+    params and its profile's now (a section one side lacks counts as one key)."""
+    out: dict[str, object] = {}
+    for key in sorted(set(published) | set(now), key=str):
+        name, then, here = f"{prefix}{key}", published.get(key, MISSING), now.get(key, MISSING)
+        if isinstance(then, dict) and isinstance(here, dict):
+            out.update(params_changes(then, here, f"{name}."))
+        elif then != here:
+            out[name] = here
+    return out
+
+
+def _value_digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def undeclared_params(repo: Path, published: dict, now: dict) -> list[str]:
+    """The params keys a publication differs in from its profile now, less those declared neutral
+    (`params.<key>`, pinned to the value now): a key added with the value the publication's code
+    had built in (`data.domain: cartoon`) or a setting no published part reads (`adamw`)."""
+    declared = neutral(repo)
+    return [
+        key
+        for key, value in params_changes(published, now).items()
+        if not (
+            isinstance(entry := declared.get(f"params.{key}"), dict)
+            and entry.get("why")
+            and entry.get("now") == _value_digest(value)
+        )
+    ]
+
+
+def _params_value(repo: Path, dotted: str) -> object:
+    value: object = yaml.safe_load((repo / "params.yaml").read_text())
+    for part in dotted.split("."):
+        value = value.get(part, MISSING) if isinstance(value, dict) else MISSING
+    return value
+
+
 def declare(repo: Path, name: str, why: str) -> None:
     """Record a definition's change as one that cannot move a published number, pinned to its text now."""
-    digest = package_now(repo).get(name, "removed")
+    if name.startswith("params."):  # a params key, pinned to its value in params.yaml now
+        digest = _value_digest(_params_value(repo, name.removeprefix("params.")))
+    else:
+        digest = package_now(repo).get(name, "removed")
     entries = neutral(repo)
     entries[name] = {"why": why, "now": digest}
     path = repo / NEUTRAL
+    path.parent.mkdir(parents=True, exist_ok=True)
     header = "# Changes to stage code declared unable to move a published number (tlstudy.publication).\n"
     path.write_text(header + yaml.safe_dump(entries, sort_keys=True, allow_unicode=True, width=100))
 
@@ -242,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tlstudy.publication", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
-    d = sub.add_parser("declare", help="declare a changed definition unable to move a published number")
+    d = sub.add_parser(
+        "declare", help="declare a changed definition (or `params.<dotted key>`) unable to move a published number"
+    )
     d.add_argument("name")
     d.add_argument("--why", required=True)
     args = parser.parse_args(argv)
