@@ -14,9 +14,11 @@
   images exactly one of them gets right. It says whether these two models differ, not whether
   the optimizers do (that needs seeds).
 
-Student's t tail P(|T| > t) is the regularized incomplete beta function I_x(df/2, 1/2) at
-x = df / (df + t²), computed by its continued fraction, so a tiny p-value is computed as itself
-rather than as 1 minus a number close to 1 (which gave p = 0 below ~1e-16); no SciPy.
+What each covers: `wilson` and `mcnemar` the test images (one model), `mean_ci` and `paired_t`
+the training seeds (the test images held fixed); `tlstudy.resampling` gives intervals over both,
+`tlstudy.findings` the corrected families and the verdict words. The distributions are SciPy's
+and statsmodels' (Student's t, the binomial, Wilson's interval), not ours to maintain; SciPy
+computes a tiny t tail as itself, not as 1 minus a number close to 1.
 `p_text` prints p-values below 0.001 as bounds (`p < 10⁻⁴`), and none below 10⁻⁶: the tests'
 assumptions do not hold to that many digits.
 """
@@ -25,20 +27,20 @@ from __future__ import annotations
 
 import math
 
-Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
+from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar as _mcnemar
+from statsmodels.stats.proportion import proportion_confint
 
 
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95 % Wilson score interval of the proportion correct / n."""
+def wilson(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the proportion correct / n (95 % by default)."""
     if n <= 0:
         raise ValueError(f"wilson: n must be positive, got {n}")
     if not 0 <= correct <= n:
         raise ValueError(f"wilson: correct must be in [0, {n}], got {correct}")
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo, hi = proportion_confint(correct, n, alpha=1 - level, method="wilson")
+    # Rounding could leave an end a hair outside [0, 1] at 0 or n correct.
+    return max(0.0, float(lo)), min(1.0, float(hi))
 
 
 def with_wilson(name: str, acc: float, n: int) -> dict:
@@ -46,65 +48,6 @@ def with_wilson(name: str, acc: float, n: int) -> dict:
     metrics files carry them."""
     lo, hi = wilson(round(acc * n), n)
     return {name: round(acc, 6), f"{name}_lo": round(lo, 6), f"{name}_hi": round(hi, 6)}
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta function (modified Lentz), for x < (a+1)/(a+b+2)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-16:
-            break
-    return h
-
-
-def beta_inc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def t_tail(t: float, df: int) -> float:
-    """P(|T| > t) for Student's t with `df` (> 0) degrees of freedom: the two-sided p-value."""
-    if df <= 0:
-        raise ValueError(f"t distribution: df must be positive, got {df}")
-    t = abs(t)
-    if math.isinf(t):
-        return 0.0
-    return beta_inc(df / 2, 0.5, df / (df + t * t))
-
-
-def t_within(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with `df` degrees of freedom."""
-    return 1.0 - t_tail(t, df)
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The two-sided critical value: t with P(|T| <= t) = p (bisection on `t_within`)."""
-    lo, hi = 0.0, 1.0
-    while t_within(hi, df) < p:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_within(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -116,7 +59,7 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, flo
     if n == 1:
         return mean, math.nan, math.nan
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile(level, n - 1) * sd / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return mean, mean - half, mean + half
 
 
@@ -129,21 +72,24 @@ def paired_t(a: list[float], b: list[float]) -> dict:
     diffs = [x - y for x, y in zip(a, b)]
     mean, lo, hi = mean_ci(diffs)
     n = len(diffs)
+    # t from the interval's own mean and sd, SciPy's tail for p: `stats.ttest_rel` would warn of
+    # "catastrophic cancellation" whenever both optimizers move by the same count of images on
+    # every seed (differences equal up to rounding), which three seeds often do.
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     if sd == 0:
         t, p = (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
     else:
         t = mean / (sd / math.sqrt(n))
-        p = t_tail(t, n - 1)
-    return {"test": "paired t", "n": n, "diff": mean, "diff_lo": lo, "diff_hi": hi, "t": t, "p": p}
+        p = float(2 * stats.t.sf(abs(t), n - 1))
+    return {"test": "paired t", "n": n, "diff": mean, "diff_lo": lo, "diff_hi": hi, "t": t, "p": p,
+            "covers": "seeds"}  # fmt: skip
 
 
 def mcnemar(only_a: int, only_b: int) -> dict:
     """Exact McNemar test: `only_a` images right by model A alone, `only_b` by B alone."""
-    n = only_a + only_b
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 1.0
-    return {"test": "McNemar exact", "only_a": only_a, "only_b": only_b, "p": min(1.0, 2 * tail)}
+    # Only the discordant cells enter the exact test; the concordant ones are left at 0.
+    p = float(_mcnemar([[0, only_a], [only_b, 0]], exact=True).pvalue)
+    return {"test": "McNemar exact", "only_a": only_a, "only_b": only_b, "p": min(1.0, p), "covers": "images"}
 
 
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
