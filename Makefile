@@ -28,8 +28,8 @@ budget:  ## after `make offline`: the pretraining-budget sweep in its workspace 
 	$(PY) scripts/pretraining-budget.py run
 	$(PY) scripts/pretraining-budget.py publish
 
-test:  ## every test, the end-to-end DVC ones included; a worker per core (at most 4), a test file per worker
-	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile --durations 25
+test:  ## every test, the end-to-end DVC ones included; a worker per core (at most 4), a test file per worker, the longest files first (tests/conftest.py)
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder --durations 25
 
 test-fast:
 	$(PY) -m pytest -m "not slow"

@@ -110,3 +110,85 @@ def one_stage_workspace(root: Path, cmd: str) -> Path:
     subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
     subprocess.run(["git", "commit", "-qm", "a stage"], cwd=ws, check=True)
     return ws
+
+
+# The tiny pipeline: the real params.yaml and dvc.yaml at sizes that run in seconds (synthetic
+# 32 px images, one epoch, one learning rate, SGD, random weights). tiny_overlay() adds what a
+# test needs on top; tiny_workspace() makes the profile workspace (a git + DVC repo) from it.
+TINY = {
+    "lr": [0.03],
+    "optimizer": ["sgd"],
+    "epochs": 1,
+    "batch_size": 16,
+    "imagenet_weights": "random",
+    "inspect": {"weights": "random"},
+    "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
+    "fewshot": {"per_class": 4},
+}
+
+
+def _on(base: dict, changes: dict) -> dict:
+    """`changes` on `base`, nested mappings merged; a None stays (it removes the key from params)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _on(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def tiny_overlay(keep=("scratch",), **changes) -> dict:
+    """The tiny pipeline's overlay on params.yaml: of the study's parts, transfer parts and
+    pretrained backbones, those named in `keep` stay (None: all of them) and the others are
+    removed; then `changes` on top (nested mappings merge: `data={"synthetic_per_class": 10}`)."""
+    study = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    overlay = copy.deepcopy(TINY)
+    for section in ("parts", "transfer", "pretrain"):
+        gone = {name: None for name in study.get(section) or {} if keep is not None and name not in keep}
+        if gone:
+            overlay[section] = gone
+    return _on(overlay, changes)
+
+
+def tiny_workspace(dest: Path, overlay: dict | None = None, run: bool = True) -> Path:
+    """A profile workspace of the tiny pipeline at `dest`, its overlay beside it as
+    <dest>.overlay.yaml: run through `dvc repro` (profile.run), or with `run=False` prepared and
+    committed with nothing run yet."""
+    from tlstudy import profile
+
+    file = dest.parent / f"{dest.name}.overlay.yaml"
+    file.write_text(yaml.safe_dump(tiny_overlay() if overlay is None else overlay))
+    if run:
+        return profile.run(str(file), str(dest), project=PROJECT, fresh=True)
+    profile.prepare(dest, PROJECT, profile.profile_params(PROJECT, str(file)), "tiny", fresh=True, links={})
+    return dest
+
+
+# The longest test files, longest first (seconds alone on 2 shared cores, one thread, 2026-12-05;
+# "N loaded": N runnable processes shared them, so too high). `make test` gives its workers whole
+# files in collection order (--dist loadfile --no-loadscope-reorder), so these start first and
+# the short files fill in behind them, instead of one long file starting last and running alone
+# at the end. A file not listed runs after these, in its usual place.
+LONGEST_FIRST = [
+    "test_dvc_pipeline.py",  # 767 s
+    "test_kill_mid_run.py",  # 727 s, 5 loaded
+    "test_gpu_check.py",  # 634 s, 6 loaded
+    "test_slurm.py",  # 364 s
+    "test_packaging.py",  # installs torch into a fresh venv
+    "test_pretraining_budget.py",  # 258 s
+    "test_slurm_faults.py",  # 231 s
+    "test_queue.py",
+    "test_bench.py",  # 231 s, 7 loaded
+    "test_share.py",  # 59 s
+    "test_disk_full.py",  # 58 s
+    "test_plots_page.py",
+    "test_fetch_routes.py",
+    "test_compare.py",
+    "test_slurm_concurrency.py",  # 26 s
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order kept

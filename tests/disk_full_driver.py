@@ -115,7 +115,7 @@ def checkpoint(ws: Path, out: Path) -> dict:
         keep = ("history", "best_epoch", "best_val_acc", "best_state", "diverged_epoch", "checkpoints")
         return {k: getattr(result, k) for k in keep} | {"model": model.state_dict()}
 
-    run = dict(optimizer="sgd", trainable="head", schedule="cosine", epochs=5)  # a state of ~70 KB
+    run = dict(optimizer="sgd", trainable="head", schedule="cosine", epochs=5)  # a state of a few KB
     measured = out / "measured"  # on the real disk: the size of each state
     measure = resume.Checkpoints(measured, "run", "measure", log=lambda line: None, share=1)
     sizes = []

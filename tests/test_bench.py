@@ -3,6 +3,7 @@
 
 import json
 
+import pytest
 import torch
 from conftest import PROJECT
 
@@ -14,17 +15,23 @@ KEYS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_bench_times_both_loops_and_writes_metrics_bench_json(in_tmp, capsys):
+    # Batches of 2, not params' 32: each CPU case times 6 batches at 32 px and 2 at 128 px (bf16
+    # without bf16 instructions runs at a fraction of an image a second there), and 2 images a
+    # class leave no batch of one (BatchNorm cannot train on it).
     argv = [
-        "--params", str(PROJECT / "params.yaml"), "bench", "--size", "32", "--per-class", "3", "--val-per-class", "1",
-        "--repeats", "1", "--head-epochs", "1", "--configs", "none/sgd,hflip_rot10/adam", "--cpu-sizes", "32,128",
+        "--params", str(PROJECT / "params.yaml"), "bench", "--size", "32", "--per-class", "2", "--val-per-class", "1",
+        "--batch-size", "2", "--repeats", "1", "--head-epochs", "1", "--configs", "none/sgd,hflip_rot10/adam",
+        "--cpu-sizes", "32,128",
     ]  # fmt: skip
     assert cli.main(argv) == 0
     result = json.loads((in_tmp / "metrics/bench.json").read_text())
     assert KEYS <= result.keys()
     assert result["data"].startswith("synthetic JPEGs")  # no data/pacs_cartoon in the temporary folder
     assert result["image_size"] == 32 and result["device"].startswith("CPU") != torch.cuda.is_available()
-    assert (result["n_train"], result["n_val"], result["head_grid_runs"]) == (21, 7, 10)
+    assert result["batch_size"] == 2
+    assert (result["n_train"], result["n_val"], result["head_grid_runs"]) == (14, 7, 10)
     cases = [(c["variant"], c["optimizer"]) for c in result["full_training"]]
     assert cases == [("none", "sgd"), ("hflip_rot10", "adam")]
     for c in result["full_training"]:

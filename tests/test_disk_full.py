@@ -19,12 +19,41 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SHARED_PACS
-from test_resume import prepare, train, without_timing
+from conftest import SHARED_PACS, TIMING
 
-from tlstudy import atomic
+from tlstudy import atomic, fetch, stats
 
 DRIVER = Path(__file__).with_name("disk_full_driver.py")
+
+
+def prepare(folder, params):
+    """A train stage's inputs in folder (fetch, stats), which becomes the working directory."""
+    folder.mkdir()
+    os.chdir(folder)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    fetch.run(params)
+    stats.run(params)
+
+
+def train(folder, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tlstudy", "train", "--part", "scratch"],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw,
+    )  # fmt: skip
+
+
+def without_timing(folder):
+    runs = json.loads((folder / "models/scratch/runs.json").read_text())
+    for r in runs["runs"]:
+        for k in TIMING:
+            r.pop(k, None)
+    with open(folder / "plots/train/scratch.csv") as f:
+        curves = [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+    root = folder / "models/scratch"
+    models = {
+        p.relative_to(root).as_posix(): torch.load(p, weights_only=True)["state"] for p in sorted(root.rglob("*.pt"))
+    }
+    return runs, curves, models
 
 
 def private_tmpfs_works(where: Path) -> str | None:

@@ -21,7 +21,9 @@ from conftest import PROJECT, SHARED_PACS
 SCRIPT = PROJECT / "scripts" / "gpu-check.sh"
 SHARED_SOURCES = SHARED_PACS.parent / "pacs_sources"
 DOMAINS = ["art_painting", "photo", "sketch"]
-# The dry run's overrides: the whole pipeline, as small as it goes.
+# The dry run's overrides: every kind of stage, as small as it goes. Of the parts that differ only
+# in subset or init, one of each way to train stays (scratch: all layers; classifier: the head on
+# features computed once; both sweeps; one transfer part): the others add stages, not code paths.
 DRY_SETS = [
     "data.image_size=32",
     "lr=0.01",
@@ -31,8 +33,14 @@ DRY_SETS = [
     "pretrain.pacs_sources.batch_size=32",
     "parts.augment.augment=[none,bright005]",
     "parts.augment_study.augment=[none,bright005]",
+    *(f"parts.{p}=null" for p in ("finetune", "fewshot_scratch", "fewshot_classifier", "fewshot_finetune")),
+    "transfer.finetune_pacs=null",
 ]
-BENCH_ARGS = "--per-class 3 --val-per-class 1 --repeats 1 --head-epochs 1 --size 32 --configs none/sgd --cpu-sizes 32"
+# Batches of 2: the CPU case at 32 px times 12 images, not params' 6 batches of 32 (test_bench.py says why).
+BENCH_ARGS = (
+    "--per-class 2 --val-per-class 1 --batch-size 2 --repeats 1 --head-epochs 1 --size 32 --configs none/sgd "
+    "--cpu-sizes 32"
+)
 FAST_TEST = "tests/test_engine.py::test_best_epoch_is_the_earliest_of_equal_validation_accuracies"
 RETURNED = {"machine.json", "tests.txt", "timing.json", "results.tar.gz", "bench.json", "summary.txt", "log.txt"}
 
@@ -125,7 +133,8 @@ def test_gpu_check_dry_run_on_the_cpu_brings_back_every_stage_and_result(tmp_pat
     assert params["data"]["image_size"] == 32 and params["epochs"] == 1
     assert params["pretrain"]["pacs_sources"]["epochs"] == 1 and params["imagenet_weights"] == "random"
     assert params["data"]["source"] == "local" and params["pretrain"]["pacs_sources"]["source"] == "local"
-    assert set(params["parts"]) >= {"augment", "augment_study"} and params["pretrain"]
+    assert set(params["parts"]) == {"scratch", "classifier", "augment", "augment_study"} and params["pretrain"]
+    assert params["parts"]["classifier"]["trainable"] == "head" and set(params["transfer"]) == {"fewshot_finetune_pacs"}
     stages = expected_stages(params)
     assert set(yaml.safe_load((ws / "dvc.lock").read_text())["stages"]) == stages
     assert "Running stage 'pretrain@pacs_sources'" in (out / "log.txt").read_text()

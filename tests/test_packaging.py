@@ -9,22 +9,9 @@ import sys
 
 import pytest
 import yaml
-from conftest import PARTS, PROJECT
+from conftest import PROJECT, tiny_overlay
 
 pytestmark = pytest.mark.slow
-OVERLAY = {
-    "lr": [0.01],
-    "optimizer": ["sgd"],
-    "epochs": 1,
-    "batch_size": 16,
-    "imagenet_weights": "random",
-    "inspect": {"weights": "random"},
-    "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
-    "fewshot": {"per_class": 2},
-    "parts": {p: None for p in PARTS if p != "scratch"},
-    "pretrain": {"pacs_sources": None},
-    "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
-}
 
 
 def run(*cmd, **kw):
@@ -42,7 +29,7 @@ def test_the_wheel_alone_installs_every_dependency_a_stage_imports(tmp_path):
         run(venv / "bin/python", "-m", "pip", "install", "-q", wheel)
         imports = "import matplotlib, ruamel.yaml, dvc, torchvision, pyarrow, tqdm, tlstudy.report"
         run(venv / "bin/python", "-c", imports)
-        (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
+        (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(tiny_overlay(lr=[0.01], fewshot={"per_class": 2})))
         # Only the fresh venv: its dvc and python beside it, nothing of the project's own .venv.
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin"

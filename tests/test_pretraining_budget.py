@@ -10,28 +10,19 @@ import sys
 
 import pytest
 import yaml
-from conftest import PROJECT, at_rev
-
-from tlstudy import profile
+from conftest import PROJECT, at_rev, tiny_overlay, tiny_workspace
 
 pytestmark = pytest.mark.slow
 SCRIPT = PROJECT / "scripts/pretraining-budget.py"
 TRANSFER = ["classifier", "finetune", "fewshot_classifier", "fewshot_finetune"]
 # The offline profile's shape (parts from scratch, transfer parts from the backbone pretrained
 # here, a sweep the budgets leave out) at the demo's size.
-OVERLAY = {
-    "lr": [0.03],
-    "epochs": 1,
-    "batch_size": 16,
-    "imagenet_weights": "random",
-    "inspect": {"weights": "random"},
-    "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 10},
-    "fewshot": {"per_class": 4},
-    "parts": {p: None for p in [*TRANSFER, "augment", "augment_study"]},
-    "pretrain": {"pacs_sources": {"source": "synthetic", "epochs": 1, "batch_size": 16, "lr": 0.01}},
-    "transfer": {
-        "finetune_pacs": None,
-        "fewshot_finetune_pacs": None,
+OVERLAY = tiny_overlay(
+    keep=("scratch", "fewshot_scratch", "pacs_sources"),
+    optimizer=["sgd", "adam"],
+    data={"synthetic_per_class": 10},
+    pretrain={"pacs_sources": {"source": "synthetic", "epochs": 1, "batch_size": 16, "lr": 0.01}},
+    transfer={
         "classifier": {"subset": "full", "init": "pacs_sources", "trainable": "head"},
         "finetune": {"subset": "full", "init": "pacs_sources", "trainable": "all"},
         "fewshot_classifier": {"subset": "fewshot", "init": "pacs_sources", "trainable": "head"},
@@ -44,7 +35,7 @@ OVERLAY = {
             "augment": ["none", "hflip"],
         },
     },
-}
+)
 PLAN = ["--epochs", "1", "--strong", "2"]
 NAMES = ["pretrain-001ep", "pretrain-002ep-strong"]
 
@@ -81,8 +72,7 @@ def files(folder) -> dict:
 
 
 def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
-    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    ws = profile.run(str(tmp_path / "overlay.yaml"), str(tmp_path / "ws"), project=PROJECT, fresh=True)
+    ws = tiny_workspace(tmp_path / "ws", OVERLAY)
     out = tmp_path / "published"
 
     killed = killed_once_inside_the_strong_pretraining(ws)

@@ -12,26 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS, PROJECT, at_rev, one_stage_workspace
+from conftest import at_rev, one_stage_workspace, tiny_workspace
 
 from tlstudy import profile
 
 pytestmark = pytest.mark.slow
-OVERLAY = {
-    "lr": [0.03],
-    "optimizer": ["sgd"],
-    "epochs": 1,
-    "batch_size": 16,
-    "imagenet_weights": "random",
-    "inspect": {"weights": "random"},
-    "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
-    "fewshot": {"per_class": 4},
-    # One part: an experiment is then two short stages and the report, so that three experiments
-    # on two workers fit the test's budget.
-    "parts": {p: None for p in PARTS if p != "scratch"},
-    "pretrain": {"pacs_sources": None},
-    "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
-}
 GOOD = (0.01, 0.003, 0.001)
 BAD = -1  # rejected by the train stage's params check: the experiment fails in the queue
 
@@ -81,8 +66,9 @@ def used_and_stopped(ws, timeout_s: float = 120) -> None:
 
 
 def test_more_queued_experiments_than_workers_all_run_after_a_stopped_queue(tmp_path):
-    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    ws = profile.run(str(tmp_path / "overlay.yaml"), str(tmp_path / "ws"), project=PROJECT, fresh=True)
+    # One part: an experiment is then two short stages and the report, so that three experiments
+    # on two workers fit the test's budget.
+    ws = tiny_workspace(tmp_path / "ws")
     used_and_stopped(ws)
     for lr in (*GOOD, BAD):
         assert "Queued experiment" in dvc(ws, "exp", "run", "--queue", "-S", f"lr={lr}")
@@ -125,9 +111,9 @@ def test_an_experiment_whose_worker_was_killed_ends_the_queue_named_instead_of_w
     its grace period (30 s)."""
     import psutil
 
-    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    ws = profile.run(str(tmp_path / "overlay.yaml"), str(tmp_path / "ws"), project=PROJECT, fresh=True)
-    dvc(ws, "exp", "run", "--queue", "-S", "epochs=400", "-n", "long-one")  # long enough to be killed mid-way
+    # What the stage computes is not the point: one that sleeps is killed mid-way as training would be.
+    ws = one_stage_workspace(tmp_path, "sleep 600 && echo hello > out.txt")
+    dvc(ws, "exp", "run", "--queue", "-S", "x=2", "-n", "long-one")
     cmd = [sys.executable, "-m", "tlstudy", "queue", "-j", "1"]
     proc = subprocess.Popen(cmd, cwd=ws, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -137,7 +123,7 @@ def test_an_experiment_whose_worker_was_killed_ends_the_queue_named_instead_of_w
             assert time.monotonic() < deadline and proc.poll() is None, "the experiment never started"
             runs = [p for p in (ws / ".dvc/tmp/exps/run").glob("*/*.json") if not exited(p)]
             time.sleep(0.5)
-        time.sleep(3)  # well into its training
+        time.sleep(3)  # well into its stage
         victims = [json.loads(p.read_text())["pid"] for p in [*runs, ws / ".dvc/tmp/exps/celery/dvc-exp-worker-1.json"]]
         for pid in victims:
             for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:

@@ -1,84 +1,15 @@
-"""Faults: a train stage killed with SIGKILL mid-grid resumes, and ends as an uninterrupted one."""
+"""Resume: a run killed after any epoch continues to the same bits, in-process on a tiny network;
+damaged checkpoints; what keys a stored run. The real stage SIGKILLed by `dvc repro` mid-grid,
+pretraining too, is tests/test_kill_mid_run.py."""
 
-import csv
-import json
+import functools
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-import yaml
 from conftest import TIMING
 
-from tlstudy import engine, fetch, stats
-
-
-def prepare(folder, params):
-    folder.mkdir()
-    os.chdir(folder)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    fetch.run(params)
-    stats.run(params)
-
-
-def train(folder, **kw):
-    return subprocess.Popen(
-        [sys.executable, "-m", "tlstudy", "train", "--part", "scratch"],
-        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw,
-    )  # fmt: skip
-
-
-def without_timing(folder):
-    runs = json.loads((folder / "models/scratch/runs.json").read_text())
-    for r in runs["runs"]:
-        for k in TIMING:
-            r.pop(k, None)
-    with open(folder / "plots/train/scratch.csv") as f:
-        curves = [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
-    root = folder / "models/scratch"
-    models = {
-        p.relative_to(root).as_posix(): torch.load(p, weights_only=True)["state"] for p in sorted(root.rglob("*.pt"))
-    }
-    return runs, curves, models
-
-
-@pytest.mark.slow
-def test_killed_mid_grid_then_rerun_equals_an_uninterrupted_run(tmp_path, params, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    params.update(lr=[0.03, 0.01, 0.003], optimizer=["sgd", "adam"], epochs=2)
-    prepare(tmp_path / "straight", params)
-    prepare(tmp_path / "killed", params)
-
-    straight = train(tmp_path / "straight")
-    out, _ = straight.communicate(timeout=600)  # read, not wait: a full pipe would block the child
-    assert straight.returncode == 0, out
-
-    proc = train(tmp_path / "killed")
-    runs_dir = tmp_path / "killed/work/runs/scratch"
-    deadline = time.monotonic() + 300
-    while len(list(runs_dir.rglob("*.json"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the stage finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = len(list(runs_dir.rglob("*.json")))
-    assert 2 <= finished < 6
-    assert not (tmp_path / "killed/models/scratch/runs.json").exists()
-
-    again = train(tmp_path / "killed")
-    out, _ = again.communicate(timeout=600)
-    assert again.returncode == 0, out
-    assert out.count("finished before the stage was interrupted; kept") == finished
-    assert not runs_dir.exists()  # the resume store is removed once the stage is done
-
-    straight, killed = without_timing(tmp_path / "straight"), without_timing(tmp_path / "killed")
-    assert killed[0] == straight[0] and killed[1] == straight[1]
-    assert killed[2].keys() == straight[2].keys() == {"seed0/sgd.pt", "seed0/adam.pt"}
-    for name, state in straight[2].items():
-        assert all(torch.equal(state[k], killed[2][name][k]) for k in state)
+from tlstudy import engine
 
 
 def test_stored_runs_are_keyed_by_every_setting_that_decides_their_results(params, in_tmp):
@@ -140,20 +71,49 @@ SETTINGS = {"sgd": {"momentum": 0.9, "weight_decay": 5e-4}, "adam": {"weight_dec
 FLIP_ROT = [["RandomHorizontalFlip", {"p": 0.5}], ["RandomAffine", {"degrees": 30}]]
 
 
+class TinyNet(torch.nn.Module):
+    """What a ResNet-18 run keeps as state, at a ten-thousandth of its size: convolution weights,
+    BatchNorm's running statistics, and a head named `fc` (models.set_trainable's backbone/head
+    split). A checkpoint is then kilobytes, not ResNet-18's 180 MB a save."""
+
+    def __init__(self, n_classes: int = 7):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(8, n_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.bn(self.conv(x)))), 1))
+
+
+def tiny_net(seed: int = 0) -> TinyNet:
+    with torch.random.fork_rng(devices=[]):  # seeded as models.build is: same call, same weights
+        torch.manual_seed(seed)
+        return TinyNet()
+
+
 def fit_tiny(checkpoints, optimizer="adam", trainable="all", schedule="cosine", bf16=False, epochs=5):
     """A run that touches every piece of state: momentum or Adam's moments, a cosine schedule,
-    per-image augmentation draws (the global generator) and batched ones (the run's)."""
-    from tlstudy import augment, models
+    BatchNorm's statistics, per-image augmentation draws (the global generator) and batched ones
+    (the run's)."""
+    from tlstudy import augment
 
     speed = engine.Speed(torch.device("cpu"), bf16=bf16, channels_last=bf16)
     transform = augment.batched(augment.build(FLIP_ROT)) if trainable == "all" else None
-    model = models.build(7, "random", "random", seed=0)
+    model = tiny_net()
     run = engine.Run(optimizer, 0.01, "flip_rot")
     result = engine.fit(
         model, trainable, run, transform, tiny_split(), epochs, 8, SETTINGS, 3, "t", speed,
         schedule=schedule, checkpoints=checkpoints,
     )  # fmt: skip
     return result, model
+
+
+@functools.cache
+def uninterrupted(optimizer="adam", trainable="all", schedule="cosine", bf16=False, epochs=5):
+    """fit_tiny without checkpoints, computed once per module for the tests that compare with it."""
+    return fit_tiny(None, optimizer, trainable, schedule, bf16, epochs)
 
 
 def same_run(a, b):
@@ -175,7 +135,7 @@ def same_run(a, b):
 @pytest.mark.parametrize("at", [1, 3])
 def test_a_run_killed_after_any_epoch_continues_to_the_same_bits(tmp_path, optimizer, trainable, schedule, bf16, at):
     kw = dict(optimizer=optimizer, trainable=trainable, schedule=schedule, bf16=bf16)
-    straight = fit_tiny(None, **kw)
+    straight = uninterrupted(**kw)
     with pytest.raises(Killed):
         fit_tiny(KillAfter(tmp_path, at=at), **kw)
     lines = []
@@ -187,7 +147,7 @@ def test_a_run_killed_after_any_epoch_continues_to_the_same_bits(tmp_path, optim
 
 
 def test_a_corrupt_newest_checkpoint_is_said_and_the_one_before_it_is_used(tmp_path):
-    straight = fit_tiny(None)
+    straight = uninterrupted()
     with pytest.raises(Killed):
         fit_tiny(KillAfter(tmp_path, at=3))
     newest = tmp_path / "run.e3.pt"
@@ -206,7 +166,7 @@ def test_a_corrupt_newest_checkpoint_is_said_and_the_one_before_it_is_used(tmp_p
 
 @pytest.mark.parametrize("damage", ["truncate", "no_record", "bad_record"])
 def test_every_checkpoint_damaged_means_the_run_starts_again_and_ends_the_same(tmp_path, damage):
-    straight = fit_tiny(None, epochs=3)
+    straight = uninterrupted(epochs=3)
     with pytest.raises(Killed):
         fit_tiny(KillAfter(tmp_path, at=1), epochs=3)
     pt, record = tmp_path / "run.e1.pt", tmp_path / "run.e1.json"

@@ -12,26 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS, PROJECT, at_rev
+from conftest import at_rev, tiny_workspace
 
 from tlstudy import profile
 
 pytestmark = pytest.mark.slow
-# A small pipeline: one part, one optimizer, one lr, one epoch, 32 px, 8 synthetic images per
-# class, no pretraining (the rest as in test_dvc_pipeline.py).
-OVERLAY = {
-    "lr": [0.03],
-    "optimizer": ["sgd"],
-    "epochs": 1,
-    "batch_size": 16,
-    "imagenet_weights": "random",
-    "inspect": {"weights": "random"},
-    "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
-    "fewshot": {"per_class": 4},
-    "parts": {p: None for p in PARTS if p != "scratch"},
-    "pretrain": {"pacs_sources": None},
-    "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None},
-}
 EXP = "lr-001"
 
 
@@ -62,8 +47,7 @@ def test_an_experiment_pushed_from_one_clone_is_pulled_applied_and_up_to_date_in
     origin, store = tmp_path / "origin.git", tmp_path / "dvc-store"
 
     # Machine A: the pipeline, committed and pushed to both remotes.
-    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    a = profile.run(str(tmp_path / "overlay.yaml"), str(tmp_path / "a"), project=PROJECT, fresh=True)
+    a = tiny_workspace(tmp_path / "a")  # one part, no pretraining
     main = sh(a, "git", "rev-parse", "--abbrev-ref", "HEAD").strip()
     sh(tmp_path, "git", "init", "-q", "--bare", f"--initial-branch={main}", str(origin))
     dvc(a, "remote", "add", "-d", "store", str(store))

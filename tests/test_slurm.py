@@ -17,27 +17,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import PARTS, PROJECT, TIMING, at_rev, without_timing
+from conftest import TIMING, at_rev, tiny_overlay, tiny_workspace, without_timing
 
 from tlstudy import profile
 from tlstudy.slurm import main as slurm_main
 from tlstudy.slurm import plan
 
 # Two parts, one of them from a backbone pretrained here, so the afterok chain has two links.
-OVERLAY = {
-    "lr": [0.03],
-    "optimizer": ["sgd"],
-    "epochs": 1,
-    "batch_size": 16,
-    "imagenet_weights": "random",
-    "inspect": {"weights": "random"},
-    "data": {"source": "synthetic", "image_size": 32, "synthetic_per_class": 8},
-    "fewshot": {"per_class": 4},
-    "parts": {p: None for p in PARTS if p != "scratch"},
-    "pretrain": {"pacs_sources": {"source": "synthetic", "epochs": 1, "batch_size": 16}},
-    "transfer": {"finetune_pacs": None},
-}
+OVERLAY = tiny_overlay(
+    keep=("scratch", "pacs_sources", "fewshot_finetune_pacs"),
+    pretrain={"pacs_sources": {"source": "synthetic", "epochs": 1, "batch_size": 16}},
+)
 JOBS = {"data", "pretrain@pacs_sources", "train@scratch", "transfer@fewshot_finetune_pacs", "final"}
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED"}  # states of a job that goes on
 LIMIT = 900  # seconds any one command may take: a hung job fails the test instead of hanging the suite
@@ -65,11 +55,9 @@ def dvc(ws: Path, *args: str) -> str:
     return r.stdout + r.stderr
 
 
-def workspace(dest: Path, overlay: Path) -> Path:
+def workspace(dest: Path, overlay: dict = OVERLAY) -> Path:
     """A profile workspace (git + DVC repo of this project's pipeline) that has run nothing yet."""
-    params = profile.profile_params(PROJECT, str(overlay))
-    profile.prepare(dest, PROJECT, params, "slurm-test", fresh=True, links={})
-    return dest
+    return tiny_workspace(dest, overlay, run=False)
 
 
 def submission(ws: Path) -> dict:
@@ -130,8 +118,7 @@ def study(cluster, tmp_path_factory):
     """Two workspaces of the same params: one run through Slurm, one by a sequential dvc repro.
     The tests below run in order on them."""
     tmp = tmp_path_factory.mktemp("slurm")
-    (tmp / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    ws = {name: workspace(tmp / name, tmp / "overlay.yaml") for name in ("cluster", "sequential")}
+    ws = {name: workspace(tmp / name) for name in ("cluster", "sequential")}
     yield ws
     # Whatever a failed test left queued or running must not outlive it.
     for record in (ws["cluster"] / ".dvc/tmp/slurm").glob("*/submission.json"):
@@ -314,9 +301,7 @@ def test_through_a_dvc_remote_jobs_share_no_cache(cluster, tmp_path):
     uncached ones too) reach the next job and the checkout through the remote's run-cache. The
     README's recipe as it stands: the remote added, not committed (the copies are clones of HEAD,
     and get the remote from the checkout's config), at a path relative to the checkout."""
-    gone = {"pretrain": {"pacs_sources": None}, "transfer": {"finetune_pacs": None, "fewshot_finetune_pacs": None}}
-    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump({**OVERLAY, **gone}))
-    ws = workspace(tmp_path / "ws", tmp_path / "overlay.yaml")
+    ws = workspace(tmp_path / "ws", tiny_overlay())  # one part, no pretraining
     dvc(ws, "remote", "add", "-d", "store", "../store")
     try:
         r = slurm(ws, "submit", "--remote", "store", "--wait")
@@ -343,8 +328,7 @@ def test_through_a_dvc_remote_jobs_share_no_cache(cluster, tmp_path):
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("slurm-input")
-    (tmp / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    return workspace(tmp / "ws", tmp / "overlay.yaml")
+    return workspace(tmp / "ws")
 
 
 def test_jobs_follow_dvc_yaml_a_part_per_job_pretraining_first(plain):

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from test_queue import OVERLAY  # the smallest pipeline with a part: the data job, train@scratch, final
+from conftest import tiny_overlay
 from test_slurm import LIMIT, cluster, workspace  # noqa: F401 (cluster: a fixture)
 
 from tlstudy.slurm import main as slurm_main
@@ -102,8 +101,8 @@ def recorded(ws: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def template(cluster, tmp_path_factory) -> Path:  # noqa: F811
     tmp = tmp_path_factory.mktemp("slurm-concurrency")
-    (tmp / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    return workspace(tmp / "template", tmp / "overlay.yaml")
+    # The smallest pipeline with a part: the data job, train@scratch, final.
+    return workspace(tmp / "template", tiny_overlay())
 
 
 @pytest.fixture

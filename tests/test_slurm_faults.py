@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import at_rev
-from test_queue import OVERLAY  # the smallest pipeline with a part: the data job, train@scratch, final
+from conftest import at_rev, tiny_overlay
 from test_slurm import LIMIT, cluster, experiments, jobs_of, submission, workspace  # noqa: F401 (cluster: a fixture)
 
 from tlstudy.slurm import plan
@@ -55,8 +53,8 @@ def run_slurm(ws: Path, *args: str, path_first: Path | None = None) -> subproces
 
 
 def fresh(tmp: Path, name: str) -> Path:
-    (tmp / "overlay.yaml").write_text(yaml.safe_dump(OVERLAY))
-    return workspace(tmp / name, tmp / "overlay.yaml")
+    """The smallest pipeline with a part: the data job, train@scratch, final."""
+    return workspace(tmp / name, tiny_overlay())
 
 
 def queued_ids(ws: Path) -> set[str]:
