@@ -47,15 +47,25 @@ def test_every_stage_lists_exactly_the_package_files_its_command_runs():
 
 def test_the_closure_follows_deferred_imports_and_leaves_the_tools_out():
     train = deps.files("train")
-    # placement.py is imported by train.py alone; deps.py by resume.py; augment.py only inside
+    # placement.py is imported by train.py alone; deps.py by resume.py; transforms.py only inside
     # params.validate (a deferred import); weights.py through models.py.
-    for module in ("placement.py", "deps.py", "augment.py", "weights.py", "stage.py", "__init__.py"):
+    for module in ("placement.py", "deps.py", "transforms.py", "weights.py", "stage.py", "__init__.py"):
         assert f"src/tlstudy/{module}" in train, module
     every = {f for command in MODULES for f in deps.files(command)}
     for tool in ("cli.py", "profile.py", "bench.py", "compare.py", "machine.py", "__main__.py"):
         assert f"src/tlstudy/{tool}" not in every, tool
     assert "src/tlstudy/resources/study.yaml" in deps.files("report")
     assert "src/tlstudy/resources/pacs_sources.csv" in deps.files("pretrain")
+
+
+def test_the_augmentation_kernels_are_code_of_the_stages_that_augment_images_alone():
+    # Params validation builds every variant (transforms.py) in every stage; applying one to
+    # images (augment.py) is training's, so editing a kernel re-runs no fetch, stats or inspect.
+    for command in ("inspect", "fetch", "stats", "variants", "report"):
+        assert "src/tlstudy/augment.py" not in deps.files(command), command
+        assert "src/tlstudy/transforms.py" in deps.files(command), command
+    for command in ("pretrain", "train", "evaluate"):
+        assert "src/tlstudy/augment.py" in deps.files(command), command
 
 
 def test_the_resume_fingerprint_hashes_the_stage_deps_and_inputs_by_content(params, tmp_path):
@@ -103,7 +113,8 @@ def test_each_stage_imports_only_files_its_deps_list_and_writes_0644(tmp_path, p
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"))
     runs = [
-        ["inspect"], ["fetch"], ["stats"], ["pretrain", "--backbone", "pacs_sources"], ["train", "--part", "scratch"],
+        ["inspect"], ["fetch"], ["stats"], ["variants"], ["pretrain", "--backbone", "pacs_sources"],
+        ["train", "--part", "scratch"],
         ["evaluate", "--part", "scratch"], ["train", "--part", "finetune_pacs"], ["report"],
     ]  # fmt: skip
     for argv in runs:

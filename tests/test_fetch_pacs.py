@@ -4,6 +4,7 @@ import collections
 import csv
 import hashlib
 import io
+import json
 import subprocess
 import zipfile
 
@@ -41,14 +42,13 @@ def test_download_unpacks_the_cartoon_domain_with_official_names_and_splits(in_t
     with Server() as server:
         server.files["/PACS.zip"] = pacs_zip
         server.faults = ["cut"]  # the first response drops half-way: the download resumes
-        p = pacs_params(
-            params,
-            server.url("/PACS.zip"),
-            hashlib.sha256(pacs_zip).hexdigest(),
-            in_tmp / "data/pacs_cartoon",
-        )
+        # params.yaml's own path and domain: cartoon, the study's, unpacks where data.dvc pins it.
+        p = pacs_params(params, server.url("/PACS.zip"), hashlib.sha256(pacs_zip).hexdigest(), "data/pacs_{domain}")
+        assert p["data"]["domain"] == "cartoon"
         fetch.run(p)
     root = in_tmp / "data/pacs_cartoon"
+    details = json.loads((in_tmp / "details/data.json").read_text())
+    assert (details["split"], details["domain"], details["path"]) == ("official lists", "cartoon", "data/pacs_cartoon")
     for name in ("cartoon_train_kfold.txt", "cartoon_crossval_kfold.txt"):
         lines = lambda path: sorted(path.read_text().splitlines())  # noqa: E731
         assert lines(root / "splits" / name) == lines(SHARED_PACS / "splits" / name)

@@ -18,10 +18,10 @@ from conftest import PROJECT, SHARED_PACS
 from http_fixture import Server
 
 from tlstudy import data as D
-from tlstudy import fetch, pacs, pacs_archive, pretrain
+from tlstudy import fetch, pacs, pacs_archive, pacs_splits, pretrain
 
 SHARED_SOURCES = PROJECT.parent / "shared" / "data" / "pacs_sources"
-DOMAINS = ["art_painting", "photo", "sketch"]
+DOMAINS = ["art_painting", "photo", "sketch"]  # cartoon's sources, as params derive them
 PER_CLASS = 3  # source images per domain and class: they need no names, a few show the route
 URL_PATH = "/datasets/flwrlabs/pacs/data/train-00000-of-00001.parquet"
 
@@ -36,7 +36,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 
 def official_cartoon() -> list[dict]:
-    return pacs_archive.pacs_reference()
+    return pacs_splits.pacs_reference()
 
 
 def source_files(all_photo: bool) -> list:
@@ -107,7 +107,7 @@ def pacs_params(params, server, blob, tmp):
         path=str(tmp / "data/pacs_cartoon"),
         image_size=32,
     )
-    params["pretrain"]["pacs_sources"].update(source="pacs", path=str(tmp / "work/pacs_sources"), domains=DOMAINS)
+    params["pretrain"]["pacs_sources"].update(source="pacs", path=str(tmp / "work/pacs_sources"))
     return params
 
 
@@ -152,7 +152,7 @@ def test_original_bytes_give_the_official_split_by_sha256(in_tmp, params, images
     assert manifest_rows() == official_split(p)
 
     # The source rows, all official images here, under their official names with their bytes.
-    ref = {r["path"]: r["sha256"] for r in pacs_archive.reference("pacs_sources.csv")}
+    ref = {r["path"]: r["sha256"] for r in pacs_splits.reference("pacs_sources.csv")}
     served = {f"{d}/{c}/{n}" for d, c, n, _ in images if d != "cartoon"}
     tree = source_tree(sources)
     assert set(tree) == served

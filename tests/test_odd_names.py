@@ -161,8 +161,9 @@ def test_derived_split_lists_keep_archive_names_with_spaces(tmp_path):
     """pacs_archive keeps an archive's file names with spaces (`_place`); the lists it derives
     for them were read back cut at the first space, so the folder never counted as complete."""
     from tlstudy import pacs_archive as A
+    from tlstudy import pacs_splits
 
-    ref = A.pacs_reference()
+    ref = pacs_splits.pacs_reference()
     root = tmp_path / "pacs"
     for cls in A.PACS_CLASSES:
         need = sum(r["official_subset"] == "crossval" and r["path"].startswith(f"{cls}/") for r in ref)

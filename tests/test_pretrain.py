@@ -32,7 +32,8 @@ def test_pretraining_writes_a_backbone_that_a_transfer_part_starts_from(prepared
     assert json.loads(Path("details/pretrain/pacs_sources.json").read_text()) == metrics
     # What `dvc metrics diff` compares: the headline figures alone.
     headline = json.loads(Path("metrics/pretrain/pacs_sources.json").read_text())
-    assert headline == {k: metrics[k] for k in ("val_acc", "cartoon_test_acc", "epoch")}
+    assert headline == {k: metrics[k] for k in ("val_acc", "target_test_acc", "epoch", "target")}
+    assert metrics["target"] == "cartoon"
 
     per_class = params["data"]["synthetic_per_class"]
     domains = ["art_painting", "photo", "sketch"]
@@ -48,10 +49,10 @@ def test_pretraining_writes_a_backbone_that_a_transfer_part_starts_from(prepared
     x, y = ds.part("full", "test")
     col = lambda v: torch.tensor(v).view(1, 3, 1, 1)  # noqa: E731
     acc = (engine.predict(model, x, col(saved["mean"]), col(saved["std"])).argmax(1) == y).float().mean().item()
-    assert metrics["cartoon_test_acc"] == pytest.approx(acc, abs=1e-6) and metrics["cartoon_test_n"] == len(y)
+    assert metrics["target_test_acc"] == pytest.approx(acc, abs=1e-6) and metrics["target_test_n"] == len(y)
     # Every accuracy with its 95 % Wilson interval from the counts.
     lo, hi = uncertainty.wilson(round(acc * len(y)), len(y))
-    assert (metrics["cartoon_test_acc_lo"], metrics["cartoon_test_acc_hi"]) == (round(lo, 6), round(hi, 6))
+    assert (metrics["target_test_acc_lo"], metrics["target_test_acc_hi"]) == (round(lo, 6), round(hi, 6))
     assert metrics["val_acc_lo"] <= metrics["val_acc"] <= metrics["val_acc_hi"]
     for d in domains:
         assert (
@@ -64,7 +65,7 @@ def test_pretraining_writes_a_backbone_that_a_transfer_part_starts_from(prepared
     assert rows[0].split(",") == curves.PLOT_COLUMNS and len(rows) == 1 + 2
 
     # A transfer part starts from that backbone (its head is new), and records where it came from.
-    start = models.build(7, P.part_spec(params, "finetune_pacs")["init"], "random", 0)
+    start = models.build(7, P.part(params, "finetune_pacs").init, "random", 0)
     assert torch.equal(start.conv1.weight, saved["state_dict"]["conv1.weight"])
     assert not torch.equal(start.fc.weight, saved["state_dict"]["fc.weight"])
     train.run(params, "finetune_pacs")

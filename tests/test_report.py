@@ -285,3 +285,49 @@ def test_the_report_stage_depends_on_every_module_of_the_report():
     deps = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["report"]["deps"]
     modules = {f"src/tlstudy/report/{p.name}" for p in (PROJECT / "src/tlstudy/report").glob("*.py")}
     assert modules <= set(deps)
+
+
+GREEN = (44, 160, 44)  # tab:green, AdamW's colour in every figure (SGD tab:blue, Adam tab:orange)
+
+
+def has_colour(path: Path, rgb: tuple[int, int, int]) -> bool:
+    with Image.open(path) as im:
+        return any(c == rgb for _, c in im.convert("RGB").getcolors(maxcolors=1 << 24))
+
+
+def test_a_third_optimizer_is_reported_beside_sgd_and_adam(outputs):
+    """AdamW in `scratch`: a column, a row, a colour and a test against each other optimizer
+    (every pair; SGD vs Adam stays as it was), and the headline's pick where it validates best."""
+    report.run(outputs)
+    assert not has_colour(Path("report/figures/results_at_a_glance.png"), GREEN)
+    details = json.loads(Path("details/scratch.json").read_text())
+    details["adamw"] = metric(0.001, 2, 0.75, 0.75)
+    write_json(Path("details/scratch.json"), details)
+    runs = json.loads(Path("models/scratch/runs.json").read_text())["runs"]
+    write_json(Path("models/scratch/runs.json"), {"runs": [*runs, run_record("adamw lr=0.001", "adamw", 0.001)]})
+    with open("plots/train/scratch.csv", "a", newline="") as f:
+        csv.writer(f).writerows(curve_rows("adamw lr=0.001", "adamw", "0.001", 3))
+    rows = list(csv.reader(open("plots/predictions/scratch/adam.csv", newline="")))
+    write_csv(Path("plots/predictions/scratch/adamw.csv"), rows[0], rows[1:])
+    write_json(Path("metrics/scratch.json"), {"sgd": {"test_acc": 0.5, "val_acc": 0.55},
+                                              "adam": {"test_acc": 0.625, "val_acc": 0.65},
+                                              "adamw": {"test_acc": 0.75, "val_acc": 0.75}})  # fmt: skip
+    report.run(outputs)
+    md = Path("report/README.md").read_text()
+    summary = md.split("## Summary")[1]
+    assert (
+        "| part | backbone | SGD test acc [95 % CI] | Adam test acc [95 % CI] | AdamW test acc [95 % CI] "
+        "| SGD − Adam, tested | SGD − AdamW, tested | Adam − AdamW, tested | study SGD | study Adam |"
+    ) in summary
+    assert "| 75.00 % [40.9, 92.9] (lr 0.001, epoch 2) | -12.5 pp, p = 1 (McNemar, 0 vs 0 images) |" in summary
+    tested = md.split("## SGD vs Adam vs AdamW: tested")[1]
+    for pair in ("SGD vs Adam", "SGD vs AdamW", "Adam vs AdamW"):
+        assert f"### {pair}\n" in tested
+    assert "| part | backbone | Adam test acc | AdamW test acc | Adam − AdamW, points [95 % CI] |" in tested
+    assert "| adamw | 0.001 | 2 | 75.00 % [53.1, 88.8] | 75.00 % [40.9, 92.9] | 1 | — |" in md.split("(`scratch`)")[1]
+    assert "| part | SGD s/epoch | SGD ms/example | Adam s/epoch | Adam ms/example | AdamW s/epoch |" in md
+    assert "Each part's selected model: of SGD, Adam and AdamW, the higher validation accuracy" in md
+    assert json.loads(Path("headline.json").read_text())["scratch"] == 75.0
+    assert has_colour(Path("report/figures/results_at_a_glance.png"), GREEN)
+    with Image.open("report/figures/curves_scratch.png") as im:
+        assert im.width == round(3 * 5.2 * 90)  # a column per optimizer

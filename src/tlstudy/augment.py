@@ -1,7 +1,6 @@
 """Augmentation variants declared in params.yaml, applied to a whole batch at once on its device.
 
-A variant is a list of `[ClassName, {kwargs}]` naming torchvision.transforms.v2 classes. The
-transform objects are built by torchvision (so its argument checks and defaults hold), and
+A variant's transform objects are built by torchvision (transforms.build), and
 `Batched` applies them to a uint8 batch with one random draw per image, with the same
 distributions and pixel arithmetic as the torchvision kernels: flip/invert/grayscale with
 probability p, ColorJitter's factors and its random order of the four adjustments, RandomAffine's
@@ -26,74 +25,9 @@ from torchvision.transforms.v2._utils import _get_fill
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 from torchvision.transforms.v2.functional._geometry import _check_interpolation, _get_inverse_affine_matrix
 
-from tlstudy.errors import ParamsError
-
-# The transforms a variant may use: photometric and geometric ones that keep the image size.
-ALLOWED = (
-    "ColorJitter",
-    "Grayscale",
-    "RandomGrayscale",
-    "RandomInvert",
-    "RandomHorizontalFlip",
-    "RandomVerticalFlip",
-    "RandomAffine",
-    "RandomRotation",
-    "GaussianBlur",
-    "RandomAutocontrast",
-    "RandomEqualize",
-    "RandomPosterize",
-    "RandomSolarize",
-    "RandomAdjustSharpness",
-)
-
-
-# Families of variants, as the report and the plots group a sweep: what a variant does to the
-# image decides its family, not its name, so a variant added to params.yaml finds its place.
-GEOMETRIC = {"RandomHorizontalFlip", "RandomVerticalFlip", "RandomAffine", "RandomRotation"}
-FAMILIES = ("none", "colour jitter", "grayscale / invert", "flip / rotation", "blur")
-
-
-def family(spec: list) -> str:
-    """A variant's family: colour jitter (any ColorJitter), blur (geometric steps and a blur),
-    flip / rotation (geometric steps only), grayscale / invert (any other photometric step)."""
-    names = {step[0] for step in spec}
-    if not names:
-        return "none"
-    if "ColorJitter" in names:
-        return "colour jitter"
-    if names <= GEOMETRIC | {"GaussianBlur"}:
-        return "blur" if "GaussianBlur" in names else "flip / rotation"
-    return "grayscale / invert"
-
-
-def build(spec, where: str = "augmentation") -> v2.Compose | None:
-    """The composed transform of one variant, or None for the empty (identity) variant."""
-    if not isinstance(spec, list):
-        raise ParamsError(f"params: '{where}' must be a list of [Transform, {{kwargs}}] pairs")
-    steps = []
-    for i, step in enumerate(spec):
-        if (
-            not isinstance(step, list)
-            or len(step) not in (1, 2)
-            or not isinstance(step[0], str)
-            or (len(step) == 2 and not isinstance(step[1], dict))
-        ):
-            raise ParamsError(f"params: '{where}[{i}]' must be [Transform, {{kwargs}}], got {step!r}")
-        name, kwargs = step[0], (step[1] if len(step) == 2 else {})
-        if name not in ALLOWED:
-            raise ParamsError(
-                f"params: '{where}[{i}]' names unknown transform {name!r}; accepted: {', '.join(ALLOWED)}"
-            )
-        try:
-            steps.append(getattr(v2, name)(**kwargs))
-        except (TypeError, ValueError) as exc:
-            raise ParamsError(f"params: '{where}[{i}]' {name}({kwargs}): {exc}") from exc
-        if name == "Grayscale" and steps[-1].num_output_channels != 3:
-            raise ParamsError(
-                f"params: '{where}[{i}]' Grayscale must keep 3 channels for the RGB model; "
-                "write [Grayscale, {num_output_channels: 3}]"
-            )
-    return v2.Compose(steps) if steps else None
+# Build and family of a variant live with the transforms they name (params validation needs them
+# without the kernels); train, pretrain and bench reach them here too.
+from tlstudy.transforms import ALLOWED, FAMILIES, GEOMETRIC, build, family  # noqa: F401
 
 
 class Batched:

@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("name", help="a profile under profiles/ (demo, offline) or an overlay file")
     r.add_argument("--dir", help="workspace (default: work/profiles/<name>); an existing one continues")
     r.add_argument("--fresh", action="store_true", help="rebuild the workspace from scratch")
-    r.add_argument("--data", type=Path, help="PACS cartoon folder, linked in at data.path (no download)")
+    r.add_argument(
+        "--data", type=Path, help="PACS folder of the target domain (data.domain), linked in at data.path (no download)"
+    )
     r.add_argument("--sources", type=Path, help="PACS's other domains, <domain>/<class>/<image>, linked in")
     r.add_argument("--publish", action="store_true", help="copy the results to results/<name>/")
     r.add_argument(

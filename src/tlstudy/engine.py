@@ -26,7 +26,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from tlstudy import augment, cpu, models
+from tlstudy import augment, cpu, models, optimizers
 from tlstudy.progress import Progress
 
 GPUS_ENV = "TLSTUDY_GPUS"  # e.g. "0,1,2,3": the GPUs that parallel experiments share
@@ -167,14 +167,8 @@ def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 def make_optimizer(name: str, params, lr: float, settings: dict) -> torch.optim.Optimizer:
-    """Fused kernels where they pay: PyTorch's default per-tensor loop for CPU parameters makes an
-    Adam step 64 ms for ResNet-18 on our 2-core CPU, the fused one 11 ms (a 64 px batch of 32
-    trains in ~430 ms); SGD's loop is as fast as fused there, and fused wins on CUDA."""
-    params = list(params)
-    cuda = bool(params) and params[0].is_cuda
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, fused=cuda or None, **settings["sgd"])
-    return torch.optim.Adam(params, lr=lr, fused=True, **settings["adam"])
+    """The registry's optimizer `name` (optimizers.py) with its section of `settings` (params)."""
+    return optimizers.build(name, params, lr, settings)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:

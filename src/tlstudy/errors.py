@@ -1,7 +1,7 @@
 """The errors a user can fix, and their common base: the stage runner (stage.py) and the tools
 (cli.py) print any StudyError as one `error:` line instead of a traceback. The base lives in a
 module of its own so that the runner catches every stage's errors without importing every stage,
-and the modules that validate a section (params.py, augment.py) need not import each other."""
+and the modules that validate a section (params.py, transforms.py) need not import each other."""
 
 
 class StudyError(Exception):

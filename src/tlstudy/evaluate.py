@@ -98,6 +98,7 @@ def _over_seeds(groups: dict) -> bool:
 
 
 def run(params: dict, part: str) -> dict:
+    resolved = P.part(params, part)
     folder = Path("models") / part
     runs_file = folder / "runs.json"
     if not runs_file.exists():
@@ -107,7 +108,7 @@ def run(params: dict, part: str) -> dict:
     dev = engine.device()
     speed = engine.speed_for(dev, params["precision"], params["data"]["image_size"])
     dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
-    subset = P.part_spec(params, part)["subset"]
+    subset = resolved.subset
     x_test, y_test = dataset.part(subset, "test")
     n_val, n_test = len(dataset.roles[subset]["val"]), len(y_test)
     test_paths = [dataset.paths[i] for i in dataset.roles[subset]["test"].tolist()]
@@ -174,7 +175,7 @@ def run(params: dict, part: str) -> dict:
             entry = {**aggregate(per_seed), **entry}
         metrics[group] = {**entry, "n_val": n_val, "n_test": n_test}
     write_json(Path("details") / f"{part}.json", metrics)
-    variants = P.part_grid(params, part)[2]
-    families = {v: augment.family(params["augmentations"][v]) for v in variants} if P.is_sweep(params, part) else None
+    sweep = resolved.sweep
+    families = {v: augment.family(params["augmentations"][v]) for v in resolved.variants} if sweep else None
     write_json(Path("metrics") / f"{part}.json", headline(metrics, families))
     return metrics

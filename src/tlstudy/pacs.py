@@ -1,6 +1,6 @@
 """PACS as `fetch` and `pretrain` get it: the pinned archive (params `data.url`, `data.sha256`)
-downloaded once to work/downloads (TLSTUDY_DOWNLOADS moves it), then the cartoon domain or the
-source domains unpacked from it by tlstudy.pacs_archive. A folder already complete at the target
+downloaded once to work/downloads (TLSTUDY_DOWNLOADS moves it), then the target domain
+(`data.domain`) or the source domains unpacked from it by tlstudy.pacs_archive. A folder already complete at the target
 path (a `dvc pull data.dvc`, a folder linked in by a profile) is used as it is, with no download.
 Both stages use these helpers, and neither imports the other.
 """
@@ -12,6 +12,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from tlstudy import params as P
 from tlstudy.download import DownloadError, download, sha256_of
 from tlstudy.pacs_archive import (
     SOURCES_OFFICIAL,
@@ -28,7 +29,7 @@ DOWNLOADS = Path(os.environ.get("TLSTUDY_DOWNLOADS", "work/downloads"))
 RETRIES, BACKOFF_S = 5, 2.0
 OFFLINE_HINT = (
     "To use a copy you already have, set in params.yaml:\n"
-    "  data:\n    source: local\n    path: /path/to/pacs_cartoon   # <class>/<file>.jpg, optional splits/\n"
+    "  data:\n    source: local\n    path: /path/to/pacs_<domain>   # <class>/<file>.jpg, optional splits/\n"
     "or run `dvc pull data.dvc` from a DVC remote that holds data/, or try the demo: `make demo`."
 )
 SOURCES_HINT = (
@@ -44,14 +45,15 @@ def warn_provenance(what: str, how: str, stage: str = "fetch") -> None:
 
 
 def get_pacs(params: dict) -> Path:
-    cfg = params["data"]
-    root = Path(cfg["path"])
-    if pacs_complete(root):
-        print(f"fetch: using the PACS cartoon images already in {root}")
+    """The target domain's images at data.path: a complete folder of that domain there is used as
+    it is, else the domain is unpacked from the archive."""
+    root, domain = P.data_path(params), P.target_domain(params)
+    if pacs_complete(root, domain):
+        print(f"fetch: using the PACS {domain} images already in {root}")
         return root
     archive = download_pacs(params, OFFLINE_HINT)
-    print(f"fetch: {archive} ({sha256_of(archive)[:12]}…) → {root}")
-    unpack_pacs(archive, root, OFFLINE_HINT)
+    print(f"fetch: {archive} ({sha256_of(archive)[:12]}…) → {root} ({domain})")
+    unpack_pacs(archive, root, OFFLINE_HINT, domain)
     return root
 
 

@@ -1,19 +1,22 @@
-"""The PACS archive, the Hugging Face parquet (columns image{bytes, path}, domain, label) or a zip
-of the original release, unpacked into a folder that appears whole or not at all, its rows
-matched to the official images (resources/pacs_cartoon.csv, pacs_sources.csv).
+"""Unpacking a PACS archive (tlstudy.pacs_rows reads it) into a folder that appears whole or not at
+all, its rows matched to the official images (tlstudy.pacs_splits: resources/pacs_cartoon.csv,
+pacs_sources.csv).
 
-The cartoon domain becomes `<class>/<file>` with split lists, by the first route the archive
+The target domain (params `data.domain`) becomes `<class>/<file>`, by the first route the archive
 allows (the route is the split's provenance):
 
-1. `official lists`: every official cartoon image found by the sha256 of its bytes, under its
-   official name, with the official lists;
-2. `official lists, matched by name`: the rest found by what the archive says of a row: domain
-   cartoon, class from `label`, the basename of `image.path` an official `<class>/<file>`
-   (the same images, re-encoded: the split is the official one, the pixels are not the reference's);
-3. `derived`: otherwise, the archive's own cartoon rows by their domain and label columns, split
-   seeded and stratified with the official number of crossval images per class.
+1. `official lists`: every official image of the domain found by the sha256 of its bytes, under
+   its official name, with the official lists;
+2. `official lists, matched by name`: the rest found by what the archive says of a row: the
+   domain, class from `label`, the basename of `image.path` an official `<class>/<file>` (the
+   same images, re-encoded: the split is the official one, the pixels are not the reference's);
+3. `derived`: otherwise, the archive's own rows of the domain by their domain and label columns,
+   split seeded and stratified with the official number of crossval images per class.
 
-Routes 2 and 3 leave `<folder>/provenance.json`; a folder without one proves route 1 by its
+Only cartoon's official lists ship with the package: another domain is unpacked under its official
+names where the archive gives every one (else named from its columns) with no split lists, and
+fetch splits it seeded and stratified (`derived`, said in its provenance). Every route but 1 leaves
+`<folder>/provenance.json`, which names the domain; a folder without one proves route 1 by its
 bytes, so data.dvc pins the same tree as ever. Pretraining's source domains become
 `<domain>/<class>/<file>`, under their official names where the archive gives every one, else
 named from its columns, with a provenance.json that also marks the folder complete.
@@ -22,185 +25,66 @@ named from its columns, with a provenance.json that also marks the folder comple
 from __future__ import annotations
 
 import collections
-import csv
 import hashlib
-import io
 import json
 import re
 import shutil
-import zipfile
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-
-import numpy as np
 
 from tlstudy import data as D
 from tlstudy.atomic import disk_full, out_of_space
-from tlstudy.errors import StudyError
-
-PROVENANCE_FILE = "provenance.json"  # in an unpacked folder: how it was made
-OFFICIAL = "official lists"
-BY_NAME = "official lists, matched by name"
-DERIVED = "derived"
-# A constant, not params' seed: the unpacked folder is pinned by data.dvc and shared, so it must
-# depend on the archive alone.
-DERIVED_SEED = 0
-# PACS's classes and domains in the order the Hugging Face copy numbers them (its ClassLabel),
-# for an archive whose integer columns come without their names.
-PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
-PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
-
-
-class ArchiveError(StudyError, RuntimeError):
-    """An archive that is not the PACS release, or an unpacked folder whose provenance is unreadable."""
-
-
-def reference(name: str = "pacs_cartoon.csv") -> list[dict]:
-    """Official images of PACS, path and sha256 of the file's bytes: the 2,344 cartoon ones (with
-    their official subset) or, in pacs_sources.csv, the 7,647 of the three other domains."""
-    text = resources.files("tlstudy.resources").joinpath(name).read_text()
-    return list(csv.DictReader(io.StringIO(text)))
+from tlstudy.pacs_rows import PACS_CLASSES, ArchiveError, read_rows
+from tlstudy.pacs_splits import (
+    BY_NAME,
+    DERIVED,
+    DERIVED_SEED,
+    OFFICIAL,
+    PROVENANCE_FILE,
+    derive_split_lists,
+    describe_split,
+    domain_reference,
+    has_official_lists,
+    json_bytes,
+    read_provenance,
+    reference,
+    write_file,
+    write_pacs_split_lists,
+)
 
 
-def pacs_reference() -> list[dict]:
-    return reference("pacs_cartoon.csv")
-
-
-def read_provenance(root: Path) -> dict | None:
-    path = root / PROVENANCE_FILE
-    if not path.is_file():
-        return None
+def _recorded_domain(root: Path) -> str:
+    """The domain a folder's provenance file names; one written before data.domain existed (or
+    one fetch will refuse as unreadable) was cartoon's."""
     try:
-        recorded = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ArchiveError(f"{path}: not readable JSON ({exc}); delete it and run fetch again to unpack anew") from exc
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("split", recorded.get("names")), str):
-        raise ArchiveError(f"{path}: no 'split' (or 'names') label in it; delete it and run fetch again")
-    return recorded
+        recorded = json.loads((root / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return "cartoon"
+    return recorded.get("domain", "cartoon") if isinstance(recorded, dict) else "cartoon"
 
 
-def pacs_complete(root: Path) -> bool:
-    """Split lists whose every file is there, made by this module (its provenance file) or naming
-    every official image (a folder from the official route, or from before provenance files)."""
+def pacs_complete(root: Path, domain: str = "cartoon") -> bool:
+    """`domain`'s images under `root` as this module unpacks them: split lists whose every file
+    is there, made by this module (its provenance file, naming the domain) or naming every
+    official image (a folder from the official route, or from before provenance files); for a
+    domain without official lists, as many images as its provenance file counted."""
+    if (root / PROVENANCE_FILE).is_file() and _recorded_domain(root) != domain:
+        return False
     lists = D.find_split_lists(root)
     if lists is None:
-        return False
+        recorded = read_provenance(root) if (root / PROVENANCE_FILE).is_file() else None
+        return recorded is not None and recorded.get("images") == _count_images(root)
     try:
         named = [n for p in lists for n in D.read_split_list(p)]
     except (OSError, D.DataError):
         return False
     if not named or not all((root / n).is_file() for n in named):
         return False
-    return (root / PROVENANCE_FILE).is_file() or all((root / r["path"]).is_file() for r in pacs_reference())
-
-
-def write_pacs_split_lists(root: Path, reference: list[dict]) -> None:
-    classes = sorted({r["path"].split("/")[0] for r in reference})
-    for subset in ("train", "crossval"):
-        lines = [
-            f"cartoon/{r['path']} {classes.index(r['path'].split('/')[0]) + 1}\n"
-            for r in reference
-            if r["official_subset"] == subset
-        ]
-        _write(root / "splits" / f"cartoon_{subset}_kfold.txt", "".join(lines).encode())
-
-
-# --- reading an archive ------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One image of an archive and what the archive says of it."""
-
-    index: int
-    name: str  # the basename it gives the image; "" where it gives none
-    domain: str | None
-    cls: str | None  # one of PACS_CLASSES, or None where the archive gives no usable class
-    blob: bytes
-
-
-def _word(value) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return str(value).strip().lower().replace(" ", "_").replace("-", "_")
-
-
-def _column_names(schema, column: str) -> list[str] | None:
-    """The names a Hugging Face ClassLabel column gives its integers (the file's metadata)."""
-    meta = (schema.metadata or {}).get(b"huggingface")
-    try:
-        feature = json.loads(meta)["info"]["features"][column]
-        names = feature["names"] if feature.get("_type") == "ClassLabel" else None
-    except (TypeError, ValueError, KeyError):
-        return None
-    return [_word(n) for n in names] if isinstance(names, list) else None
-
-
-def _named(value, names: list[str] | tuple[str, ...]) -> str | None:
-    """A column's value as a name: an integer indexes `names`, a string is the name itself."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return names[value] if 0 <= value < len(names) else None
-    word = _word(value)
-    if word.isdigit():  # a label stored as the text of its number
-        return _named(int(word), names)
-    return word or None
-
-
-def _rows(archive: Path) -> Iterator[Row]:
-    """Every image of a PACS archive: the HF parquet (columns image{bytes, path}, domain, label)
-    or a zip of the release (`<domain>/<class>/<file>` names)."""
-    if archive.suffix == ".zip":
-        with zipfile.ZipFile(archive) as z:
-            for index, name in enumerate(n for n in z.namelist() if D.is_image_name(Path(n).name)):
-                parts = name.split("/")
-                cls = _word(parts[-2]) if len(parts) >= 3 else None
-                cls = cls if cls in PACS_CLASSES else None
-                domain = _word(parts[-3]) if cls else None
-                yield Row(index, parts[-1], domain, cls, z.read(name))
-        return
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(archive)
-    present = pf.schema_arrow.names
-    if "image" not in present:
-        raise ArchiveError(f"{archive}: no 'image' column (columns: {', '.join(present)}); is it the PACS parquet?")
-    columns = [c for c in ("image", "domain", "label") if c in present]
-    class_names = _column_names(pf.schema_arrow, "label") or PACS_CLASSES
-    domain_names = _column_names(pf.schema_arrow, "domain") or PACS_DOMAINS
-    index = 0
-    for batch in pf.iter_batches(batch_size=256, columns=columns):
-        cols = {c: batch.column(c).to_pylist() for c in columns}
-        for i, image in enumerate(cols["image"]):
-            blob, path = (image.get("bytes"), image.get("path")) if isinstance(image, dict) else (image, None)
-            if blob:
-                domain = _named(cols["domain"][i], domain_names) if "domain" in cols else None
-                cls = _named(cols["label"][i], class_names) if "label" in cols else None
-                name = re.split(r"[/\\]", path)[-1] if path else ""
-                yield Row(index, name, domain, cls if cls in PACS_CLASSES else None, blob)
-            index += 1
+    return (root / PROVENANCE_FILE).is_file() or all((root / r["path"]).is_file() for r in domain_reference(domain))
 
 
 # --- unpacking -----------------------------------------------------------------------------------
-
-
-def _json(obj) -> bytes:
-    return (json.dumps(obj, indent=2) + "\n").encode()
-
-
-def _write(path: Path, blob: bytes) -> None:
-    """A file of the staging folder: plain writes (the folder appears whole by one rename), so
-    that its files keep the usual permissions rather than a temp file's 0600."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blob)
-    except OSError as exc:
-        exc.filename = exc.filename or str(path)  # for the disk-full message: write() errors name no file
-        raise
 
 
 @contextmanager
@@ -211,7 +95,11 @@ def _unpacking(root: Path, archive: Path):
     try:
         yield staging
         shutil.rmtree(staging / ".held", ignore_errors=True)
-        if root.exists():
+        if root.is_symlink():
+            # A folder a profile linked in (another target's sources, say): the link goes, what it
+            # points at stays as it is.
+            root.unlink()
+        elif root.exists():
             shutil.rmtree(root)
         staging.rename(root)
     except BaseException as exc:
@@ -258,15 +146,15 @@ def _sort(archive: Path, staging: Path, ref: list[dict], domains: set[str], key_
     found: dict[str, str] = {}
     held: list[Held] = []
     rows: collections.Counter = collections.Counter()
-    for row in _rows(archive):
+    for row in read_rows(archive):
         rows[row.domain] += 1
         rel = next((p for p in by_sha.get(hashlib.sha256(row.blob).hexdigest(), []) if p not in found), None)
         if rel is not None:
-            _write(staging / rel, row.blob)
+            write_file(staging / rel, row.blob)
             found[rel] = "sha256"
         elif row.domain in domains:
             path = staging / ".held" / f"{row.index:06d}"
-            _write(path, row.blob)
+            write_file(path, row.blob)
             held.append(Held(row.index, row.name, row.domain, row.cls, row.blob[:8], path))
     extra = []
     # By name only after every row was read: an image found by its bytes later in the archive
@@ -306,86 +194,50 @@ def _place(staging: Path, held: list[Held], folder_of) -> int:
     return len(usable)
 
 
-def derive_split_lists(root: Path, ref: list[dict], seed: int = DERIVED_SEED) -> dict[str, int]:
-    """Split lists for the images under `root` in the official lists' format: per class, as many
-    crossval (test) images as the official list has, drawn seeded; the rest train. Returns the
-    test images per class."""
-    need = collections.Counter(r["path"].split("/")[0] for r in ref if r["official_subset"] == "crossval")
-    classes = sorted({r["path"].split("/")[0] for r in ref})
-    members = {
-        c: sorted(f"{c}/{p.name}" for p in (root / c).iterdir() if p.is_file()) for c in classes if (root / c).is_dir()
-    }
-    short = [
-        f"{c} {len(members.get(c, []))} (needs more than {need[c]})"
-        for c in classes
-        if len(members.get(c, [])) <= need[c]
-    ]
-    if short:
-        raise ArchiveError(
-            "too few images to derive a split with the official number of test images per class: " + ", ".join(short)
-        )
-    rng = np.random.default_rng([seed, 7])
-    test = set()
-    for c in classes:
-        order = rng.permutation(len(members[c]))
-        test |= {members[c][i] for i in order[: need[c]]}
-    for subset, keep in (("train", False), ("crossval", True)):
-        lines = [f"cartoon/{p} {classes.index(c) + 1}\n" for c in classes for p in members[c] if (p in test) == keep]
-        _write(root / "splits" / f"cartoon_{subset}_kfold.txt", "".join(lines).encode())
-    return {c: need[c] for c in classes}
-
-
-def describe_split(prov: dict) -> str:
-    """One sentence on how the split of `prov` came about, for the warning and the report."""
-    n, sha, name = prov.get("official_images"), prov.get("matched_by_sha256", 0), prov.get("matched_by_name", 0)
-    if prov["split"] == OFFICIAL:
-        return f"all {n:,} official PACS cartoon images, found by the sha256 of their bytes; the official split lists"
-    if prov["split"] == BY_NAME:
-        return (
-            f"the official split lists; of the {n:,} official images {sha:,} found by their bytes and {name:,} by the "
-            "archive's domain, label and file name only (re-encoded: their pixels are not the reference copy's)"
-        )
-    return (
-        f"NOT the official split: of the {n:,} official images the archive gave {sha:,} by their bytes and {name:,} "
-        f"by name, so the split lists are derived from its {prov['images']:,} cartoon images by their domain and "
-        f"label columns, seeded (seed {prov['seed']}) and stratified with the official number of test images per "
-        f"class ({sum(prov['test_images_per_class'].values()):,}); accuracies are not comparable image for image "
-        "with results on the official split"
-    )
-
-
-def unpack_pacs(archive: Path, root: Path, hint: str = "") -> dict:
-    """The archive's cartoon images under `root` with split lists, by the first route that the
-    archive allows (see the module's docstring); returns the split's provenance. `hint`, what to
-    do instead, ends the error for an archive that is not PACS."""
-    ref = pacs_reference()
+def unpack_pacs(archive: Path, root: Path, hint: str = "", domain: str = "cartoon") -> dict:
+    """The archive's images of `domain` under `root`, with split lists where the package has the
+    domain's official ones, by the first route that the archive allows (see the module's
+    docstring); returns the split's provenance. `hint`, what to do instead, ends the error for an
+    archive that is not PACS."""
+    ref = domain_reference(domain)
+    lists = has_official_lists(ref)
     with _unpacking(root, archive) as staging:
-        s = _sort(archive, staging, ref, {"cartoon"}, lambda p: ("cartoon", *p.split("/")))
+        s = _sort(archive, staging, ref, {domain}, lambda p: (domain, *p.split("/")))
         n_sha = sum(v == "sha256" for v in s.found.values())
         prov = {"official_images": len(ref), "matched_by_sha256": n_sha, "matched_by_name": len(s.found) - n_sha}
         if len(s.found) == len(ref):
             if s.extra:
-                print(f"fetch: {len(s.extra)} more cartoon row(s) of {archive} are no official image; left out")
-            write_pacs_split_lists(staging, ref)
-            prov = {"split": OFFICIAL if n_sha == len(ref) else BY_NAME, **prov, "images": len(ref)}
+                print(f"fetch: {len(s.extra)} more {domain} row(s) of {archive} are no official image; left out")
+            placed = unlabelled = 0
         else:
             placed = _place(staging, s.extra, lambda h: h.cls)
             unlabelled = len(s.extra) - placed
-            held = (
-                f"{archive}: holds {n_sha} of the {len(ref)} PACS cartoon images by their bytes and "
-                f"{len(s.found) - n_sha} by their names, and {s.rows['cartoon']} rows of domain cartoon in all"
-                + (f" ({unlabelled} without a PACS class in its label column)" if unlabelled else "")
-            )
+        held = (
+            f"{archive}: holds {n_sha} of the {len(ref)} PACS {domain} images by their bytes and "
+            f"{len(s.found) - n_sha} by their names, and {s.rows[domain]} rows of domain {domain} in all"
+            + (f" ({unlabelled} without a PACS class in its label column)" if unlabelled else "")
+        )
+        if lists and len(s.found) == len(ref):
+            write_pacs_split_lists(staging, ref, domain)
+            prov = {"split": OFFICIAL if n_sha == len(ref) else BY_NAME, **prov, "images": len(ref)}
+        elif lists:
             try:
-                test = derive_split_lists(staging, ref)
+                test = derive_split_lists(staging, ref, domain=domain)
             except ArchiveError as exc:
                 raise ArchiveError(f"{held}: {exc}; is it the PACS release?" + (f"\n{hint}" if hint else "")) from exc
             prov |= {"split": DERIVED, "from_archive_columns": placed, "without_class": unlabelled}
             prov |= {"images": len(s.found) + placed, "seed": DERIVED_SEED, "test_images_per_class": test}
-        prov = {"split": prov.pop("split"), **prov}
+        else:
+            images = _count_images(staging)
+            if images < 2 * len(PACS_CLASSES):
+                raise ArchiveError(
+                    f"{held}: too few to split ({images}); is it the PACS release?" + (f"\n{hint}" if hint else "")
+                )
+            prov |= {"split": DERIVED, "from_archive_columns": placed, "without_class": unlabelled, "images": images}
+        prov = {"split": prov.pop("split"), "domain": domain, **prov}
         prov["how"] = describe_split(prov)
         if prov["split"] != OFFICIAL:
-            _write(staging / PROVENANCE_FILE, _json(prov))
+            write_file(staging / PROVENANCE_FILE, json_bytes(prov))
     return prov
 
 
@@ -400,9 +252,18 @@ def _count_files(folder: Path) -> int:
     return sum(p.is_file() for p in folder.rglob("*")) if folder.is_dir() else 0
 
 
+def _count_images(root: Path) -> int:
+    """Files in the class folders of an unpacked domain (its split lists and provenance aside)."""
+    return sum(_count_files(root / c) for c in PACS_CLASSES)
+
+
 def _source_reference(domains: list[str] | None) -> list[dict]:
     ref = reference("pacs_sources.csv")
-    return ref if domains is None else [r for r in ref if r["path"].split("/")[0] in domains]
+    if domains is None:
+        return ref
+    # Cartoon is a source where another domain is the target; its official images are in pacs_cartoon.csv.
+    cartoon = [{**r, "path": f"cartoon/{r['path']}"} for r in domain_reference("cartoon")] * ("cartoon" in domains)
+    return [r for r in ref if r["path"].split("/")[0] in domains] + cartoon
 
 
 def sources_complete(root: Path, domains: list[str] | None = None) -> bool:
@@ -447,5 +308,5 @@ def unpack_sources(archive: Path, root: Path, domains: list[str], hint: str = ""
         prov = {"names": names, "domains": domains, "files": files, "official_images": len(ref)}
         prov |= {"matched_by_sha256": n_sha, "matched_by_name": len(s.found) - n_sha, "from_archive_columns": placed}
         prov["without_class"] = len(s.extra) - placed if names == SOURCES_ARCHIVE else 0
-        _write(staging / PROVENANCE_FILE, _json(prov))
+        write_file(staging / PROVENANCE_FILE, json_bytes(prov))
     return prov

@@ -1,20 +1,24 @@
-"""params.yaml: loading, validation and the few normalisations every stage relies on.
+"""params.yaml: loading, validation, and each part resolved once into a `Part` that stages read.
 
 Every stage validates the whole file before doing any work, so a typo fails `fetch` at once
-instead of `train@augment` an hour later.
+instead of `train@augment` an hour later. The optimizers and their settings sections come from
+the registry in optimizers.py.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlstudy import yamlio
+from tlstudy import optimizers, yamlio
 from tlstudy.errors import ParamsError  # noqa: F401  (callers catch it as params.ParamsError)
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = optimizers.NAMES
 SOURCES = ("pacs", "local", "synthetic")
+# PACS's domains: `data.domain` is the target, the other three are what pretraining learns from.
+DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 SUBSETS = ("full", "fewshot")
 TRAINABLE = ("all", "head")
 IMAGENET_WEIGHTS = ("imagenet", "random")
@@ -29,8 +33,6 @@ TOP_KEYS = {
     "epochs",
     "batch_size",
     "precision",
-    "sgd",
-    "adam",
     "imagenet_weights",
     "inspect",
     "data",
@@ -39,7 +41,7 @@ TOP_KEYS = {
     "pretrain",
     "transfer",
     "augmentations",
-}
+} | set(OPTIMIZERS)  # each optimizer's settings section
 DATA_KEYS = {
     "source",
     "path",
@@ -50,6 +52,7 @@ DATA_KEYS = {
     "test_fraction",
     "on_bad_image",
     "synthetic_per_class",
+    "domain",
 }
 PART_KEYS = {"subset", "init", "trainable", "optimizer", "lr", "augment", "epochs", "seeds", "placement"}
 # Where a part's augmentation acts: `pixels` (ours: on the uint8 images before normalisation,
@@ -59,17 +62,16 @@ PLACEMENTS = ("pixels", "study")
 PRETRAIN_KEYS = {
     "source",
     "path",
-    "domains",
     "epochs",
     "optimizer",
     "lr",
-    "momentum",
-    "weight_decay",
     "schedule",
     "batch_size",
     "augment",
     "val_fraction",
 }
+# A backbone's optimizer settings sit in its own section: those of its optimizer are required.
+PRETRAIN_SETTINGS = {key for o in optimizers.REGISTRY.values() for key in o.settings}
 SCHEDULES = ("constant", "cosine")
 BACKBONES = Path("backbones")  # pretrain@<name> writes backbones/<name>.pt
 
@@ -93,14 +95,71 @@ def as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def describe_init(init: str, imagenet_weights: str, params: dict | None = None, part: str | None = None) -> str:
-    """How a part's backbone is initialised, in words for logs, run records and the report."""
-    if params is not None and part is not None and (name := backbone_of(params, part)) is not None:
-        domains = ", ".join(as_list(params["pretrain"][name]["domains"]))
-        return f"pretrained here: {name} ({domains})"
+def describe_init(init: str, imagenet_weights: str) -> str:
+    """How a backbone is initialised, in words for logs, run records and the report."""
     if init == "imagenet" and imagenet_weights == "random":
         return "random (stand-in for imagenet: offline)"
     return init
+
+
+def backbone_file(name: str) -> Path:
+    return BACKBONES / f"{name}.pt"
+
+
+def target_domain(params: dict) -> str:
+    """The PACS domain the study trains and tests on; params from before `data.domain` existed
+    (published ones among them) were cartoon's."""
+    return params["data"].get("domain", "cartoon")
+
+
+def source_domains(params: dict) -> list[str]:
+    """What pretraining learns from: PACS's other three domains, in DOMAINS' order."""
+    return [d for d in DOMAINS if d != target_domain(params)]
+
+
+def data_path(params: dict) -> Path:
+    """`data.path` with `{domain}` as data.domain: each target domain unpacks to its own folder,
+    so a change of domain never finds another domain's images complete."""
+    return Path(params["data"]["path"].replace("{domain}", target_domain(params)))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the study as it trains: its own settings, else the top level's, resolved and
+    validated once (`part`, `parts`)."""
+
+    name: str
+    subset: str  # full | fewshot
+    init: str  # random | imagenet | a state dict's path (a part under `transfer`: its backbone's file)
+    backbone: str | None  # the backbone pretrained here it starts from, by name
+    described: str  # its init in words (describe_init), for logs, run records and the report
+    trainable: str  # all | head
+    grid: dict[str, tuple[float, ...]]  # optimizer -> its learning rates, in params order
+    variants: tuple[str, ...]  # augmentation variants, in params order
+    seeds: tuple[int, ...]
+    epochs: int
+    placement: str  # pixels | study (PLACEMENTS)
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        return tuple(self.grid)
+
+    @property
+    def sweep(self) -> bool:
+        """A part over several augmentation variants (Table VIII): evaluated and reported per variant
+        and family, its selections kept as test logits, not models."""
+        return len(self.variants) > 1
+
+    @property
+    def runs(self) -> int:
+        """Its runs per seed."""
+        return len(self.variants) * sum(len(rates) for rates in self.grid.values())
+
+    def shape(self) -> dict:
+        """What every run of the part shares, beside the run's own optimizer, lr, variant and seed
+        (the resume key holds it)."""
+        keys = ("subset", "init", "trainable", "epochs", "placement")
+        return {k: getattr(self, k) for k in keys}
 
 
 def all_parts(params: dict) -> list[str]:
@@ -108,52 +167,16 @@ def all_parts(params: dict) -> list[str]:
     return [*params["parts"], *params["transfer"]]
 
 
-def backbone_file(name: str) -> Path:
-    return BACKBONES / f"{name}.pt"
+def part(params: dict, name: str) -> Part:
+    for group in ("parts", "transfer"):
+        if name in params[group]:
+            return _part(params, group, name)
+    raise ParamsError(f"params: no part {name!r} under 'parts' or 'transfer'; known: {', '.join(all_parts(params))}")
 
 
-def part_spec(params: dict, part: str) -> dict:
-    """A part's settings; a `transfer` part's init names its pretrained backbone's file."""
-    if part in params["parts"]:
-        return params["parts"][part]
-    if part in params["transfer"]:
-        spec = params["transfer"][part]
-        return {**spec, "init": str(backbone_file(spec["init"]))}
-    raise ParamsError(f"params: no part {part!r} under 'parts' or 'transfer'; known: {', '.join(all_parts(params))}")
-
-
-def backbone_of(params: dict, part: str) -> str | None:
-    """The name of the pretrained backbone a part starts from, if any."""
-    return params["transfer"][part]["init"] if part in params["transfer"] else None
-
-
-def part_epochs(params: dict, part: str) -> int:
-    return part_spec(params, part).get("epochs", params["epochs"])
-
-
-def part_seeds(params: dict, part: str) -> list[int]:
-    """The training seeds of a part: its own `seeds`, else the top-level list."""
-    return as_list(part_spec(params, part).get("seeds", params["seeds"]))
-
-
-def part_placement(params: dict, part: str) -> str:
-    return part_spec(params, part).get("placement", "pixels")
-
-
-def part_grid(params: dict, part: str) -> tuple[list[str], list[float], list[str]]:
-    """The (optimizers, learning rates, augmentation variants) one part trains over."""
-    spec = part_spec(params, part)
-    optimizers = as_list(spec.get("optimizer", params["optimizer"]))
-    lrs = [float(x) for x in as_list(spec.get("lr", params["lr"]))]
-    augment = spec.get("augment", ["none"])
-    variants = list(params["augmentations"]) if augment == "all" else as_list(augment)
-    return optimizers, lrs, variants
-
-
-def is_sweep(params: dict, part: str) -> bool:
-    """A part over several augmentation variants (Table VIII): evaluated and reported per variant
-    and family, its selections kept as test logits, not models."""
-    return len(part_grid(params, part)[2]) > 1
+def parts(params: dict) -> dict[str, Part]:
+    """Every part by name, in all_parts' order."""
+    return {name: part(params, name) for name in all_parts(params)}
 
 
 # --- validation -------------------------------------------------------------------------
@@ -190,12 +213,37 @@ def _lr_list(value, key: str) -> None:
         _number(v, key, minimum=0, strict_min=True)
 
 
+def _lr_grid(value, key: str) -> None:
+    """`lr`: one list for every optimizer, or a mapping optimizer -> its own list."""
+    if not isinstance(value, dict):
+        return _lr_list(value, key)
+    if not value:
+        raise ParamsError(f"params: '{key}' is empty; give a list of learning rates or one per optimizer")
+    _unknown(value, OPTIMIZERS, f"{key}.")
+    for name, rates in value.items():
+        _lr_list(rates, f"{key}.{name}")
+
+
+def _rates(lr, optimizer: str, key: str, where: str) -> tuple[float, ...]:
+    """The learning rates `optimizer` trains at, from an `lr` that _lr_grid accepted."""
+    if isinstance(lr, dict):
+        if optimizer not in lr:
+            raise ParamsError(
+                f"params: '{key}' gives no learning rates for {optimizer}, which '{where}' trains with; "
+                f"accepted: a list for every optimizer, or one under '{key}.{optimizer}'"
+            )
+        lr = lr[optimizer]
+    return tuple(float(x) for x in as_list(lr))
+
+
 def _optimizer_list(value, key: str) -> None:
     values = as_list(value)
     if not values:
         raise ParamsError(f"params: '{key}' is empty; accepted: {', '.join(OPTIMIZERS)}")
     for v in values:
         _choice(v, OPTIMIZERS, key)
+    if len(set(values)) != len(values):
+        raise ParamsError(f"params: '{key}' repeats an optimizer ({values}); each must be listed once")
 
 
 def validate(params: dict, source: str = "params.yaml") -> None:
@@ -205,13 +253,14 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     _unknown(params, TOP_KEYS, "")
     _number(params["seed"], "seed", integer=True, minimum=0)
     _seeds(params["seeds"], "seeds")
-    _lr_list(params["lr"], "lr")
+    _lr_grid(params["lr"], "lr")
     _optimizer_list(params["optimizer"], "optimizer")
     _number(params["epochs"], "epochs", integer=True, minimum=1)
     _number(params["batch_size"], "batch_size", integer=True, minimum=1)
     _choice(params["imagenet_weights"], IMAGENET_WEIGHTS, "imagenet_weights")
     _choice(params["precision"], PRECISIONS, "precision")
-    for opt, keys in (("sgd", {"momentum", "weight_decay"}), ("adam", {"weight_decay"})):
+    for opt, spec in optimizers.REGISTRY.items():
+        keys = set(spec.settings)
         if not isinstance(params[opt], dict):
             raise ParamsError(f"params: '{opt}' must be a mapping with keys {sorted(keys)}")
         _unknown(params[opt], keys, f"{opt}.")
@@ -229,6 +278,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     data = params["data"]
     _unknown(data, DATA_KEYS, "data.")
     _choice(data.get("source"), SOURCES, "data.source")
+    _choice(target_domain(params), DOMAINS, "data.domain")
     _number(data.get("image_size"), "data.image_size", integer=True, minimum=8)
     for key in ("val_fraction", "test_fraction"):
         value = data.get(key)
@@ -248,7 +298,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     augmentations = params["augmentations"]
     if not isinstance(augmentations, dict) or not augmentations:
         raise ParamsError("params: 'augmentations' must map variant names to transform lists")
-    from tlstudy.augment import build  # late: keeps torchvision off the import path of params
+    from tlstudy.transforms import build  # late: keeps torchvision off the import path of params
 
     for name, spec in augmentations.items():
         build(spec, where=f"augmentations.{name}")
@@ -265,8 +315,8 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     if not isinstance(transfer, dict):
         raise ParamsError("params: 'transfer' must map part names to their settings ({} for none)")
     for group, entries in (("parts", parts), ("transfer", transfer)):
-        for name, spec in entries.items():
-            _part(f"{group}.{name}", spec, augmentations)
+        for name in entries:
+            _part(params, group, name)
     for name in set(parts) & set(transfer):
         raise ParamsError(f"params: part {name!r} is under both 'parts' and 'transfer'; a part name must be unique")
     for name, spec in transfer.items():
@@ -304,7 +354,10 @@ def _variant(name, augmentations: dict, where: str) -> None:
         )
 
 
-def _part(where: str, spec, augmentations: dict) -> None:
+def _part(params: dict, group: str, name: str) -> Part:
+    """A part's section validated and resolved against the top level (whose own keys `validate`
+    checked first)."""
+    where, spec = f"{group}.{name}", params[group][name]
     if not isinstance(spec, dict):
         raise ParamsError(f"params: '{where}' must be a mapping with {sorted(PART_KEYS)}")
     _unknown(spec, PART_KEYS, f"{where}.")
@@ -316,37 +369,59 @@ def _part(where: str, spec, augmentations: dict) -> None:
     if "optimizer" in spec:
         _optimizer_list(spec["optimizer"], f"{where}.optimizer")
     if "lr" in spec:
-        _lr_list(spec["lr"], f"{where}.lr")
+        _lr_grid(spec["lr"], f"{where}.lr")
     if "epochs" in spec:
         _number(spec["epochs"], f"{where}.epochs", integer=True, minimum=1)
     if "seeds" in spec:
         _seeds(spec["seeds"], f"{where}.seeds")
-    _choice(spec.get("placement", "pixels"), PLACEMENTS, f"{where}.placement")
+    placement = spec.get("placement", "pixels")
+    _choice(placement, PLACEMENTS, f"{where}.placement")
     augment = spec.get("augment", ["none"])
-    if augment != "all":
-        for variant in as_list(augment):
-            _variant(variant, augmentations, f"{where}.augment")
+    variants = list(params["augmentations"]) if augment == "all" else as_list(augment)
+    for variant in variants:
+        _variant(variant, params["augmentations"], f"{where}.augment")
+    lr_key = f"{where}.lr" if "lr" in spec else "lr"
+    lr = spec.get("lr", params["lr"])
+    grid = {o: _rates(lr, o, lr_key, where) for o in dict.fromkeys(as_list(spec.get("optimizer", params["optimizer"])))}
+    backbone = init if group == "transfer" else None
+    if backbone is not None:
+        init = str(backbone_file(backbone))
+        described = f"pretrained here: {backbone} ({', '.join(source_domains(params))})"
+    else:
+        described = describe_init(init, params["imagenet_weights"])
+    return Part(
+        name=name, subset=spec["subset"], init=init, backbone=backbone, described=described,
+        trainable=spec["trainable"], grid=grid, variants=tuple(variants),
+        seeds=tuple(as_list(spec.get("seeds", params["seeds"]))), epochs=spec.get("epochs", params["epochs"]),
+        placement=placement,
+    )  # fmt: skip
 
 
 def _pretrain(name: str, spec, augmentations: dict) -> None:
     where = f"pretrain.{name}"
     if not isinstance(spec, dict):
         raise ParamsError(f"params: '{where}' must be a mapping with {sorted(PRETRAIN_KEYS)}")
-    _unknown(spec, PRETRAIN_KEYS, f"{where}.")
+    if "domains" in spec:
+        raise ParamsError(
+            f"params: '{where}.domains' is no longer read: a backbone pretrains on PACS's domains other than "
+            "data.domain; remove the key and set data.domain"
+        )
+    _unknown(spec, PRETRAIN_KEYS | PRETRAIN_SETTINGS, f"{where}.")
     missing = sorted(PRETRAIN_KEYS - set(spec))
     if missing:
         raise ParamsError(f"params: '{where}' lacks {', '.join(missing)}")
+    _choice(spec["optimizer"], OPTIMIZERS, f"{where}.optimizer")
+    settings = optimizers.REGISTRY[spec["optimizer"]].settings
+    missing = [key for key in settings if key not in spec]
+    if missing:
+        raise ParamsError(f"params: '{where}' lacks {', '.join(missing)}, which {spec['optimizer']} needs")
     _choice(spec["source"], SOURCES, f"{where}.source")
     if not isinstance(spec["path"], str) or not spec["path"]:
         raise ParamsError(f"params: '{where}.path' must be a folder path")
-    domains = spec["domains"]
-    if not isinstance(domains, list) or not domains or not all(isinstance(d, str) and d for d in domains):
-        raise ParamsError(f"params: '{where}.domains' must be a non-empty list of domain folder names")
     _number(spec["epochs"], f"{where}.epochs", integer=True, minimum=1)
     _number(spec["batch_size"], f"{where}.batch_size", integer=True, minimum=2)
-    _choice(spec["optimizer"], OPTIMIZERS, f"{where}.optimizer")
     _number(spec["lr"], f"{where}.lr", minimum=0, strict_min=True)
-    for key in ("momentum", "weight_decay"):
+    for key in sorted(PRETRAIN_SETTINGS & set(spec)):
         _number(spec[key], f"{where}.{key}", minimum=0)
     _choice(spec["schedule"], SCHEDULES, f"{where}.schedule")
     _variant(spec["augment"], augmentations, f"{where}.augment")

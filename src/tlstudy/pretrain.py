@@ -1,5 +1,6 @@
-"""Stage `pretrain@<name>`: a ResNet-18 trained from random init on PACS's other domains, the
-backbone that `transfer` parts start from (leave-one-domain-out: cartoon is never seen).
+"""Stage `pretrain@<name>`: a ResNet-18 trained from random init on PACS's domains other than the
+target (`data.domain`), the backbone that `transfer` parts start from (leave-one-domain-out: the
+target is never seen).
 
 Sources (params `pretrain.<name>`): `pacs` — the archive `fetch` downloads holds all four
 domains; the three others are unpacked to `path` (pacs.get_sources: by the archive's own domain
@@ -10,7 +11,8 @@ folder already complete there is used as it is; `local` — a folder `<domain>/<
 One run of the engine on all source images but a validation share stratified by domain × class,
 which picks the best epoch. Writes `backbones/<name>.pt` (the state dict and its normalisation),
 `metrics/pretrain/<name>.json` (what a comparison needs: validation accuracy, the selected
-epoch, and the model's accuracy on the cartoon test set with no cartoon training at all),
+epoch, and `target_test_acc`, the model's accuracy on the target's test set with no training on
+the target at all, with the target domain beside it),
 `details/pretrain/<name>.json` (those with their 95 % intervals, accuracy per domain, images
 per domain, s/epoch: what the report reads) and `plots/pretrain/<name>.csv` (curves, as the parts
 write them).
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tlstudy import augment, data, engine, memory, models, pacs, resume, synthetic, uncertainty
+from tlstudy import augment, data, engine, memory, models, optimizers, pacs, resume, synthetic, uncertainty
 from tlstudy import params as P
 from tlstudy.atomic import torch_save, write_json
 from tlstudy.curves import plot_rows, write_curves
@@ -37,26 +39,27 @@ SYNTHETIC_ROOT = Path("work/synthetic_sources")
 def source_root(params: dict, name: str) -> Path:
     spec = params["pretrain"][name]
     root = Path(spec["path"])
+    domains = P.source_domains(params)
     if spec["source"] == "local":
         return root
     if spec["source"] == "synthetic":
         shutil.rmtree(SYNTHETIC_ROOT, ignore_errors=True)
         size = max(64, params["data"]["image_size"])
         per_class = params["data"]["synthetic_per_class"]
-        for domain, style in zip(spec["domains"], synthetic.STYLES):
+        for domain, style in zip(domains, synthetic.STYLES):
             synthetic.generate(SYNTHETIC_ROOT / domain, per_class, size, params["seed"], style)
         return SYNTHETIC_ROOT
-    return pacs.get_sources(params, root, spec["domains"], f"pretrain@{name}")
+    return pacs.get_sources(params, root, domains, f"pretrain@{name}")
 
 
-def scan(root: Path, domains: list[str], classes: list[str]) -> list[data.Entry]:
-    """Images of the chosen domains; each domain must hold exactly the cartoon classes."""
+def scan(root: Path, domains: list[str], classes: list[str], target: str = "cartoon") -> list[data.Entry]:
+    """Images of the chosen domains; each domain must hold exactly the target domain's classes."""
     entries = []
     for domain in domains:
         found, domain_entries = data.scan(root / domain)
         if found != classes:
             raise data.DataError(
-                f"{root / domain}: class folders {found}; the cartoon data has {classes} and the pretrained "
+                f"{root / domain}: class folders {found}; the {target} data has {classes} and the pretrained "
                 "head must predict the same classes"
             )
         entries += [data.Entry(f"{domain}/{e.path}", e.cls) for e in domain_entries]
@@ -74,8 +77,8 @@ def stratified_val(keys: list[tuple[str, str]], fraction: float, seed: int) -> t
     return torch.from_numpy(mask)
 
 
-def cartoon_accuracy(model, mean, std, speed) -> tuple[float, int]:
-    """The pretrained 7-way model on the cartoon test set, normalised as it was trained."""
+def target_accuracy(model, mean, std, speed) -> tuple[float, int]:
+    """The pretrained 7-way model on the target domain's test set, normalised as it was trained."""
     dataset = data.load(Path("work/images.pt"), Path("manifest.csv"))
     x, y = dataset.part("full", "test")
     logits = engine.predict(model, x.to(speed.device), mean, std, speed)
@@ -100,7 +103,8 @@ def run(params: dict, name: str) -> dict:
     classes = torch.load("work/images.pt", weights_only=True)["classes"]
 
     root = source_root(params, name)
-    entries = scan(root, spec["domains"], classes)
+    sources, target = P.source_domains(params), P.target_domain(params)
+    entries = scan(root, sources, classes, target)
     need = memory.training_bytes(
         size, spec["batch_size"], speed.eval_batch, len(entries) * 3 * size * size, dev.type == "cpu"
     )
@@ -117,19 +121,17 @@ def run(params: dict, name: str) -> dict:
     col = lambda v: v.float().view(1, 3, 1, 1).to(dev)  # noqa: E731
     x_train, y_train, x_val, y_val = (t.to(dev) for t in (x[~is_val], y[~is_val], x[is_val], y[is_val]))
     split = engine.Split(x_train, y_train, x_val, y_val, col(stats.mean), col(stats.var.sqrt()))
-    counts = {d: {"train": 0, "val": 0} for d in spec["domains"]}
+    counts = {d: {"train": 0, "val": 0} for d in sources}
     for d, v in zip(domains, is_val.tolist()):
         counts[d]["val" if v else "train"] += 1
     print(
         f"pretrain@{name}: {len(split.x_train)} train / {len(split.x_val)} val images from "
-        f"{', '.join(spec['domains'])} at {size} px on {dev}"
+        f"{', '.join(sources)} at {size} px on {dev}; target {target}"
     )
 
     r = engine.Run(spec["optimizer"], float(spec["lr"]), spec["augment"])
-    settings = {
-        "sgd": {"momentum": spec["momentum"], "weight_decay": spec["weight_decay"]},
-        "adam": {"weight_decay": spec["weight_decay"]},
-    }
+    # A backbone's optimizer settings sit in its own section: the keys its optimizer takes.
+    settings = {r.optimizer: {k: spec[k] for k in optimizers.REGISTRY[r.optimizer].settings}}
     store = resume.RunStore(f"pretrain_{name}", store_key(params, name, speed, root, cache["paths"]))
     result = store.load(r)
     if result is None:
@@ -163,38 +165,36 @@ def run(params: dict, name: str) -> dict:
             round(x, 6)
             for x in uncertainty.wilson(int(val_right[val_domains == d].sum()), int((val_domains == d).sum()))
         ]
-        for d in spec["domains"]
+        for d in sources
     }
-    cartoon_acc, n_cartoon = cartoon_accuracy(model, split.mean, split.std, speed)
+    target_acc, n_target = target_accuracy(model, split.mean, split.std, speed)
 
     torch_save(
         P.backbone_file(name),
         {
-            "state_dict": state, "classes": classes, "domains": spec["domains"], "image_size": size,
+            "state_dict": state, "classes": classes, "domains": sources, "target": target, "image_size": size,
             "mean": stats.mean.tolist(), "std": stats.var.sqrt().tolist(), "epoch": result.best_epoch,
             "val_acc": result.best_val_acc,
         },
     )  # fmt: skip
     metrics = {
-        "domains": spec["domains"],
+        "domains": sources,
+        "target": target,
         "images": counts,
         "epoch": result.best_epoch,
         "epochs": spec["epochs"],
         **uncertainty.with_wilson("val_acc", result.best_val_acc, int(is_val.sum())),
         "val_n": int(is_val.sum()),
-        "val_acc_per_domain": {d: round(float(val_right[val_domains == d].mean()), 6) for d in spec["domains"]},
-        **{
-            f"val_acc_per_domain{end}": {d: bounds[d][i] for d in spec["domains"]}
-            for i, end in enumerate(("_lo", "_hi"))
-        },
-        **uncertainty.with_wilson("cartoon_test_acc", cartoon_acc, n_cartoon),
-        "cartoon_test_n": n_cartoon,
+        "val_acc_per_domain": {d: round(float(val_right[val_domains == d].mean()), 6) for d in sources},
+        **{f"val_acc_per_domain{end}": {d: bounds[d][i] for d in sources} for i, end in enumerate(("_lo", "_hi"))},
+        **uncertainty.with_wilson("target_test_acc", target_acc, n_target),
+        "target_test_n": n_target,
         "sec_per_epoch": round(result.sec_per_epoch, 4),
         "checkpoint_s": round(result.checkpoint_s, 4),
         "precision": speed.precision,
     }
     write_json(Path("details/pretrain") / f"{name}.json", metrics)
-    headline = {k: metrics[k] for k in ("val_acc", "cartoon_test_acc", "epoch")}
+    headline = {k: metrics[k] for k in ("val_acc", "target_test_acc", "epoch", "target")}
     write_json(Path("metrics/pretrain") / f"{name}.json", headline)
     fam = augment.family(params["augmentations"][r.variant])
     rows = plot_rows(result, f"{name} {r.optimizer} lr={r.lr:g}", params["seed"], fam)
@@ -203,6 +203,6 @@ def run(params: dict, name: str) -> dict:
     print(
         f"pretrain@{name}: epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f} "
         f"({', '.join(f'{d} {a:.3f}' for d, a in metrics['val_acc_per_domain'].items())}); "
-        f"cartoon test with no cartoon training {cartoon_acc:.4f}"
+        f"{target} test with no {target} training {target_acc:.4f}"
     )
     return metrics

@@ -370,9 +370,12 @@ def summary(metrics_dir: Path) -> str:
         lines.append(f"{path.stem:<22} " + ", ".join(cells))
     for path in sorted((metrics_dir / "pretrain").glob("*.json")):
         m = json.loads(path.read_text())
+        # Metrics made before data.domain existed name no target and call the number cartoon_test_acc.
+        target = m.get("target", "cartoon")
+        acc = m["target_test_acc"] if "target_test_acc" in m else m["cartoon_test_acc"]
         lines.append(
             f"{'pretrain@' + path.stem:<22} val {m['val_acc']:.2f} (epoch {m['epoch']}), "
-            f"cartoon test with no cartoon training {m['cartoon_test_acc']:.2f}"
+            f"{target} test with no {target} training {acc:.2f}"
         )
     return "\n".join(lines)
 
@@ -395,7 +398,9 @@ def run(
     dest_path = (project / (dest or f"work/profiles/{label}")).resolve()
     links = {}
     if data is not None:
-        links[params["data"]["path"]] = data
+        from tlstudy.params import data_path
+
+        links[str(data_path(params))] = data
     if sources is not None:
         for spec in params["pretrain"].values():
             links[spec["path"]] = sources

@@ -34,13 +34,13 @@ from tlstudy.progress import Progress
 from tlstudy.stats import load_stats
 
 
-def group_key(run: engine.Run, optimizers: list[str], variants: list[str]) -> str:
+def group_key(run: engine.Run, optimizers: tuple[str, ...], variants: tuple[str, ...]) -> str:
     if len(variants) == 1:
         return run.optimizer
     return run.variant if len(optimizers) == 1 else f"{run.variant}-{run.optimizer}"
 
 
-def run_name(run: engine.Run, variants: list[str], seed: int | None = None) -> str:
+def run_name(run: engine.Run, variants: tuple[str, ...], seed: int | None = None) -> str:
     """`sgd lr=0.01`, with the variant in front when there are several and `seed=k` behind
     when there are several seeds (one line per seed in `dvc plots`)."""
     prefix = f"{run.variant} " if len(variants) > 1 else ""
@@ -111,100 +111,98 @@ def transform_for(params: dict, variant: str, where: str, split: engine.Split, s
     return transform, engine.Split(split.x_train, split.y_train, x_val, split.y_val, split.mean, split.std)
 
 
-def save_selected(out: Path, part: str, spec: dict, params: dict, classes: list[str], seed: int, best: dict,
+def save_selected(out: Path, part: P.Part, params: dict, classes: list[str], seed: int, best: dict,
                   store: resume.RunStore, initial, test: tuple | None, speed: engine.Speed) -> None:  # fmt: skip
     """The selection of each group for one seed: models/<part>/seed<k>/<group>.pt, with the
     model's weights, or, where `test` = (images, mean, std) is given, its test logits instead."""
     for key, result in best.items():
         if result is None:
-            print(f"train@{part}: seed {seed}: {key}: every run diverged")
+            print(f"train@{part.name}: seed {seed}: {key}: every run diverged")
             continue
         r = result.run
         state = result.best_state if result.best_state is not None else store.state(r)
         kept = {"state": state}
         if test is not None:
             model = copy.deepcopy(initial)
-            models.restore(model, spec["trainable"], state)
+            models.restore(model, part.trainable, state)
             kept = {"test_logits": engine.predict(speed.prepare(model), *test, speed).cpu()}
         torch_save(
             out / f"seed{seed}" / f"{key}.pt",
             {
-                "part": part, "group": key, "trainable": spec["trainable"], "init": spec["init"],
+                "part": part.name, "group": key, "trainable": part.trainable, "init": part.init,
                 "imagenet_weights": params["imagenet_weights"], "seed": seed,
                 "classes": classes, "optimizer": r.optimizer, "lr": r.lr, "variant": r.variant,
                 "epoch": result.best_epoch, "val_acc": result.best_val_acc, **kept,
             },
         )  # fmt: skip
         picked = f"lr {r.lr:g}, epoch {result.best_epoch}, val_acc {result.best_val_acc:.4f}"
-        print(f"train@{part}: seed {seed}: {key}: {picked}")
+        print(f"train@{part.name}: seed {seed}: {key}: {picked}")
 
 
-def keeps_weights(variants: list[str], seeds: list[int], seed: int) -> bool:
+def keeps_weights(variants: tuple[str, ...], seeds: tuple[int, ...], seed: int) -> bool:
     """Whether a seed's selected models are kept as weights (see the module's docstring)."""
     return len(variants) == 1 and seed == seeds[0]
 
 
-def run(params: dict, part: str) -> None:
-    spec = P.part_spec(params, part)
-    optimizers, lrs, variants = P.part_grid(params, part)
-    seeds, where = P.part_seeds(params, part), P.part_placement(params, part)
+def run(params: dict, name: str) -> None:
+    part = P.part(params, name)
+    seeds, where, variants = part.seeds, part.placement, part.variants
     dev = engine.device()
     speed = engine.speed_for(dev, params["precision"], params["data"]["image_size"])
     inputs = [Path("work/images.pt"), Path("manifest.csv"), Path("metrics/stats.json")]
-    if P.backbone_of(params, part) is not None:
-        inputs.append(Path(spec["init"]))
+    if part.backbone is not None:
+        inputs.append(Path(part.init))
     check_memory(params, inputs[0], speed)
     dataset = data.load(*inputs[:2])
-    split = load_split(dataset, spec["subset"], dev)
+    split = load_split(dataset, part.subset, dev)
     n_train = len(split.x_train)
-    x_test = dataset.part(spec["subset"], "test")[0].to(dev)
-    init = P.describe_init(spec["init"], params["imagenet_weights"], params, part)
-    base = resume.fingerprint(params, spec, inputs, "train", speed)
+    x_test = dataset.part(part.subset, "test")[0].to(dev)
+    base = resume.fingerprint(params, part.shape(), inputs, "train", speed)
     print(
-        f"train@{part}: {len(seeds)} seed(s) x {len(optimizers) * len(lrs) * len(variants)} runs on {dev} "
-        f"({speed.precision}), {n_train} train / {len(split.x_val)} val images, init {init}"
+        f"train@{name}: {len(seeds)} seed(s) x {part.runs} runs on {dev} "
+        f"({speed.precision}), {n_train} train / {len(split.x_val)} val images, init {part.described}"
         + (", augmentation placed as the study placed it" if where == "study" else "")
     )
 
-    out = Path("models") / part
+    out = Path("models") / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     records, rows, stores = [], [], []
-    epochs = P.part_epochs(params, part)
-    progress = Progress(f"train@{part}", len(seeds) * len(variants) * len(optimizers) * len(lrs) * epochs)
+    epochs = part.epochs
+    progress = Progress(f"train@{name}", len(seeds) * part.runs * epochs)
     for seed in seeds:
-        store = resume.RunStore(f"{part}/seed{seed}", f"{base}|seed={seed}")
+        store = resume.RunStore(f"{name}/seed{seed}", f"{base}|seed={seed}")
         stores.append(store)
         tag = seed if len(seeds) > 1 else None
         # Every run of a seed starts from this model; copying it is much cheaper than initialising anew.
-        initial = models.build(len(dataset.classes), spec["init"], params["imagenet_weights"], seed)
+        initial = models.build(len(dataset.classes), part.init, params["imagenet_weights"], seed)
         features: engine.Split | None = None  # head-only runs without augmentation share these
         best: dict[str, engine.Result | None] = {}
         for variant in variants:
             transform, run_split = transform_for(params, variant, where, split, seed)
             fam = augment.family(params["augmentations"][variant])
-            if spec["trainable"] == "head" and transform is None:
+            if part.trainable == "head" and transform is None:
                 if features is None:
                     features = engine.head_features(speed.prepare(copy.deepcopy(initial)), split, speed)
                 run_split = features
-            for optimizer in optimizers:
+            for optimizer, lrs in part.grid.items():
                 for lr in lrs:
                     r = engine.Run(optimizer, lr, variant)
-                    name, key = run_name(r, variants, tag), group_key(r, optimizers, variants)
+                    label, key = run_name(r, variants, tag), group_key(r, part.optimizers, variants)
                     result = store.load(r)
                     if result is None:
-                        label = f"train@{part}: {name}"
+                        said = f"train@{name}: {label}"
                         result = engine.fit(
-                            copy.deepcopy(initial), spec["trainable"], r, transform, run_split, epochs,
-                            params["batch_size"], params, seed, f"{part} {name}", speed, progress=progress,
-                            checkpoints=store.checkpoints(r, label, progress.write),
+                            copy.deepcopy(initial), part.trainable, r, transform, run_split, epochs,
+                            params["batch_size"], params, seed, f"{name} {label}", speed, progress=progress,
+                            checkpoints=store.checkpoints(r, said, progress.write),
                         )  # fmt: skip
                         store.save(result, keep_state=better(result, best.get(key)))
                     else:
                         progress.advance(epochs)
-                        progress.write(f"train@{part}: {name}: finished before the stage was interrupted; kept")
-                    records.append(record(result, name, key, n_train, seed))
-                    rows += plot_rows(result, name, seed, fam)
+                        progress.write(f"train@{name}: {label}: finished before the stage was interrupted; kept")
+                    records.append(record(result, label, key, n_train, seed))
+                    rows += plot_rows(result, label, seed, fam)
                     if better(result, best.get(key)):
                         if best.get(key) is not None:
                             store.drop_state(best[key].run)
@@ -213,10 +211,10 @@ def run(params: dict, part: str) -> None:
                         best.setdefault(key, None)
         # Written per seed, so that only one seed's selected weights are ever held in memory.
         test = None if keeps_weights(variants, seeds, seed) else (x_test, split.mean, split.std)
-        save_selected(out, part, spec, params, dataset.classes, seed, best, store, initial, test, speed)
+        save_selected(out, part, params, dataset.classes, seed, best, store, initial, test, speed)
     progress.close()
-    info = {"part": part, "init": init, "n_train": n_train, "seeds": seeds, "placement": where}
+    info = {"part": name, "init": part.described, "n_train": n_train, "seeds": list(seeds), "placement": where}
     info |= {"precision": speed.precision, "channels_last": speed.channels_last}
     write_json(out / "runs.json", {**info, "runs": records})
-    write_curves(Path("plots/train") / f"{part}.csv", rows)
+    write_curves(Path("plots/train") / f"{name}.csv", rows)
     shutil.rmtree(stores[0].dir.parent, ignore_errors=True)  # work/runs/<part>: every seed's store

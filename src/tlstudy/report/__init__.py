@@ -2,7 +2,7 @@
 details, curves, predictions and run records — no model is loaded, so it takes seconds.
 
 By concern: inputs.py (what it reads), study.py (the study's own numbers), verdicts.py (the tested
-statements: SGD vs Adam, the placement hypothesis), tables.py (Markdown), figures.py (PNG) and
+statements: each pair of optimizers, the placement hypothesis), tables.py (Markdown), figures.py (PNG) and
 document.py (the sections, in order)."""
 
 from tlstudy.report.document import run

@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 from tlstudy.atomic import write_text
-from tlstudy.params import part_placement
+from tlstudy.optimizers import REGISTRY, label
+from tlstudy.params import source_domains, target_domain
 from tlstudy.report import figures, headline, tables, verdicts
 from tlstudy.report import study as S
-from tlstudy.report.inputs import Inputs, predictions, pretrain_curves, read_json
+from tlstudy.report.inputs import Inputs, predictions, pretrain_curves, read_json, target_test
 from tlstudy.report.tables import DASH, md_table, pct, pct_ci, wilson_cell
 from tlstudy.uncertainty import p_value
 
@@ -20,6 +21,8 @@ OUT = Path("report")
 def how_to_read(params: dict, inp: Inputs) -> list[str]:
     seeds = sorted({tables.n_seeds(m) for d in inp.details.values() for m in (d or {}).values()}) or [1]
     prov = inp.provenance
+    domain = target_domain(params)
+    study_domain = "" if domain == "cartoon" else f" (the study's target was cartoon, this one's is {domain})"
     split = f"the split: **{prov['split']}** (top of this report)" if prov else "the split's origin was not recorded"
     return [
         "## How to read this",
@@ -32,12 +35,14 @@ def how_to_read(params: dict, inp: Inputs) -> list[str]:
         f"seed. Seeds per part here: {', '.join(str(n) for n in seeds)}.",
         "- **Seeds**: a training seed fixes the initialisation (the head's, for a pretrained backbone), the data "
         f"order and the augmentation draws; `seed` ({params['seed']}) fixes the data: the train/validation split "
-        f"and the few-shot subset. Data: `{params['data']['source']}` at {params['data']['image_size']} px; "
+        f"and the few-shot subset. Data: `{params['data']['source']}`, target domain {domain}, at "
+        f"{params['data']['image_size']} px; "
         f"{split}.",
         "- **Backbones**: every heading and row names the backbone that part started from. The study started its "
         "head-only and fine-tuned parts from ImageNet; a part here may start from a random init or from a "
         "ResNet-18 pretrained here on PACS's other domains instead, so compare directions, not decimals.",
-        f"- **The study's numbers** stand beside ours; {DASH} marks one it does not give. Loss axes are on a log "
+        f"- **The study's numbers** stand beside ours{study_domain}; {DASH} marks one it does not give. Loss axes are "
+        "on a log "
         "scale, so a diverged run cannot flatten the rest.",
         "",
     ]
@@ -63,13 +68,16 @@ def glance_rows(inp: Inputs, study: dict) -> list[dict]:
         m = inp.details.get(part) or {}
         if not m:
             continue
-        rows.append({"label": f"{part}\n({inp.backbone_short(part)})", "sgd": m.get("sgd"), "adam": m.get("adam"),
-                     "study_sgd": S.pick(study, part, "sgd"), "study_adam": S.pick(study, part, "adam")})  # fmt: skip
+        rows.append({"label": f"{part}\n({inp.backbone_short(part)})",
+                     "ours": {o: m[o] for o in inp.optimizers if m.get(o)},
+                     "study": {o: S.pick(study, part, o) for o in inp.optimizers}})  # fmt: skip
     for name, m in inp.pretrain.items():
         if m:
-            rows.append({"label": f"pretrain@{name} on cartoon\n(no cartoon training)",
-                         "sgd": {"test_acc": m["cartoon_test_acc"], "test_acc_lo": m.get("cartoon_test_acc_lo"),
-                                 "test_acc_hi": m.get("cartoon_test_acc_hi")}})  # fmt: skip
+            # In the colour of the optimizer it pretrained with.
+            t = target_test(m)
+            rows.append({"label": f"pretrain@{name} on {t['domain']}\n(no {t['domain']} training)",
+                         "ours": {inp.params["pretrain"][name]["optimizer"]: {"test_acc": t["acc"],
+                                  "test_acc_lo": t["lo"], "test_acc_hi": t["hi"]}}})  # fmt: skip
     return rows
 
 
@@ -93,28 +101,31 @@ def inspect_section(study: dict, fig_dir: Path) -> list[str]:
 
 def pretrain_section(params: dict, inp: Inputs, fig_dir: Path) -> list[str]:
     """Each pretrained backbone: validation accuracy overall and per domain, and the
-    leave-one-domain-out figure (the pretrained 7-way model on the cartoon test set)."""
+    leave-one-domain-out figure (the pretrained 7-way model on the target domain's test set)."""
     md = []
     for name, spec in params["pretrain"].items():
         m = inp.pretrain.get(name)
-        md += [f"## Pretraining `{name}` on {', '.join(spec['domains'])}", ""]
+        # What it pretrained on as it recorded it; params' sources where it has not run.
+        domains = (m or {}).get("domains") or source_domains(params)
+        md += [f"## Pretraining `{name}` on {', '.join(domains)}", ""]
         if m is None:
             md += ["Not run.", ""]
             continue
         rows = [[d, m["images"][d]["train"], m["images"][d]["val"],
-                 wilson_cell(m["val_acc_per_domain"][d], m["images"][d]["val"])] for d in spec["domains"]]  # fmt: skip
-        n_val = sum(v["val"] for v in m["images"].values())
+                 wilson_cell(m["val_acc_per_domain"][d], m["images"][d]["val"])] for d in domains]  # fmt: skip
+        n_val, t = sum(v["val"] for v in m["images"].values()), target_test(m)
         rows.append(["**all**", sum(v["train"] for v in m["images"].values()), n_val, wilson_cell(m["val_acc"], n_val)])
+        settings = "".join(f"{k.replace('_', ' ')} {spec[k]:g}, " for k in REGISTRY[spec["optimizer"]].settings)
         md += [
-            f"ResNet-18 from random init, {spec['optimizer']} lr {spec['lr']:g} (momentum {spec['momentum']:g}, weight "
-            f"decay {spec['weight_decay']:g}, {spec['schedule']} schedule), batch {spec['batch_size']}, augmentation "
+            f"ResNet-18 from random init, {spec['optimizer']} lr {spec['lr']:g} ({settings}{spec['schedule']} "
+            f"schedule), batch {spec['batch_size']}, augmentation "
             f"`{spec['augment']}`, {m['epochs']} epochs; best epoch {m['epoch']} by validation accuracy; "
             f"{m['sec_per_epoch']:.1f} s/epoch.",
             "",
             md_table(["domain", "train images", "validation images", "validation accuracy [95 % CI]"], rows),
             "",
-            f"**Leave-one-domain-out:** this 7-way model on the cartoon test set, with no cartoon training at all: "
-            f"**{wilson_cell(m['cartoon_test_acc'], m['cartoon_test_n'])}** ({m['cartoon_test_n']} images).",
+            f"**Leave-one-domain-out:** this 7-way model on the {t['domain']} test set, with no {t['domain']} training "
+            f"at all: **{wilson_cell(t['acc'], t['n'])}** ({t['n']} images).",
             "",
         ]
         rows_csv = pretrain_curves(name)
@@ -136,7 +147,7 @@ def parts_section(inp: Inputs, study: dict, fig_dir: Path) -> list[str]:
         theirs = f"; the study's: {s['backbone']}" if s.get("backbone") else ""
         md += [f"### {title} (`{part}`) — backbone: {inp.backbone(part)}", "",
                f"*Backbone here: {inp.backbone(part)}{theirs}.*", "",
-               tables.part_table(inp.details[part], s), ""]  # fmt: skip
+               tables.part_table(inp.details[part], s, inp.optimizers), ""]  # fmt: skip
         fig = figures.curves_figure(part, inp.curves[part], inp.runs[part], fig_dir / f"curves_{part}.png")
         if fig:
             md += [f"![{part} curves](figures/{fig.name})", ""]
@@ -149,7 +160,7 @@ def sweeps_section(params: dict, inp: Inputs, study: dict, fig_dir: Path) -> lis
     pairs = verdicts.placement_pairs(params)
     placed = {theirs for _, theirs in pairs}
     for part in [p for p in inp.parts if inp.sweep(p)]:
-        where = " under the study's augmentation placement" if part_placement(params, part) == "study" else ""
+        where = " under the study's augmentation placement" if inp.resolved[part].placement == "study" else ""
         heading = f"## Table VIII: few-shot full fine-tuning per augmentation variant (`{part}`{where})"
         table = tables.augment_table(inp.details[part], study, inp.families)
         md += [f"{heading} — backbone: {inp.backbone(part)}", "", table, ""]
@@ -256,11 +267,13 @@ def hypothesis_paragraph(means: dict) -> list[str]:
     ]
 
 
-def optimizer_section(inp: Inputs) -> list[str]:
+def optimizer_pair(inp: Inputs, first: str, second: str) -> tuple[str, str] | None:
+    """One pair of optimizers tested in every part that ran both: (its table, its verdict)."""
+    a, b = label(first), label(second)
     rows, tested = [], []
     for part in inp.parts:
         m = inp.details.get(part) or {}
-        t = verdicts.optimizer_test(part, m)
+        t = verdicts.optimizer_test(part, m, first, second)
         if t is None:
             continue
         tested.append((part, t))
@@ -269,31 +282,40 @@ def optimizer_section(inp: Inputs) -> list[str]:
             diff += f" [{100 * t['diff_lo']:+.1f}, {100 * t['diff_hi']:+.1f}]"
             how = f"paired t-test, {t['n']} seeds (t = {t['t']:.2f}, {t['n'] - 1} df)"
         else:
-            how = f"McNemar exact, one seed: {t['only_a']} images right by SGD alone, {t['only_b']} by Adam alone"
-        rows.append([f"`{part}`", inp.backbone(part), pct_ci(m["sgd"], "test_acc"), pct_ci(m["adam"], "test_acc"),
+            how = f"McNemar exact, one seed: {t['only_a']} images right by {a} alone, {t['only_b']} by {b} alone"
+        rows.append([f"`{part}`", inp.backbone(part), pct_ci(m[first], "test_acc"), pct_ci(m[second], "test_acc"),
                      diff, how, f"**{p_value(t['p'])}**" if t["p"] < 0.05 else p_value(t["p"])])  # fmt: skip
     if not rows:
-        return []
+        return None
     significant = [f"`{part}`" for part, t in tested if t["p"] < 0.05]
     verdict = (
         f"p < 0.05 in {len(significant)} of {len(tested)} parts ({', '.join(significant)})"
         if significant
-        else f"p ≥ 0.05 in all {len(tested)} parts: no difference between SGD and Adam is established"
+        else f"p ≥ 0.05 in all {len(tested)} parts: no difference between {a} and {b} is established"
     )
-    header = ["part", "backbone", "SGD test acc", "Adam test acc", "SGD − Adam, points [95 % CI]", "test",
+    header = ["part", "backbone", f"{a} test acc", f"{b} test acc", f"{a} − {b}, points [95 % CI]", "test",
               "p (two-sided)"]  # fmt: skip
-    return [
-        "## SGD vs Adam: tested",
-        "",
-        md_table(header, rows),
-        "",
+    return md_table(header, rows), verdict
+
+
+def optimizer_section(inp: Inputs) -> list[str]:
+    """Each pair of the optimizers compared, tested part by part (SGD vs Adam in the study)."""
+    pairs = {pair: got for pair in inp.pairs() if (got := optimizer_pair(inp, *pair)) is not None}
+    if not pairs:
+        return []
+    md = [f"## {' vs '.join(label(o) for o in inp.optimizers)}: tested", ""]
+    for (first, second), (table, _) in pairs.items():
+        md += [f"### {label(first)} vs {label(second)}", ""] if len(pairs) > 1 else []
+        md += [table, ""]
+    verdicts_ = [(f"{label(a)} vs {label(b)}: " if len(pairs) > 1 else "") + v for (a, b), (_, v) in pairs.items()]
+    return md + [
         "Where a part ran several seeds, a **paired t-test over seeds**: each seed trains both optimizers from the "
         "same initialisation, data order and augmentation draws, so its two test accuracies form a pair, and each "
         "seed selects its own (lr, epoch) by validation accuracy, so the test covers the whole procedure. Not a "
         "permutation test: with 5 seeds an exact sign-flip test has 2⁵ = 32 relabellings and a two-sided p of at "
         "least 0.0625, so it could never reach 5 %. With one seed, **McNemar's exact test** on the test images "
         "only asks whether these two selected models differ; it cannot separate the optimizers from training noise "
-        f"(that needs seeds: `dvc exp run -S 'seeds=[0,1,2,3,4]'`). Result: {verdict}.",
+        f"(that needs seeds: `dvc exp run -S 'seeds=[0,1,2,3,4]'`). Result: {'; '.join(verdicts_)}.",
         "",
     ]
 
@@ -308,10 +330,11 @@ def backbones_section(params: dict, inp: Inputs) -> list[str]:
                 continue
             for name in (other, part):
                 m = inp.details.get(name) or {}
-                rows.append([f"`{name}`", inp.backbone(name), *[pct_ci(m.get(o), "test_acc") for o in ("sgd", "adam")]])
+                rows.append([f"`{name}`", inp.backbone(name), *[pct_ci(m.get(o), "test_acc") for o in inp.optimizers]])
     if not rows:
         return []
-    return ["## Backbones side by side", "", md_table(["part", "backbone", "SGD test acc", "Adam test acc"], rows), ""]
+    header = ["part", "backbone", *[f"{label(o)} test acc" for o in inp.optimizers]]
+    return ["## Backbones side by side", "", md_table(header, rows), ""]
 
 
 def confusion_matrices(inp: Inputs) -> list[tuple[str, list[str], list[list[int]]]]:
@@ -333,7 +356,7 @@ def confusion_matrices(inp: Inputs) -> list[tuple[str, list[str], list[list[int]
         counts = [[0] * len(classes) for _ in classes]
         for r in rows:
             counts[index[r["label"]]][index[r["predicted"]]] += 1
-        name = "SGD" if group == "sgd" else "Adam" if group == "adam" else group
+        name = label(group)
         acc = 100 * sum(counts[i][i] for i in range(len(classes))) / len(rows)
         out.append((f"{part} ({name}): {acc:.1f} %", classes, counts))
     return out
@@ -360,7 +383,7 @@ def misclassified(parts: list[str], inp: Inputs, images_path: Path) -> list:
 
 def run(params: dict) -> Path:
     study = S.numbers()
-    inp = Inputs(params)
+    inp = Inputs(params, study)
     fig_dir = OUT / "figures"
     shutil.rmtree(OUT, ignore_errors=True)
     fig_dir.mkdir(parents=True)
@@ -390,17 +413,20 @@ def run(params: dict) -> Path:
     md += backbones_section(params, inp)
 
     t = study["timing"]
-    md += ["## Training time", "", tables.timing_table(inp.parts, inp.details, study), "",
+    md += ["## Training time", "", tables.timing_table(inp.parts, inp.details, study, inp.optimizers), "",
            f"The study: about {t['sgd_ms_per_example']:g} ms per training image with SGD from scratch and for full "
            f"fine-tuning, about {100 * t['head_only_ms_per_example_reduction']:.0f} % less per image head-only.",
            ""]  # fmt: skip
 
     fig = figures.confusion_figure(confusion_matrices(inp), fig_dir / "confusion.png")
     if fig:
+        labels = [label(o) for o in inp.optimizers]
+        which = " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
+        every = "both optimizers" if len(labels) == 2 else "every optimizer"
         md += ["## Confusion matrices (test images)", "",
                "Rows are the true classes, columns the predictions; a cell's shade is its share of the row. "
-               "Each part's selected model: of SGD and Adam, the higher validation accuracy, first seed "
-               "(`dvc plots show` draws the same predictions for both optimizers).", "",
+               f"Each part's selected model: of {which}, the higher validation accuracy, first seed "
+               f"(`dvc plots show` draws the same predictions for {every}).", "",
                "![Confusion matrices](figures/confusion.png)", ""]  # fmt: skip
 
     shown = [p for p in ("scratch", "classifier", "finetune") if p in inp.parts]
@@ -413,6 +439,6 @@ def run(params: dict) -> Path:
     rows = [[f"`{p}`", r["run"], r["diverged_epoch"]] for p, r in diverged]
     md += [md_table(["part", "run", "diverged at epoch"], rows)] if diverged else ["None."]
     write_text(OUT / "README.md", "\n".join(md) + "\n")
-    headline.write()
+    headline.write(params)
     print(f"report: {OUT / 'README.md'} with {len(list(fig_dir.glob('*.png')))} figures")
     return OUT

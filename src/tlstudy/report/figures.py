@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from tlstudy import augment
+from tlstudy import optimizers, transforms
 from tlstudy.atomic import save_figure
 
 QUANTITIES = (
@@ -16,7 +16,10 @@ QUANTITIES = (
     ("val_loss", "validation loss (log scale)"),
     ("val_acc", "validation accuracy (%)"),
 )
-OPTIMIZER_COLOURS = {"sgd": "tab:blue", "adam": "tab:orange"}
+# An optimizer's colour and marker in every figure, by its place in the registry: SGD blue
+# circles, Adam orange squares, AdamW green triangles.
+COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+MARKERS = ("o", "s", "^", "v", "P", "X", "h", "*")
 CHANCE = 100 / 7  # seven classes
 
 
@@ -120,7 +123,7 @@ def sweep_figure(part: str, rows: list[dict], runs: list[dict], details: dict, f
         return None
     plt = _plt()
     variants = list(dict.fromkeys(r["variant"] for r in runs))
-    columns = [f for f in augment.FAMILIES if f != "none" and any(families.get(v) == f for v in variants)]
+    columns = [f for f in transforms.FAMILIES if f != "none" and any(families.get(v) == f for v in variants)]
     if not columns:
         return None
     fig, axes = plt.subplots(3, len(columns), figsize=(4.6 * len(columns), 10), squeeze=False)
@@ -175,7 +178,7 @@ def table8_figure(variants: list[str], families: dict, series: list[tuple[str, d
     if not variants:
         return None
     plt = _plt()
-    order = [v for f in augment.FAMILIES for v in variants if families.get(v) == f]
+    order = [v for f in transforms.FAMILIES for v in variants if families.get(v) == f]
     fig, ax = plt.subplots(figsize=(9.5, 0.32 * len(order) + 2.4))
     styles = [("tab:blue", "o"), ("tab:red", "s"), ("tab:green", "^")]
     step = 0.26
@@ -192,11 +195,11 @@ def table8_figure(variants: list[str], families: dict, series: list[tuple[str, d
             ax.plot([100 * theirs], [y], "kx", ms=7, mew=1.6, label=None if "study" in labelled else "the study")
             labelled.add("study")
     start = 0
-    for f in augment.FAMILIES:  # a band and a name per family
+    for f in transforms.FAMILIES:  # a band and a name per family
         n = sum(families.get(v) == f for v in order)
         if n:
             top = len(order) - start - 0.5
-            ax.axhspan(top - n, top, color="0.93" if (augment.FAMILIES.index(f) % 2) else "white", zorder=0)
+            ax.axhspan(top - n, top, color="0.93" if (transforms.FAMILIES.index(f) % 2) else "white", zorder=0)
             ax.text(101, top - n / 2, f, va="center", ha="left", fontsize=8, color="0.3")
             start += n
     title = "Table VIII: few-shot full fine-tuning per augmentation variant"
@@ -204,24 +207,28 @@ def table8_figure(variants: list[str], families: dict, series: list[tuple[str, d
 
 
 def glance_figure(rows: list[dict], path: Path) -> Path | None:
-    """Every part's test accuracy, SGD and Adam, with 95 % intervals and the study's value
-    (hollow) beside each. `rows`: {label, sgd, adam, study_sgd, study_adam} (details and study
-    picks, any of them None)."""
+    """Every part's test accuracy per optimizer, with 95 % intervals and the study's value
+    (hollow) beside each. `rows`: {label, ours: {optimizer: details}, study: {optimizer: the
+    study's pick}} (any of them missing)."""
     if not rows:
         return None
     plt = _plt()
+    opts = [o for o in optimizers.NAMES if any(o in r.get("ours", {}) or o in r.get("study", {}) for r in rows)]
+    step = 0.28 if len(opts) <= 2 else 0.56 / len(opts)  # the rows of a part stay within its band
     fig, ax = plt.subplots(figsize=(10, 0.62 * len(rows) + 2.2))
     seen = set()
     for i, row in enumerate(rows):
         y = len(rows) - 1 - i
-        for k, opt in enumerate(("sgd", "adam")):
-            colour, dy = OPTIMIZER_COLOURS[opt], (0.14 if k == 0 else -0.14)
-            label = f"{opt.upper() if opt == 'sgd' else 'Adam'} (ours, 95 % interval)"
-            _interval(ax, y + dy, row.get(opt), colour, "o" if k == 0 else "s", None if label in seen else label)
+        for k, opt in enumerate(opts):
+            index = optimizers.NAMES.index(opt)
+            colour, dy = COLOURS[index % len(COLOURS)], ((len(opts) - 1) / 2 - k) * step
+            label = f"{optimizers.label(opt)} (ours, 95 % interval)"
+            _interval(ax, y + dy, row.get("ours", {}).get(opt), colour, MARKERS[index % len(MARKERS)],
+                      None if label in seen else label)  # fmt: skip
             seen.add(label)
-            theirs = (row.get(f"study_{opt}") or {}).get("test_acc")
+            theirs = (row.get("study", {}).get(opt) or {}).get("test_acc")
             if theirs is not None:
-                label = f"the study, {'SGD' if opt == 'sgd' else 'Adam'}"
+                label = f"the study, {optimizers.label(opt)}"
                 ax.plot([100 * theirs], [y + dy], "D", mfc="none", mec=colour, ms=7, mew=1.5,
                         label=None if label in seen else label)  # fmt: skip
                 seen.add(label)

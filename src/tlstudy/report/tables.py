@@ -5,8 +5,10 @@ ours, "—" where it gives none."""
 from __future__ import annotations
 
 from tlstudy import uncertainty
+from tlstudy.optimizers import label
 from tlstudy.report import study as S
 from tlstudy.report import verdicts
+from tlstudy.report.inputs import target_test
 
 DASH = "—"
 
@@ -138,23 +140,24 @@ def stats_table(stats: dict | None, study: dict) -> str:
     return md_table(["channel", "μ (ours)", "σ (ours)", "μ (study)", "σ (study)", "μ (ImageNet)", "σ (ImageNet)"], rows)
 
 
-def timing_table(parts: list[str], details: dict, study: dict) -> str:
+def timing_table(parts: list[str], details: dict, study: dict, optimizers=("sgd", "adam")) -> str:
     rows = []
     for part in parts:
         m = details.get(part) or {}
         cells = []
-        for opt in ("sgd", "adam"):
+        for opt in optimizers:
             o = m.get(opt, {})
             cells += [num(o.get("sec_per_epoch"), "{:.3f}"), num(o.get("ms_per_example"), "{:.3f}")]
         rows.append([f"`{part}`", *cells])
     t = study["timing"]
-    rows.append(["study (full fine-tuning, 227 px)", num(t["sgd_sec_per_epoch"]), num(t["sgd_ms_per_example"]),
-                 num(t["adam_sec_per_epoch"]), DASH])  # fmt: skip
-    return md_table(["part", "SGD s/epoch", "SGD ms/example", "Adam s/epoch", "Adam ms/example"], rows)
+    theirs = [num(t.get(f"{opt}_{key}")) for opt in optimizers for key in ("sec_per_epoch", "ms_per_example")]
+    rows.append(["study (full fine-tuning, 227 px)", *theirs])
+    header = [f"{label(opt)} {unit}" for opt in optimizers for unit in ("s/epoch", "ms/example")]
+    return md_table(["part", *header], rows)
 
 
 def test_cell(t: dict | None) -> str:
-    """`+2.1 pp, p = 0.43 (paired t, 5 seeds)`: SGD − Adam with its test, compactly."""
+    """`+2.1 pp, p = 0.43 (paired t, 5 seeds)`: one optimizer − another with its test, compactly."""
     if t is None:
         return DASH
     where = (
@@ -168,23 +171,33 @@ def _variant_cell(tested: dict, study: dict, v: str) -> str:
 
 
 def summary(params: dict, inp, study: dict) -> str:
-    """The results in one table: per part, SGD and Adam test accuracy of the selection (with its
-    95 % interval) beside the study's, the backbone named, the SGD-vs-Adam test; the
-    leave-one-domain-out rows; the sweep's extremes and the placement verdict."""
+    """The results in one table: per part, each optimizer's test accuracy of the selection (with
+    its 95 % interval) beside the study's, the backbone named, each pair of optimizers tested (SGD
+    vs Adam in the study); the leave-one-domain-out rows; the sweep's extremes and the placement
+    verdict."""
+    opts, compared = inp.optimizers, inp.pairs()
+    reported = [o for o in opts if any(S.pick(study, part, o) for part in inp.parts)]  # by the study
     rows = []
     for part in inp.parts:
         if inp.sweep(part):
             continue
         m = inp.details.get(part) or {}
-        rows.append([f"`{part}`", inp.backbone(part), pick_cell(m.get("sgd")), pick_cell(m.get("adam")),
-                     test_cell(verdicts.optimizer_test(part, m)), study_pick_cell(S.pick(study, part, "sgd")),
-                     study_pick_cell(S.pick(study, part, "adam"))])  # fmt: skip
+        rows.append([f"`{part}`", inp.backbone(part), *[pick_cell(m.get(o)) for o in opts],
+                     *[test_cell(verdicts.optimizer_test(part, m, a, b)) for a, b in compared],
+                     *[study_pick_cell(S.pick(study, part, o)) for o in reported]])  # fmt: skip
     for name, m in inp.pretrain.items():
-        if m:
-            rows.append([f"`pretrain@{name}` on cartoon, no cartoon training", f"pretrained here: {name}",
-                         wilson_cell(m["cartoon_test_acc"], m["cartoon_test_n"]), DASH, DASH, DASH, DASH])  # fmt: skip
-    header = ["part", "backbone", "SGD test acc [95 % CI]", "Adam test acc [95 % CI]", "SGD − Adam, tested",
-              "study SGD", "study Adam"]  # fmt: skip
+        if m and opts:
+            # In the column of the optimizer it pretrained with (the first where that is not compared).
+            used = params["pretrain"][name]["optimizer"]
+            col = opts.index(used) if used in opts else 0
+            cells = [DASH] * (len(opts) + len(compared) + len(reported))
+            t = target_test(m)
+            cells[col] = wilson_cell(t["acc"], t["n"])
+            rows.append([f"`pretrain@{name}` on {t['domain']}, no {t['domain']} training", f"pretrained here: {name}",
+                         *cells])  # fmt: skip
+    header = ["part", "backbone", *[f"{label(o)} test acc [95 % CI]" for o in opts],
+              *[f"{label(a)} − {label(b)}, tested" for a, b in compared],
+              *[f"study {label(o)}" for o in reported]]  # fmt: skip
     md = [md_table(header, rows)]
     pairs = verdicts.placement_pairs(params)
     for part in inp.parts:
@@ -194,7 +207,8 @@ def summary(params: dict, inp, study: dict) -> str:
         order = sweep_order(tested)
         best, worst = (", ".join(_variant_cell(tested, study, v) for v in vs) for vs in (order[:3], order[-3:]))
         baseline = _variant_cell(tested, study, "none") if "none" in tested else DASH
-        md += ["", f"Augmentation sweep (`{part}`, {len(tested)} variants, SGD): best {best}; worst {worst}; "
+        trained = ", ".join(label(o) for o in inp.resolved[part].optimizers)
+        md += ["", f"Augmentation sweep (`{part}`, {len(tested)} variants, {trained}): best {best}; worst {worst}; "
                f"no augmentation {baseline}."]  # fmt: skip
     for ours, theirs in pairs:
         if not (inp.sweep(ours) and inp.sweep(theirs)):

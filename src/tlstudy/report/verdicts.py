@@ -1,12 +1,14 @@
-"""The report's tested statements: SGD vs Adam per part, and the verdict on the hypothesis for
-the study's colour-jitter collapse (its augmentation placement), by rules fixed before the runs."""
+"""The report's tested statements: one optimizer against another per part (SGD vs Adam in the
+study), and the verdict on the hypothesis for the study's colour-jitter collapse (its augmentation
+placement), by rules fixed before the runs."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from tlstudy import augment, uncertainty
-from tlstudy.params import all_parts, part_placement, part_spec
+from tlstudy import params as P
+from tlstudy import transforms, uncertainty
 from tlstudy.report import study as S
 from tlstudy.report.inputs import read_csv
 
@@ -17,7 +19,7 @@ _GROUP_OF = {"flip / rotation": "geometric and blur", "blur": "geometric and blu
 
 
 def verdict_group(spec: list) -> str:
-    fam = augment.family(spec)
+    fam = transforms.family(spec)
     return _GROUP_OF.get(fam, fam)
 
 
@@ -26,43 +28,43 @@ def seed_picks(m: dict) -> dict[str, dict]:
     return m.get("seeds") or {"0": m}
 
 
-def optimizer_test(part: str, m: dict | None) -> dict | None:
-    """SGD − Adam test accuracy of one part, tested: a paired t-test over the seeds both ran
-    (a seed is a pair: same initialisation, data order and draws), else, with one seed, McNemar's
-    exact test on the two selected models' test predictions."""
-    sgd, adam = (m or {}).get("sgd"), (m or {}).get("adam")
-    if not sgd or not adam or "test_acc" not in sgd or "test_acc" not in adam:
+def optimizer_test(part: str, m: dict | None, first: str = "sgd", second: str = "adam") -> dict | None:
+    """`first` − `second` test accuracy of one part, tested: a paired t-test over the seeds both
+    ran (a seed is a pair: same initialisation, data order and draws), else, with one seed,
+    McNemar's exact test on the two selected models' test predictions."""
+    one, two = (m or {}).get(first), (m or {}).get(second)
+    if not one or not two or "test_acc" not in one or "test_acc" not in two:
         return None
-    a, b = seed_picks(sgd), seed_picks(adam)
+    a, b = seed_picks(one), seed_picks(two)
     common = [k for k in a if k in b]
     if len(common) >= 2:
         return uncertainty.paired_t([a[k]["test_acc"] for k in common], [b[k]["test_acc"] for k in common])
     folder = Path("plots/predictions") / part
     right = {
         opt: {r["path"]: r["predicted"] == r["label"] for r in read_csv(folder / f"{opt}.csv")}
-        for opt in ("sgd", "adam")
+        for opt in (first, second)
     }
-    if not right["sgd"] or right["sgd"].keys() != right["adam"].keys():
+    if not right[first] or right[first].keys() != right[second].keys():
         return None
-    only_sgd = sum(ok and not right["adam"][p] for p, ok in right["sgd"].items())
-    only_adam = sum(ok and not right["sgd"][p] for p, ok in right["adam"].items())
-    return {**uncertainty.mcnemar(only_sgd, only_adam), "n": 1, "diff": sgd["test_acc"] - adam["test_acc"]}
+    only_first = sum(ok and not right[second][p] for p, ok in right[first].items())
+    only_second = sum(ok and not right[first][p] for p, ok in right[second].items())
+    return {**uncertainty.mcnemar(only_first, only_second), "n": 1, "diff": one["test_acc"] - two["test_acc"]}
 
 
 def placement_pairs(params: dict) -> list[tuple[str, str]]:
     """(ours, study's) sweep parts that differ only in their augmentation placement (and perhaps
     in which variants they sweep: the tables show each variant that either ran)."""
 
-    def rest(part: str) -> dict:
-        return {k: v for k, v in part_spec(params, part).items() if k not in ("placement", "augment")}
+    def rest(part: P.Part) -> P.Part:
+        return dataclasses.replace(part, name="", placement="", variants=())
 
-    parts = all_parts(params)
+    parts = P.parts(params)
     return [
         (ours, theirs)
-        for theirs in parts
-        if part_placement(params, theirs) == "study"
-        for ours in parts
-        if part_placement(params, ours) == "pixels" and rest(ours) == rest(theirs)
+        for theirs, b in parts.items()
+        if b.placement == "study"
+        for ours, a in parts.items()
+        if a.placement == "pixels" and rest(a) == rest(b)
     ]
 
 
