@@ -317,8 +317,11 @@ def test_through_a_dvc_remote_jobs_share_no_cache(cluster, tmp_path):
     ran = {
         name: set(re.findall(r"Running stage '([^']+)'", Path(job["log"]).read_text())) for name, job in jobs.items()
     }
-    assert ran == {"data": {"fetch", "stats", "inspect"}, "train@scratch": {"train@scratch", "evaluate@scratch"},
-                   "final": {"report"}}  # fmt: skip
+    assert ran == {
+        "data": {"fetch", "stats", "inspect", "variants"},
+        "train@scratch": {"train@scratch", "evaluate@scratch"},
+        "final": {"report"},
+    }
     assert "Data and pipelines are up to date" in dvc(ws, "status")
 
 
@@ -334,7 +337,7 @@ def plain(tmp_path_factory) -> Path:
 def test_jobs_follow_dvc_yaml_a_part_per_job_pretraining_first(plain):
     jobs = {j.name: j for j in plan.from_graph(plan.read(plain).edges)}
     assert set(jobs) == JOBS
-    assert set(jobs["data"].stages) == {"fetch", "stats", "inspect"}
+    assert set(jobs["data"].stages) == {"fetch", "stats", "inspect", "variants"}
     assert jobs["train@scratch"].stages == ["train@scratch", "evaluate@scratch"]
     part = jobs["transfer@fewshot_finetune_pacs"]
     assert part.stages == ["transfer@fewshot_finetune_pacs", "evaluate_transfer@fewshot_finetune_pacs"]

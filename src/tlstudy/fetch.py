@@ -42,7 +42,7 @@ DETAILS = Path("details/data.json")
 SYNTHETIC = "derived (synthetic demo data)"
 
 
-def folder_provenance(root: Path, domain: str = "cartoon") -> dict:
+def folder_provenance(root: Path, domain: str) -> dict:
     """How the split of the folder `root` (images of `domain`) came about: its provenance file
     where fetch wrote one; else split lists naming the official images with their official bytes
     are the official split."""
@@ -60,7 +60,7 @@ def folder_provenance(root: Path, domain: str = "cartoon") -> dict:
     return prov | {"how": describe_split(prov)}
 
 
-def record_provenance(prov: dict, source: str, root: Path, domain: str = "cartoon") -> None:
+def record_provenance(prov: dict, source: str, root: Path, domain: str) -> None:
     """metrics/data.json: the label alone (one column in `dvc exp show`); details/data.json: all of
     it, with the target domain."""
     write_json(METRIC, {"split": prov["split"]})

@@ -349,6 +349,8 @@ def _cell(group: str, m: dict) -> str:
 def summary(metrics_dir: Path) -> str:
     """Test accuracy of each part's selected models, one line per part: from details/<part>.json,
     the full record, where the workspace has one (metrics/ then holds the headline numbers only)."""
+    from tlstudy.report.inputs import target_test
+
     workspace = metrics_dir.parent
     parts = None
     if (workspace / "params.yaml").exists():
@@ -370,12 +372,10 @@ def summary(metrics_dir: Path) -> str:
         lines.append(f"{path.stem:<22} " + ", ".join(cells))
     for path in sorted((metrics_dir / "pretrain").glob("*.json")):
         m = json.loads(path.read_text())
-        # Metrics made before data.domain existed name no target and call the number cartoon_test_acc.
-        target = m.get("target", "cartoon")
-        acc = m["target_test_acc"] if "target_test_acc" in m else m["cartoon_test_acc"]
+        t = target_test(m)  # metrics from before data.domain read as cartoon's
         lines.append(
             f"{'pretrain@' + path.stem:<22} val {m['val_acc']:.2f} (epoch {m['epoch']}), "
-            f"{target} test with no {target} training {acc:.2f}"
+            f"{t['domain']} test with no {t['domain']} training {t['acc']:.2f}"
         )
     return "\n".join(lines)
 

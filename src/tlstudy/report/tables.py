@@ -140,7 +140,7 @@ def stats_table(stats: dict | None, study: dict) -> str:
     return md_table(["channel", "μ (ours)", "σ (ours)", "μ (study)", "σ (study)", "μ (ImageNet)", "σ (ImageNet)"], rows)
 
 
-def timing_table(parts: list[str], details: dict, study: dict, optimizers=("sgd", "adam")) -> str:
+def timing_table(parts: list[str], details: dict, study: dict, optimizers: list[str]) -> str:
     rows = []
     for part in parts:
         m = details.get(part) or {}

@@ -28,7 +28,7 @@ def seed_picks(m: dict) -> dict[str, dict]:
     return m.get("seeds") or {"0": m}
 
 
-def optimizer_test(part: str, m: dict | None, first: str = "sgd", second: str = "adam") -> dict | None:
+def optimizer_test(part: str, m: dict | None, first: str, second: str) -> dict | None:
     """`first` − `second` test accuracy of one part, tested: a paired t-test over the seeds both
     ran (a seed is a pair: same initialisation, data order and draws), else, with one seed,
     McNemar's exact test on the two selected models' test predictions."""

@@ -7,7 +7,7 @@
     train:  {partition: gpu, account: lab, time: "24:00:00", cpus: 8, mem: 32G, gpus: 1}
     report: {time: "00:30:00", extra: ["--qos=short"]}
 
-`data` is the job of the data stages (fetch, stats, inspect), `train` every part's job and every
+`data` is the job of the data stages (fetch, stats, inspect, variants), `train` every part's job and every
 pretraining's, `report` the final job; `extra` is passed to sbatch as it is.
 """
 
