@@ -31,8 +31,8 @@ budget:  ## after `make offline`: the pretraining-budget sweep in its workspace 
 test:  ## every test, the end-to-end DVC ones included; a worker per core (at most 4), a test file per worker, the longest files first (tests/conftest.py)
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder --durations 25
 
-test-fast:
-	$(PY) -m pytest -m "not slow"
+test-fast:  ## the tests not marked slow (no end-to-end DVC runs), spread over the cores like `make test`
+	$(PY) -m pytest -m "not slow" -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 bench:  ## time the engine against the study's loop; writes metrics/bench.json (BENCH_ARGS="--data DIR ...")
 	$(PY) -m tlstudy bench $(BENCH_ARGS)
