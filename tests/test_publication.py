@@ -146,3 +146,38 @@ def test_a_params_key_added_since_a_publication_is_stale_until_declared_and_its_
         "data.domain"
     ]
     assert publication.undeclared_params(tmp_path, {**published, "lr": 0.2}, now) == ["lr"]
+
+
+def test_a_module_moved_into_a_sub_package_leaves_the_publication_current(tmp_path):
+    """Where a module sits is layout: a definition's own import of the project's module and a
+    string naming that module to importlib follow it into a sub-package, and compute the same;
+    a string that names another module does not."""
+    run = 'def run(params):\n    from pkg import engine\n\n    return engine.speed(), importlib.import_module("{}")\n'
+    (tmp_path / "src/pkg").mkdir(parents=True)
+    (tmp_path / "src/pkg/__init__.py").write_text("")
+    (tmp_path / "src/pkg/engine.py").write_text(ENGINE)
+    (tmp_path / "src/pkg/train.py").write_text("import importlib\n\n\n" + run.format("pkg.engine"))
+    files = ["src/pkg/engine.py", "src/pkg/train.py"]
+    spec = {"stages": {"train": {"foreach": ["scratch"], "do": {"deps": files}}}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    git(tmp_path, "init", "-q")
+    commit(tmp_path, "stage code")
+    (tmp_path / "results/offline").mkdir(parents=True)
+    (tmp_path / "results/offline/dvc.lock").write_text(yaml.safe_dump(lock_of(tmp_path, files)))
+    commit(tmp_path, "publication")
+
+    (tmp_path / "src/pkg/training").mkdir()
+    (tmp_path / "src/pkg/training/__init__.py").write_text('"""The engine\'s layer."""\n')
+    git(tmp_path, "mv", "src/pkg/engine.py", "src/pkg/training/engine.py")
+    moved = run.replace("from pkg import engine", "from pkg.training import engine").format("pkg.training.engine")
+    (tmp_path / "src/pkg/train.py").write_text("import importlib\n\n\n" + moved)
+    spec["stages"]["train"]["do"]["deps"] = ["src/pkg/training/__init__.py", "src/pkg/training/engine.py", files[1]]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    commit(tmp_path, "engine into training/")
+    assert verdict(tmp_path).changed == {}
+
+    (tmp_path / "src/pkg/train.py").write_text(
+        "import importlib\n\n\n" + moved.replace('"pkg.training.engine"', '"pkg.training"')
+    )
+    commit(tmp_path, "another module")
+    assert verdict(tmp_path).changed == {"train@scratch": ["run"]}

@@ -92,16 +92,60 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def _modules(paths) -> frozenset[str]:
+    """The dotted names of the package's modules and packages at their repository paths
+    (src/tlstudy/training/engine.py -> tlstudy.training.engine, and tlstudy.training)."""
+    out = set()
+    for path in paths:
+        parts = Path(path).with_suffix("").parts
+        if len(parts) > 1 and parts[0] == "src" and Path(path).suffix == ".py":
+            dotted = list(parts[1:-1]) if parts[-1] == "__init__" else list(parts[1:])
+            out.update(".".join(dotted[:i]) for i in range(1, len(dotted) + 1))
+    return frozenset(out)
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """`a.b.c` as written, for a chain of names; None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
 class _Unqualify(ast.NodeTransformer):
     """`engine.fit` -> `fit` where `engine` is a module of the project: a definition that moved
-    to another module is called by the same name."""
+    to another module is called by the same name. Where the module itself sits is layout, not
+    computation, so the project's imports inside a definition (`from tlstudy import engine`,
+    later `from tlstudy.training import engine`) are dropped as the top-level ones are, and a
+    string naming a module of the package (importlib's "tlstudy.stages.fetch", the stage
+    runner's table) is read as the module's own name."""
 
-    def __init__(self, modules: set[str]):
-        self.modules = modules
+    def __init__(self, names: set[str], packages: frozenset[str] = frozenset(), modules: frozenset[str] = frozenset()):
+        self.names, self.packages, self.modules = names, packages, modules
+
+    def _project(self, module: str) -> bool:
+        return module.split(".")[0] in self.packages
+
+    def visit_Import(self, node: ast.Import) -> ast.AST | None:
+        return None if all(self._project(a.name) for a in node.names) else node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | None:
+        return None if node.level or self._project(node.module or "") else node
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        value = node.value
+        if isinstance(value, str) and "." in value and value.isascii():
+            if value in self.modules or any(f"{p}.{value}" in self.modules for p in self.packages):
+                return ast.copy_location(ast.Constant(value=value.rpartition(".")[2]), node)
+        return node
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        if _dotted(node.value) in self.modules:  # tlstudy.training.engine.fit, after `import tlstudy.training.engine`
+            return ast.copy_location(ast.Name(id=node.attr, ctx=node.ctx), node)
         self.generic_visit(node)
-        if isinstance(node.value, ast.Name) and node.value.id in self.modules:
+        if isinstance(node.value, ast.Name) and node.value.id in self.names:
             return ast.copy_location(ast.Name(id=node.attr, ctx=node.ctx), node)
         return node
 
@@ -118,13 +162,16 @@ def _package_aliases(tree: ast.Module, packages: frozenset[str]) -> set[str]:
 
 
 @functools.cache
-def definitions(source: bytes, filename: str, packages: frozenset[str] = frozenset({PACKAGE})) -> dict[str, list[str]]:
+def definitions(
+    source: bytes, filename: str, packages: frozenset[str] = frozenset({PACKAGE}), modules: frozenset[str] = frozenset()
+) -> dict[str, list[str]]:
     """A module's top-level definitions, name -> their syntax trees as text, without docstrings,
-    comments, layout, imports or the package's module prefixes."""
+    comments, layout, imports or the package's module prefixes (`modules`: the package's modules
+    where the source comes from, as _modules gives them)."""
     if not filename.endswith(".py"):  # a resource file (CSV, YAML): its bytes are what counts
         return {Path(filename).name: [hashlib.sha256(source).hexdigest()]}
     tree = _strip_docstrings(ast.parse(source, filename))
-    tree = _Unqualify(_package_aliases(tree, packages)).visit(tree)
+    tree = _Unqualify(_package_aliases(tree, packages), packages, modules).visit(tree)
     out: dict[str, list[str]] = {}
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom | ast.Pass):
@@ -144,12 +191,12 @@ def _packages(repo: Path) -> frozenset[str]:
     return frozenset(p.name for p in (repo / "src").iterdir() if p.is_dir()) if (repo / "src").is_dir() else frozenset()
 
 
-def _merged(files: dict[str, bytes], packages: frozenset[str]) -> dict[str, str]:
+def _merged(files: dict[str, bytes], packages: frozenset[str], modules: frozenset[str]) -> dict[str, str]:
     """name -> a digest of all its definitions across a stage's files (names shared by several
     modules, `run` say, are compared as a group)."""
     merged: dict[str, list[str]] = {}
     for path, data in files.items():
-        for name, dumps in definitions(data, path, packages).items():
+        for name, dumps in definitions(data, path, packages, modules).items():
             merged.setdefault(name, []).extend(dumps)
     return {name: hashlib.sha256(json.dumps(sorted(d)).encode()).hexdigest()[:16] for name, d in merged.items()}
 
@@ -179,7 +226,8 @@ def neutral(repo: Path) -> dict[str, dict]:
 def package_now(repo: Path) -> dict[str, str]:
     """name -> its digest over the whole package now: what a declaration pins."""
     files = sorted(p for p in (repo / "src").rglob("*") if p.is_file() and p.suffix in {".py", ".csv", ".yaml"})
-    return _merged({str(p.relative_to(repo)): p.read_bytes() for p in files}, _packages(repo))
+    paths = [p.relative_to(repo).as_posix() for p in files]
+    return _merged({path: p.read_bytes() for path, p in zip(paths, files)}, _packages(repo), _modules(paths))
 
 
 def check(repo: Path, lock_path: Path) -> Verdict:
@@ -190,10 +238,14 @@ def check(repo: Path, lock_path: Path) -> Verdict:
     declared, pinned, packages = neutral(repo), package_now(repo), _packages(repo)
     verdict = Verdict(lock_path, commit)
     then_blobs = _blobs(repo, sorted({f"{commit}:{p}" for deps in src_deps(lock).values() for p in deps}))
+    then_modules = _modules(_git(repo, "ls-tree", "-r", "--name-only", commit, "--", "src").decode().split())
+    now_modules = _modules(p.relative_to(repo).as_posix() for p in (repo / "src").rglob("*.py"))
     for stage, deps in src_deps(lock).items():
-        then = _merged({p: then_blobs[f"{commit}:{p}"] for p in deps}, packages)
+        then = _merged({p: then_blobs[f"{commit}:{p}"] for p in deps}, packages, then_modules)
         now = _merged(
-            {p: (repo / p).read_bytes() for p in stage_files_now(repo, stage) if (repo / p).exists()}, packages
+            {p: (repo / p).read_bytes() for p in stage_files_now(repo, stage) if (repo / p).exists()},
+            packages,
+            now_modules,
         )
         for name in sorted(set(then) | set(now)):
             if then.get(name) == now.get(name):
