@@ -26,7 +26,7 @@
 #    finished run. Without EPOCHS it is the study's own 50 epochs and 30 of pretraining: more
 #    than one session's 15 minutes of device time, so leave DEADLINE out only on a longer lease.
 # 3. Comes back in $OUT (7 files; the tool returns at most 8), each written as soon as it is known:
-#      machine.json     python -m tlstudy.machine: CPU and its kernel-selecting flags, threads,
+#      machine.json     python -m tlstudy.tools.machine: CPU and its kernel-selecting flags, threads,
 #                       GPU, CUDA, driver, library versions
 #      tests.txt        the engine and augmentation tests' result line on that machine's torch
 #      timing.json      the profile's work/timing.json: seconds of every stage that ran
@@ -36,7 +36,7 @@
 #      summary.txt      stage seconds, each part's selected models' test accuracy, bench lines
 #      log.txt          everything printed, in order
 #
-# Dry run on a CPU: tests/test_gpu_check.py runs this script on tiny data laid out as gpu-data/.
+# Dry run on a CPU: tests/scripts/test_gpu_check.py runs this script on tiny data laid out as gpu-data/.
 # Environment: GPU_DATA (default gpu-data/), OUT (/tmp/gpu-check), WS (the profile's workspace,
 # /tmp/gpu-check-ws; an existing one continues, FRESH=1 rebuilds it), PYTHON (python3), SITE
 # (where the wheels install, /tmp/gpu-check-site), EPOCHS and PRETRAIN_EPOCHS (default half of
@@ -194,10 +194,10 @@ check() {
 
     echo "== machine"
     nvidia-smi || echo "no nvidia-smi"
-    "$py" -m tlstudy.machine | tee "$out/machine.json" || status=1
+    "$py" -m tlstudy.tools.machine | tee "$out/machine.json" || status=1
 
     local tests=()
-    read -r -a tests <<<"${TESTS-tests/test_engine.py tests/test_augment.py}"
+    read -r -a tests <<<"${TESTS-tests/training/test_engine.py tests/training/test_augment.py}"
     if [ "${#tests[@]}" -gt 0 ]; then
         echo "== tests: ${tests[*]}"
         local log
@@ -257,7 +257,7 @@ import json
 import sys
 from pathlib import Path
 
-from tlstudy.profile import summary
+from tlstudy.tools.profile import summary
 
 ws = Path(sys.argv[1])
 timing = ws / "work" / "timing.json"

@@ -57,8 +57,8 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
-from tlstudy import profile  # noqa: E402
-from tlstudy.atomic import save_figure, write_json, write_text  # noqa: E402
+from tlstudy.lib.atomic import save_figure, write_json, write_text  # noqa: E402
+from tlstudy.tools import profile  # noqa: E402
 
 WORKSPACE = PROJECT / "work/profiles/offline"
 OUT = PROJECT / "results/pretraining-budget"
@@ -227,7 +227,7 @@ def curve(ws: Path, refs: dict[str, str], plan: dict) -> dict:
 def versus_scratch(details: dict, part: str) -> dict:
     """A transfer part's selected model against its subset's scratch one: the paired t-test over
     seeds of their test accuracies (a seed fixes the data order and draws in both)."""
-    from tlstudy.uncertainty import paired_t
+    from tlstudy.lib.uncertainty import paired_t
 
     scratch = SCRATCH["fewshot" if part.startswith("fewshot") else "full"]
     picked = {p: _selected(details[p]) for p in (part, scratch)}
@@ -244,7 +244,7 @@ def versus_scratch(details: dict, part: str) -> dict:
 def _selected(metrics: dict) -> tuple[dict, str]:
     """A part's model as `headline.json` selects it (the optimizer with the higher validation
     accuracy, SGD on a tie), with the optimizer's name."""
-    from tlstudy.report.headline import selected
+    from tlstudy.stages.report.headline import selected
 
     best = selected(metrics)
     return best, "SGD" if best is metrics.get("sgd") else "Adam"
@@ -360,8 +360,8 @@ def table(numbers: dict, study: dict) -> str:
 
 
 def publish(ws: Path, out: Path, plan: dict) -> None:
-    from tlstudy.machine import machine, summary
-    from tlstudy.report import study as S
+    from tlstudy.stages.report import study as S
+    from tlstudy.tools.machine import machine, summary
 
     found = experiments(ws)
     refs = {n: found[n] for n in plan if n in found}  # the plan's order, not git's

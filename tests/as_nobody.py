@@ -10,7 +10,7 @@ import pickle
 
 import pytest
 
-from tlstudy.errors import StudyError
+from tlstudy.lib.errors import StudyError
 
 NOBODY = 65534
 

@@ -99,7 +99,7 @@ def shared():
 def one_stage_workspace(root: Path, cmd: str) -> Path:
     """A git + DVC repository under root/ws whose one stage runs `cmd` and writes out.txt: the
     smallest thing `dvc exp run --queue` can queue, for tests of the queue rather than the study."""
-    from tlstudy import profile
+    from tlstudy.tools import profile
 
     ws = root / "ws"
     ws.mkdir()
@@ -155,7 +155,7 @@ def tiny_workspace(dest: Path, overlay: dict | None = None, run: bool = True) ->
     """A profile workspace of the tiny pipeline at `dest`, its overlay beside it as
     <dest>.overlay.yaml: run through `dvc repro` (profile.run), or with `run=False` prepared and
     committed with nothing run yet."""
-    from tlstudy import profile
+    from tlstudy.tools import profile
 
     file = dest.parent / f"{dest.name}.overlay.yaml"
     file.write_text(yaml.safe_dump(tiny_overlay() if overlay is None else overlay))

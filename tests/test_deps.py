@@ -16,8 +16,10 @@ import torch
 import yaml
 from conftest import PROJECT
 
-from tlstudy import deps, engine, resume, yamlio
+from tlstudy import deps
+from tlstudy.lib import yamlio
 from tlstudy.stage import MODULES
+from tlstudy.training import engine, resume
 
 COMMAND = re.compile(r"^python -m tlstudy\.stage (\w+)\b")
 
@@ -49,10 +51,17 @@ def test_the_closure_follows_deferred_imports_and_leaves_the_tools_out():
     train = deps.files("train")
     # placement.py is imported by train.py alone; deps.py by resume.py; transforms.py only inside
     # params.validate (a deferred import); weights.py through models.py.
-    for module in ("placement.py", "deps.py", "transforms.py", "weights.py", "stage.py", "__init__.py"):
+    for module in (
+        "training/placement.py",
+        "deps.py",
+        "training/transforms.py",
+        "training/weights.py",
+        "stage.py",
+        "__init__.py",
+    ):
         assert f"src/tlstudy/{module}" in train, module
     every = {f for command in MODULES for f in deps.files(command)}
-    for tool in ("cli.py", "profile.py", "bench.py", "compare.py", "machine.py", "__main__.py"):
+    for tool in ("cli.py", "tools/profile.py", "tools/bench.py", "tools/compare.py", "tools/machine.py", "__main__.py"):
         assert f"src/tlstudy/{tool}" not in every, tool
     assert "src/tlstudy/resources/study.yaml" in deps.files("report")
     assert "src/tlstudy/resources/pacs_sources.csv" in deps.files("pretrain")
@@ -62,10 +71,10 @@ def test_the_augmentation_kernels_are_code_of_the_stages_that_augment_images_alo
     # Params validation builds every variant (transforms.py) in every stage; applying one to
     # images (augment.py) is training's, so editing a kernel re-runs no fetch, stats or inspect.
     for command in ("inspect", "fetch", "stats", "variants", "report"):
-        assert "src/tlstudy/augment.py" not in deps.files(command), command
-        assert "src/tlstudy/transforms.py" in deps.files(command), command
+        assert "src/tlstudy/training/augment.py" not in deps.files(command), command
+        assert "src/tlstudy/training/transforms.py" in deps.files(command), command
     for command in ("pretrain", "train", "evaluate"):
-        assert "src/tlstudy/augment.py" in deps.files(command), command
+        assert "src/tlstudy/training/augment.py" in deps.files(command), command
 
 
 def test_the_resume_fingerprint_hashes_the_stage_deps_and_inputs_by_content(params, tmp_path):

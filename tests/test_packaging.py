@@ -27,7 +27,7 @@ def test_the_wheel_alone_installs_every_dependency_a_stage_imports(tmp_path):
     try:
         run(sys.executable, "-m", "venv", venv)
         run(venv / "bin/python", "-m", "pip", "install", "-q", wheel)
-        imports = "import matplotlib, ruamel.yaml, dvc, torchvision, pyarrow, tqdm, tlstudy.report"
+        imports = "import matplotlib, ruamel.yaml, dvc, torchvision, pyarrow, tqdm, tlstudy.stages.report"
         run(venv / "bin/python", "-c", imports)
         (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(tiny_overlay(lr=[0.01], fewshot={"per_class": 2})))
         # Only the fresh venv: its dvc and python beside it, nothing of the project's own .venv.

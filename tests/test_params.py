@@ -22,14 +22,14 @@ def test_study_params_are_valid_and_declare_the_study(study_params):
 
 @pytest.mark.parametrize("name", ["demo", "offline"])
 def test_profiles_are_valid(name):
-    from tlstudy.profile import profile_params
+    from tlstudy.tools.profile import profile_params
 
     params = profile_params(PROJECT, name)
     assert params["pretrain"] and params["transfer"]
 
 
 def test_offline_profile_starts_every_imagenet_part_from_the_pacs_sources_backbone(study_params):
-    from tlstudy.profile import profile_params
+    from tlstudy.tools.profile import profile_params
 
     params = profile_params(PROJECT, "offline")
     asked = [p for p, spec in study_params["parts"].items() if spec["init"] == "imagenet"]
@@ -43,7 +43,7 @@ def test_offline_profile_starts_every_imagenet_part_from_the_pacs_sources_backbo
 
 
 def test_overlay_null_removes_a_key():
-    from tlstudy.profile import merge
+    from tlstudy.tools.profile import merge
 
     assert merge({"a": {"x": 1, "y": 2}, "b": 3}, {"a": {"x": None}, "b": None, "c": 4}) == {"a": {"y": 2}, "c": 4}
 
@@ -156,7 +156,7 @@ def test_the_cli_names_a_missing_params_file(in_tmp, capsys):
 def test_numbers_as_people_write_them_read_as_dvc_reads_them(in_tmp, params):
     """YAML 1.2, as DVC reads params.yaml: `1e-3` is a number (PyYAML, YAML 1.1, made it a string
     and every stage refused it)."""
-    from tlstudy import yamlio
+    from tlstudy.lib import yamlio
 
     text = yamlio.dump(params).replace("lr:\n- 0.01\n", "lr: [1e-2, 1e-3]\n")
     text = text.replace("  weight_decay: 0.0\n", "  weight_decay: 5E-4\n", 1)
@@ -172,7 +172,7 @@ def test_numbers_as_people_write_them_read_as_dvc_reads_them(in_tmp, params):
 
 def test_a_stage_runs_on_params_written_with_exponents(in_tmp, params):
     """`lr: [1e-2, 1e-3]` in params.yaml runs: fetch, stats and a part's training."""
-    from tlstudy import yamlio
+    from tlstudy.lib import yamlio
     from tlstudy.stage import main
 
     params.update(epochs=1, optimizer=["sgd"])

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import PROJECT
 
-from tlstudy import publication
-from tlstudy.profile import profile_params
+from tlstudy.tools import publication
+from tlstudy.tools.profile import profile_params
 
 RESULTS = PROJECT / "results"
 # A profile's published results: results/<profile>/ beside profiles/<profile>.yaml.
@@ -19,7 +19,7 @@ PUBLISHED = sorted(p.name for p in RESULTS.iterdir() if (PROJECT / "profiles" / 
 
 def stale(lock_path) -> str | None:
     """Why a published lock's computation is not the code's now, or None where it is: the commit
-    whose files it ran (tlstudy.publication.made_by), each of its stages compared with the same
+    whose files it ran (tlstudy.tools.publication.made_by), each of its stages compared with the same
     stage now up to comments, docstrings and moves, less the changes declared neutral."""
     verdict = publication.check(PROJECT, lock_path)
     return None if not verdict.changed else publication.summary(verdict)
@@ -72,7 +72,7 @@ def test_published_results_compute_what_the_code_computes_now(name):
 def test_todays_precision_rule_gives_each_publishing_machine_the_precision_its_results_record(timing):
     """What makes the precision rule's change neutral for the publications (results/neutral-changes.yaml):
     on the machine that made each, it chooses what the published runs were computed in."""
-    from tlstudy import cpu
+    from tlstudy.lib import cpu
 
     folder = (RESULTS / timing).parent
     m = json.loads((RESULTS / timing).read_text())["machine_details"]
@@ -88,7 +88,7 @@ def test_todays_precision_rule_gives_each_publishing_machine_the_precision_its_r
 def test_published_headline_is_the_published_metrics(name):
     """What `dvc metrics show` lists in this repository (results/<name>/headline.json, declared at
     the top of dvc.yaml) is the headline of the per-part files published beside it."""
-    from tlstudy.report import headline
+    from tlstudy.stages.report import headline
 
     folder = PROJECT / "results" / name
     params = yaml.safe_load((folder / "params.yaml").read_text())
@@ -172,7 +172,7 @@ def test_each_budget_computes_what_the_code_computes_now(name):
 
 
 def test_readme_quotes_the_budget_table_the_published_numbers_give():
-    from tlstudy.report import study
+    from tlstudy.stages.report import study
 
     summary = (BUDGET / "summary.md").read_text()
     assert summary == budget_script().table(json.loads((BUDGET / "budget.json").read_text()), study.numbers())

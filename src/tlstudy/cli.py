@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tlstudy import exp_queue, stage
+from tlstudy import stage
+from tlstudy.tools import exp_queue
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-n", "--num", type=int, default=1, help="experiments of the last N commits (default: %(default)s)")
     c.add_argument("-A", "--all", action="store_true", help="every commit of the history (dvc.api.exp_show num=-1)")
     exp_queue.add_parser(sub)
-    # Listed for --help only: main() hands `slurm …` to tlstudy.slurm, which no stage imports.
+    # Listed for --help only: main() hands `slurm …` to tlstudy.tools.slurm, which no stage imports.
     sub.add_parser("slurm", help="run the pipeline as Slurm jobs, a part per job (slurm submit | slurm status)")
     d = sub.add_parser("demo", help="the demo profile on synthetic data, rebuilt in demo/ (make demo)")
     d.add_argument("--dir", default="demo", help="workspace to rebuild (default: %(default)s)")
@@ -78,21 +79,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["slurm"]:
-        from tlstudy.slurm import main as slurm
+        from tlstudy.tools.slurm import main as slurm
 
         return slurm(argv[1:])
     args = _parser().parse_args(argv)
     if args.stage in stage.MODULES:
         return stage.run(args)
-    from tlstudy.errors import StudyError
+    from tlstudy.lib.errors import StudyError
 
     try:
         if args.stage == "demo":
-            from tlstudy import profile
+            from tlstudy.tools import profile
 
             profile.run("demo", args.dir, args.params, fresh=True)
         elif args.stage == "profile":
-            from tlstudy import profile
+            from tlstudy.tools import profile
 
             command = "python -m tlstudy " + " ".join(argv if argv is not None else sys.argv[1:])
             profile.run(
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 publish_results=args.publish, command=command, sets=args.sets,
             )  # fmt: skip
         elif args.stage == "compare":
-            from tlstudy import compare
+            from tlstudy.tools import compare
 
             print(compare.run(args.metric, args.rev, -1 if args.all else args.num))
         elif args.stage == "queue":
@@ -116,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _bench(params: dict, args: argparse.Namespace) -> None:
-    from tlstudy import bench, engine
     from tlstudy import params as P
+    from tlstudy.tools import bench
+    from tlstudy.training import engine
 
     d = bench.defaults(engine.device())
     configs = []

@@ -38,7 +38,7 @@ def _file(module: str) -> Path | None:
 
 
 def _package_inits(module: str) -> list[str]:
-    """The packages importing `module` executes first: tlstudy, then tlstudy.report, …"""
+    """The packages importing `module` executes first: tlstudy, then tlstudy.stages.report, …"""
     parts = module.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
@@ -60,7 +60,8 @@ def imports(module: str) -> frozenset[str]:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
             found.add(base)
-            # `from tlstudy import data` imports a module; `from tlstudy.data import Dataset` a name.
+            # `from tlstudy.data import images as data` imports a
+            # module; `from tlstudy.data.images import Dataset` a name.
             found.update(f"{base}.{a.name}" for a in node.names if _file(f"{base}.{a.name}") is not None)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(f"{PACKAGE}."):
             found.add(node.value)  # a module named to importlib: resources.files("tlstudy.resources")

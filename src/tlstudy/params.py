@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlstudy import optimizers, yamlio
-from tlstudy.errors import ParamsError  # noqa: F401  (callers catch it as params.ParamsError)
+from tlstudy.lib import yamlio
+from tlstudy.lib.errors import ParamsError  # noqa: F401  (callers catch it as params.ParamsError)
+from tlstudy.training import optimizers
 
 OPTIMIZERS = optimizers.NAMES
 SOURCES = ("pacs", "local", "synthetic")
@@ -298,7 +299,7 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     augmentations = params["augmentations"]
     if not isinstance(augmentations, dict) or not augmentations:
         raise ParamsError("params: 'augmentations' must map variant names to transform lists")
-    from tlstudy.transforms import build  # late: keeps torchvision off the import path of params
+    from tlstudy.training.transforms import build  # late: keeps torchvision off the import path of params
 
     for name, spec in augmentations.items():
         build(spec, where=f"augmentations.{name}")

@@ -13,20 +13,20 @@ import argparse
 import importlib
 import sys
 
-from tlstudy.atomic import disk_full, out_of_space
-from tlstudy.errors import StudyError
+from tlstudy.lib.atomic import disk_full, out_of_space
+from tlstudy.lib.errors import StudyError
 
 # Stage command -> its module under tlstudy; dvc.yaml's transfer / evaluate_transfer stages run
 # the train / evaluate commands on the parts under `transfer`.
 MODULES = {
-    "inspect": "inspect_model",
-    "fetch": "fetch",
-    "stats": "stats",
-    "variants": "variants",
-    "pretrain": "pretrain",
-    "train": "train",
-    "evaluate": "evaluate",
-    "report": "report",
+    "inspect": "stages.inspect_model",
+    "fetch": "stages.fetch",
+    "stats": "stages.stats",
+    "variants": "stages.variants",
+    "pretrain": "stages.pretrain",
+    "train": "stages.train",
+    "evaluate": "stages.evaluate",
+    "report": "stages.report",
 }
 HELP = {
     "inspect": "study part 1: SqueezeNet 1.0 on the Samoyed photo",

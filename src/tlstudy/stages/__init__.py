@@ -1,0 +1,1 @@
+"""The stages of dvc.yaml, a module each: what `python -m tlstudy.stage` runs (stage.MODULES)."""

@@ -1,0 +1,1 @@
+"""What cli.py drives and no stage imports: profiles, bench, compare, queue, Slurm, publications."""

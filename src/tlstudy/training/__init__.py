@@ -1,0 +1,1 @@
+"""The training engine and what a run is made of: models, weights, optimizers, augmentation."""
