@@ -95,7 +95,7 @@ def tiny_gpu_data(root: Path, train_per_class: int = 6, test_per_class: int = 2,
 
 
 def expected_stages(params: dict) -> set[str]:
-    stages = {"inspect", "fetch", "stats", "report"} | {f"pretrain@{b}" for b in params["pretrain"]}
+    stages = {"inspect", "fetch", "stats", "variants", "report"} | {f"pretrain@{b}" for b in params["pretrain"]}
     stages |= {f"{kind}@{p}" for p in params["parts"] for kind in ("train", "evaluate")}
     stages |= {f"{kind}@{p}" for p in params["transfer"] for kind in ("transfer", "evaluate_transfer")}
     return stages
