@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -80,14 +81,31 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 
 def pytest_report_header(config):
-    return f"shared PACS data: {'found' if SHARED_PACS.is_dir() else 'absent'} at {SHARED_PACS}"
+    tmp = config._tmp_path_factory.getbasetemp()
+    free = shutil.disk_usage(tmp).free / 2**30
+    return [
+        f"shared PACS data: {'found' if SHARED_PACS.is_dir() else 'absent'} at {SHARED_PACS}",
+        f"temporary files: {tmp}, {free:.1f} GiB free (docs/development.md#disk)",
+    ]
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory) -> Path:
+    """A directory for a test module's shared workspaces, removed when the module ends unless one
+    of its tests failed. A tiny workspace holds its ResNet-18 checkpoints twice (outputs and DVC's
+    cache), about 0.4-0.8 GB: kept to the session's end, as pytest keeps what tmp_path_factory
+    makes, a suite's worth filled a CI disk."""
+    failed_before = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
 def shared():
     """A folder every user may write, sticky as /tmp is (tmp_path is root's alone): where the
     tests of shared lock files let a second user (tests/as_nobody.py) meet root's files."""
-    import shutil
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="tlstudy-shared-", dir="/tmp"))

@@ -57,8 +57,8 @@ def stage_output_bytes(ws, skip=("fetch", "stats", "inspect")) -> int:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return tiny_workspace(tmp_path_factory.mktemp("e2e") / "ws", OVERLAY)
+def workspace(module_tmp):
+    return tiny_workspace(module_tmp / "ws", OVERLAY)
 
 
 def test_repro_computes_every_part_and_leaves_a_clean_pipeline(workspace):

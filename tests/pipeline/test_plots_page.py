@@ -73,10 +73,10 @@ def dvc(cwd: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, study_params) -> Path:
+def repo(module_tmp, study_params) -> Path:
     """A sweep over every variant (all five families, 3 seeds), a part without augmentation and a
     pretrained backbone; the project's .dvc/config, .dvc/plots and dvc.yaml `plots:`."""
-    ws = tmp_path_factory.mktemp("plots") / "repo"
+    ws = module_tmp / "repo"
     ws.mkdir()
     sh(ws, "git", "init", "-q")
     dvc(ws, "init", "-q")

@@ -114,11 +114,10 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def study(cluster, tmp_path_factory):
+def study(cluster, module_tmp):
     """Two workspaces of the same params: one run through Slurm, one by a sequential dvc repro.
     The tests below run in order on them."""
-    tmp = tmp_path_factory.mktemp("slurm")
-    ws = {name: workspace(tmp / name) for name in ("cluster", "sequential")}
+    ws = {name: workspace(module_tmp / name) for name in ("cluster", "sequential")}
     yield ws
     # Whatever a failed test left queued or running must not outlive it.
     for record in (ws["cluster"] / ".dvc/tmp/slurm").glob("*/submission.json"):
@@ -329,9 +328,8 @@ def test_through_a_dvc_remote_jobs_share_no_cache(cluster, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("slurm-input")
-    return workspace(tmp / "ws")
+def plain(module_tmp) -> Path:
+    return workspace(module_tmp / "plain")
 
 
 def test_jobs_follow_dvc_yaml_a_part_per_job_pretraining_first(plain):

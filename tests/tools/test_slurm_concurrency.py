@@ -99,10 +99,9 @@ def recorded(ws: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def template(cluster, tmp_path_factory) -> Path:  # noqa: F811
-    tmp = tmp_path_factory.mktemp("slurm-concurrency")
+def template(cluster, module_tmp) -> Path:  # noqa: F811
     # The smallest pipeline with a part: the data job, train@scratch, final.
-    return workspace(tmp / "template", tiny_overlay())
+    return workspace(module_tmp / "template", tiny_overlay())
 
 
 @pytest.fixture
