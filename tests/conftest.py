@@ -89,6 +89,22 @@ def pytest_report_header(config):
     ]
 
 
+@pytest.fixture(autouse=True)
+def keeps_the_working_directory():
+    """A test that changes the working directory must change it back (monkeypatch.chdir): its
+    tmp_path goes when it passes, and every later test of that worker would start in a folder that
+    is gone (os.getcwd() fails, and so does `python -m` in a subprocess)."""
+    before = os.getcwd()
+    yield
+    try:
+        after = os.getcwd()
+    except FileNotFoundError:
+        after = "a folder since removed"
+    if after != before:
+        os.chdir(before)
+        pytest.fail(f"the test left the working directory in {after}; use monkeypatch.chdir", pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def module_tmp(request, tmp_path_factory) -> Path:
     """A directory for a test module's shared workspaces, removed when the module ends unless one

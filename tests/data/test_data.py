@@ -182,7 +182,9 @@ def test_a_cache_larger_than_memory_is_refused_before_decoding(tmp_path, synthet
         D.build_cache(synthetic_root, entries, classes, 200_000, "error")
 
 
-def test_files_that_are_not_images_by_name_are_left_out_with_one_warning(tmp_path, synthetic_root, params, capsys):
+def test_files_that_are_not_images_by_name_are_left_out_with_one_warning(
+    tmp_path, synthetic_root, params, capsys, monkeypatch
+):
     """A class folder copied from a desktop: Thumbs.db, desktop.ini, a README, .DS_Store and
     macOS's ._pic files beside the images fetch with one warning line, and nothing else changes."""
     from tlstudy.stage import main
@@ -210,9 +212,7 @@ def test_files_that_are_not_images_by_name_are_left_out_with_one_warning(tmp_pat
     in_tmp.mkdir()
     params["data"].update(source="local", path=str(root))
     (in_tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    import os
-
-    os.chdir(in_tmp)
+    monkeypatch.chdir(in_tmp)
     assert main(["fetch"]) == 0
     out = capsys.readouterr().out
     assert out.count("warning: left out 5 file(s)") == 1

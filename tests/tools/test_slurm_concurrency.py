@@ -75,16 +75,28 @@ def slurm(monkeypatch, capsys):
     return call
 
 
+# The last job id Slurm knew as each test began, by the test's tmp_path. Paths repeat from run to
+# run (pytest numbers its folders afresh once a passed run's are gone) and this cluster lists ended
+# jobs for a day (MinJobAge), so a job under the same folder from an earlier run is not this test's.
+BEGAN: dict[Path, int] = {}
+
+
+def last_job_id() -> int:
+    out = subprocess.run([real("squeue"), "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True, check=True)
+    return max((int(i.split("_")[0]) for i in out.stdout.split()), default=0)
+
+
 def in_slurm(folder: Path) -> dict[str, tuple[str, str]]:
-    """Every job Slurm holds whose script lies under `folder`, by id: (name, state). Asked of the
+    """Every job of this test whose script lies under `folder`, by id: (name, state). Asked of the
     real squeue, orphans included: the record is what the test checks, not what it asks."""
+    floor = next((last for began, last in BEGAN.items() if began == folder or began in folder.parents), 0)
     out = subprocess.run(
         [real("squeue"), "-h", "-t", "all", "-o", "%i|%j|%T|%o"], capture_output=True, text=True, check=True
     ).stdout
     found = {}
     for line in out.splitlines():
         job_id, name, state, command = line.split("|", 3)
-        if command.startswith(f"{folder}/"):
+        if command.startswith(f"{folder}/") and int(job_id.split("_")[0]) > floor:
             found[job_id] = (name, state)
     return found
 
@@ -115,10 +127,12 @@ def checkout(template, tmp_path):
         (ws / "slurm.yaml").write_text(slurm_yaml)
         return ws
 
+    BEGAN[tmp_path] = last_job_id()
     yield make
     left = list(in_slurm(tmp_path))
     if left:
         subprocess.run([real("scancel"), *left], capture_output=True)
+    del BEGAN[tmp_path]
 
 
 def test_two_submits_at_once_queue_one_submission(checkout, tmp_path, slurm):
