@@ -81,24 +81,28 @@ def slurm(monkeypatch, capsys):
 BEGAN: dict[Path, int] = {}
 
 
+def listed() -> list[tuple[int, str, str, str, str]]:
+    """Every job the real squeue lists, ended ones included: (number, id, name, state, script)."""
+    out = subprocess.run(
+        [real("squeue"), "-h", "-t", "all", "-o", "%i|%j|%T|%o"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split("|", 3) for line in out.splitlines()]
+    return [(int(job_id.split("_")[0]), job_id, name, state, script) for job_id, name, state, script in rows]
+
+
 def last_job_id() -> int:
-    out = subprocess.run([real("squeue"), "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True, check=True)
-    return max((int(i.split("_")[0]) for i in out.stdout.split()), default=0)
+    return max((number for number, *_ in listed()), default=0)
 
 
 def in_slurm(folder: Path) -> dict[str, tuple[str, str]]:
     """Every job of this test whose script lies under `folder`, by id: (name, state). Asked of the
     real squeue, orphans included: the record is what the test checks, not what it asks."""
     floor = next((last for began, last in BEGAN.items() if began == folder or began in folder.parents), 0)
-    out = subprocess.run(
-        [real("squeue"), "-h", "-t", "all", "-o", "%i|%j|%T|%o"], capture_output=True, text=True, check=True
-    ).stdout
-    found = {}
-    for line in out.splitlines():
-        job_id, name, state, command = line.split("|", 3)
-        if command.startswith(f"{folder}/") and int(job_id.split("_")[0]) > floor:
-            found[job_id] = (name, state)
-    return found
+    return {
+        job_id: (name, state)
+        for number, job_id, name, state, script in listed()
+        if script.startswith(f"{folder}/") and number > floor
+    }
 
 
 def record_of(ws: Path) -> dict:
