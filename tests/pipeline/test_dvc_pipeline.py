@@ -14,7 +14,7 @@ from conftest import PARTS, SWEEPS, tiny_overlay, tiny_workspace
 from tlstudy.tools import profile
 
 pytestmark = pytest.mark.slow
-# Every part, pretraining and both sweeps (two variants each), two rates, both optimizers.
+# Every part of the study, pretraining and both sweeps (two variants each), two rates, both optimizers.
 OVERLAY = tiny_overlay(
     keep=None,
     lr=[0.03, 0.003],
@@ -22,8 +22,11 @@ OVERLAY = tiny_overlay(
     data={"synthetic_per_class": 10},
     parts={"augment": {"augment": ["none", "hflip"]}, "augment_study": {"augment": ["none", "bright005"]}},
     pretrain={"pacs_sources": {"source": "synthetic", "epochs": 2, "batch_size": 16, "lr": 0.01}},
+    # One transfer part: the few-shot one adds stages, not code paths (the Slurm and GPU-check
+    # tests run it).
+    transfer={"fewshot_finetune_pacs": None},
 )
-TRANSFER = ["finetune_pacs", "fewshot_finetune_pacs"]
+TRANSFER = ["finetune_pacs"]
 
 
 # headline.json's columns: the study's six parts (report/headline.py), all in the demo.
@@ -124,15 +127,18 @@ def test_exp_run_with_one_lr_reruns_only_training_and_is_comparable(workspace):
     assert all(f" {name} " in screen for name in HEADLINE)
     assert "…" not in screen
     # What changed, at 120 columns: every headline value that differs between the rows, first and
-    # in full (which ones differ depends on the CPU's kernels); what does not fit (the changed
-    # param, the changed models' hashes) collapses into one last column.
+    # in full (which ones differ depends on the CPU's kernels); after them the changed param and
+    # the changed outputs' hashes as far as they fit (more of them where fewer values moved), the
+    # rest collapsed into one last column.
     order = list(json.loads((workspace / "headline.json").read_text()))
     values = [rev["data"]["metrics"]["headline.json"]["data"] for rev in revs]
     moved = [name for name in order if len({v[name] for v in values}) > 1]
     narrow = dvc(workspace, "exp", "show", "--no-pager", "--only-changed", env={"COLUMNS": "120"})
     header = next(line for line in narrow.splitlines() if "Experiment" in line).split()
     assert header[:2] == ["Experiment", "Created"] and header[2 : 2 + len(moved)] == moved, narrow
-    assert set(header[2 + len(moved) :]) <= {"lr", "…"} and header.count("…") <= 1, narrow
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]
+    outputs = {o["path"].split("/")[0] for st in lock.values() for o in st.get("outs", [])}
+    assert set(header[2 + len(moved) :]) <= {"lr", "…"} | outputs and header.count("…") <= 1, narrow
     assert "…" not in header or header[-1] == "…", narrow
     # The README's one command for "which is better": every part's test accuracy, a column per
     # experiment, in a 200-column terminal.
@@ -173,18 +179,20 @@ def test_changing_pretraining_reruns_only_the_parts_that_start_from_it(workspace
     assert "Stage 'train@scratch' didn't change, skipping" in out
 
 
-def test_exp_run_with_five_seeds_gives_intervals_over_seeds_and_a_paired_test(workspace):
-    out = dvc(workspace, "exp", "run", "-S", "seeds=[0,1,2,3,4]")
+def test_exp_run_with_three_seeds_gives_intervals_over_seeds_and_a_paired_test(workspace):
+    # Three seeds: the fewest with a spread over seeds (two give a t interval on one degree of
+    # freedom), and every seed-dependent path (per-seed picks, seed columns, the paired test).
+    out = dvc(workspace, "exp", "run", "-S", "seeds=[0,1,2]")
     assert "Running stage 'train@scratch'" in out and "Running stage 'transfer@finetune_pacs'" in out
     for stage in ("fetch", "stats", "pretrain@pacs_sources"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     m = metrics(workspace, "details")
     for part in m.values():
         for v in part.values():
-            assert sorted(v["seeds"]) == ["0", "1", "2", "3", "4"] and v["interval"] == "t over 5 seeds"
+            assert sorted(v["seeds"]) == ["0", "1", "2"] and v["interval"] == "t over 3 seeds"
             assert v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"]
     report = (workspace / "report/README.md").read_text()
-    assert report.count("paired t-test, 5 seeds") == len(PARTS) - len(SWEEPS) + len(TRANSFER)
+    assert report.count("paired t-test, 3 seeds") == len(PARTS) - len(SWEEPS) + len(TRANSFER)
     changed = json.loads(dvc(workspace, "metrics", "diff", "--json", "--targets", "metrics", "-R"))
     # The interval's bounds are new keys, so always in the diff; the mean and the validation
     # accuracy are there exactly when they differ from the one seed's values (they may not).
