@@ -236,7 +236,10 @@ def prepare(dest: Path, project: Path, params: dict, name: str, fresh: bool, lin
     write_text(dest / ".gitignore", "__pycache__/\n*.egg-info/\n/work/\n/data/\n")
     for where, folder in links.items():
         _link(dest, where, folder)
-    sh(dest, "git", "add", "-A")
+    # What this function wrote, not `git add -A`: a stage whose command finished but whose DVC was
+    # killed before it recorded the stage leaves outputs that are in no .gitignore yet; committed,
+    # they make DVC refuse the stage on the next run ("already tracked by SCM").
+    sh(dest, "git", "add", "--", *COPIED, ".dvc", ".dvcignore", "params.yaml", "README.md", ".gitignore")
     if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=dest).returncode:
         sh(dest, "git", "commit", "-q", "-m", f"{name} profile: the study's pipeline and params")
 
