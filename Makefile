@@ -28,6 +28,11 @@ budget:  ## after `make offline`: the pretraining-budget sweep in its workspace 
 	$(PY) scripts/pretraining-budget.py run
 	$(PY) scripts/pretraining-budget.py publish
 
+.PHONY: domains
+domains:  ## after `make offline` (republished with per-image predictions): each other PACS domain as the target, as experiments in its workspace (hours, resumable); publishes results/domains/ (docs/domains.md)
+	$(PY) scripts/domains.py run
+	$(PY) scripts/domains.py publish
+
 test:  ## every test, the end-to-end DVC ones included; a worker per core (at most 4), a test file per worker, the longest files first (tests/conftest.py)
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder --durations 25
 

@@ -24,12 +24,24 @@ and its `train` stage resuming after its last finished run (work/runs/ stays in 
 Wall and CPU seconds of every experiment and stage, per sitting, go to the workspace's
 work/budget-timing.json.
 
-`publish` reads each experiment's metrics and details from its git ref (they are committed with
-it: cache: false) and writes results/pretraining-budget/: per experiment its params overrides,
-params.yaml and dvc.lock, metrics/ and details/ of the pretraining and the transfer parts,
-budget.json (the curve's numbers),
-timing.json and budget.png. A reader gets the experiments themselves back by running `run` (every
-stage restores from a shared DVC cache or remote if one holds them; otherwise it recomputes).
+`publish` reads each experiment's metrics, details and per-image test predictions from its git
+ref (they are committed with it: cache: false) and writes results/pretraining-budget/: per
+experiment its params overrides, params.yaml and dvc.lock, metrics/ and details/ of the
+pretraining and the transfer parts, details/predictions/<part>.csv of the transfer parts and of
+scratch and fewshot_scratch (every seed's selected model on every test image, so that anyone can
+redo the tests), budget.json (the curve's numbers and the tests), summary.md (the tables the
+README quotes), timing.json and budget.png. A reader gets the experiments themselves back by running `run`
+(every stage restores from a shared DVC cache or remote if one holds them; otherwise it recomputes).
+
+The tests (docs/statistics.md): each transfer part's selected model against its subset's scratch
+one, paired by seed and test image, the difference's interval and p from the bootstrap over test
+images and seeds (report.verdicts.difference). The declared families: one per transfer part —
+"<part> vs <scratch> across budgets" — its tests the budgets, Holm-corrected together, verdict
+words by findings.verdict. A finding of this sweep is
+read off one part's curve ("fine-tuning passes scratch from 60 epochs on"), so the family is the
+set it is picked from: the chance of any false finding about a part across budgets stays at most
+5 %. The four parts answer four questions (frozen or fine-tuned, full or few-shot); pooling all
+budgets × parts in one family would make a finding about one part depend on how many others ran.
 
 The strong recipe was fixed before any cartoon result of this sweep was seen: 60 epochs with the
 colour augmentation that domain-generalisation work on PACS relies on (colour jitter 0.4 on
@@ -47,18 +59,16 @@ epochs (30 + 60 + 120 + 60 strong) where a trunk would need about 120 + 4 short 
 from __future__ import annotations
 
 import json
-import os
-import re
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
-from tlstudy.lib.atomic import save_figure, write_json, write_text  # noqa: E402
-from tlstudy.tools import profile  # noqa: E402
+from tlstudy.lib.atomic import replacing, save_figure, write_json, write_text  # noqa: E402
+from tlstudy.stages.report.inputs import seed_correct_text  # noqa: E402
+from tlstudy.tools.experiments import experiments, run_all, sh, totals, without_sweeps  # noqa: E402
+from tlstudy.training import optimizers  # noqa: E402
 
 WORKSPACE = PROJECT / "work/profiles/offline"
 OUT = PROJECT / "results/pretraining-budget"
@@ -85,116 +95,12 @@ PARTS = ["classifier", "finetune", "fewshot_classifier", "fewshot_finetune"]  # 
 SCRATCH = {"full": "scratch", "fewshot": "fewshot_scratch"}
 
 
-def sh(ws: Path, *cmd: str) -> str:
-    return subprocess.run(cmd, cwd=ws, check=True, capture_output=True, text=True).stdout
-
-
-def experiments(ws: Path) -> dict[str, str]:
-    """Finished experiments of the workspace's baseline, by name: their git refs."""
-    refs = sh(ws, "git", "for-each-ref", "--format=%(refname)", "refs/exps/")
-    head = sh(ws, "git", "rev-parse", "HEAD").strip()
-    out = {}
-    for ref in refs.split():
-        # refs/exps/<2 chars>/<38 chars of the baseline sha>/<name>
-        parts = ref.split("/")
-        if len(parts) == 5 and parts[2] + parts[3] == head:
-            out[parts[4]] = ref
-    return out
-
-
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a running process and of the children it has waited for (each stage that
-    DVC ran and reaped), from /proc; 0 where there is no /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return round(sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK"), 1)
-
-
-def totals(entry: dict) -> dict:
-    """An experiment's time over its sittings: wall and CPU seconds, each stage's wall seconds."""
-    stages: dict[str, float] = {}
-    for s in entry["sittings"]:
-        for stage, sec in s["stages_run_s"].items():
-            stages[stage] = round(stages.get(stage, 0) + sec, 1)
-    return {
-        "sittings": len(entry["sittings"]),
-        "wall_s": round(sum(s["wall_s"] for s in entry["sittings"]), 1),
-        "cpu_s": round(sum(s["cpu_s"] for s in entry["sittings"]), 1),
-        "stages_run_s": stages,
-    }
-
-
-def without_sweeps(ws: Path) -> list[str]:
-    """The -S removals of the baseline's augmentation sweeps: its transfer parts with an `augment` list."""
-    import yaml
-
-    transfer = yaml.safe_load(sh(ws, "git", "show", "HEAD:params.yaml")).get("transfer") or {}
-    return [f"~transfer.{name}" for name, part in transfer.items() if part and part.get("augment")]
-
-
-def exp_run(argv: list[str], ws: Path, env: dict, sitting: dict, save) -> int:
-    """Runs one `dvc exp run`, its output passed through, measuring into `sitting` (and calling
-    `save`) at each stage's start and every half minute; its exit status."""
-    cpu0, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stage, started, saved = None, wall0, 0.0
-
-    def measure(now: float) -> float:
-        if stage:
-            sitting["stages_run_s"][stage] = round(now - started, 1)
-        sitting["wall_s"], sitting["cpu_s"] = round(now - wall0, 1), _tree_cpu_s(proc.pid)
-        save()
-        return now
-
-    for line in proc.stdout:
-        print(line, end="", flush=True)
-        m, now = re.match(r"Running stage '([^']+)'", line), time.perf_counter()
-        if m:
-            saved = measure(now)
-            stage, started = m.group(1), now
-        elif now - saved > 30:
-            saved = measure(now)
-    code = proc.wait()
-    measure(time.perf_counter())
-    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sitting["cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1)
-    sitting["finished"] = code == 0
-    save()
-    return code
-
-
 def run(ws: Path, plan: dict) -> None:
     if not (ws / "dvc.yaml").exists():
         raise SystemExit(f"{ws}: no offline workspace; run `make offline` first")
-    timing_path = ws / "work/budget-timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        PYTHONPATH=str(ws / "src"),
-    )
-    done, dvc, dropped = experiments(ws), profile.tool_argv("dvc"), without_sweeps(ws)
-    for name, (_, _, overrides) in plan.items():
-        if name in done:
-            print(f"budget: {name}: done before; kept")
-            continue
-        # Every experiment starts from the baseline's params, not from the last experiment's.
-        sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
-        argv = [*dvc, "exp", "run", "-n", name]
-        for o in overrides + dropped:
-            argv += ["-S", o]
-        print(f"budget: {name}: {' '.join(argv[len(dvc) :])}", flush=True)
-        # One entry per sitting, written at every stage's end and every half minute: a sitting the
-        # session's end kills keeps its wall time (the CPU of the stage it interrupted is lost with
-        # the process), and the next sitting adds its own.
-        sitting = {"wall_s": 0.0, "cpu_s": 0.0, "stages_run_s": {}, "finished": False}
-        timing.setdefault(name, {"sittings": []})["sittings"].append(sitting)
-        code = exp_run(argv, ws, env, sitting, lambda: write_json(timing_path, timing))
-        if code:
-            raise SystemExit(f"budget: {name}: dvc exp run failed ({code}); run again to continue")
-    sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
+    dropped = without_sweeps(ws)
+    runs = {name: overrides + dropped for name, (_, _, overrides) in plan.items()}
+    run_all(ws, runs, ws / "work/budget-timing.json", "budget")
     print("budget: every experiment is done; `python scripts/pretraining-budget.py publish` publishes them")
 
 
@@ -202,9 +108,23 @@ def read(ws: Path, ref: str, path: str) -> dict:
     return json.loads(sh(ws, "git", "show", f"{ref}:{path}"))
 
 
+def predictions(ws: Path, name: str, ref: str, part: str) -> str:
+    """An experiment's details/predictions/<part>.csv as committed with it."""
+    path = f"details/predictions/{part}.csv"
+    got = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ws, capture_output=True)
+    if got.returncode:
+        raise SystemExit(
+            f"budget: {name}: {path} is not in the experiment (it ran before evaluate@ kept every seed's per-image "
+            "predictions); refresh the workspace with today's code (`make offline`), then re-run the sweep "
+            "(`python scripts/pretraining-budget.py run`)"
+        )
+    return got.stdout.decode("utf-8")  # as evaluate@ wrote it, whatever this machine's locale
+
+
 def curve(ws: Path, refs: dict[str, str], plan: dict) -> dict:
-    """The numbers of the figure: per experiment, pretraining's and each transfer part's."""
-    out = {}
+    """The numbers of the figure: per experiment, pretraining's and each transfer part's, and
+    each transfer part against scratch, judged in its family (`judged`)."""
+    out, compared = {}, {}
     for name, ref in refs.items():
         epochs, recipe, _ = plan[name]
         pre = read(ws, ref, "details/pretrain/pacs_sources.json")
@@ -217,102 +137,141 @@ def curve(ws: Path, refs: dict[str, str], plan: dict) -> dict:
         details = {part: read(ws, ref, f"details/{part}.json") for part in PARTS + list(SCRATCH.values())}
         for part, d in details.items():
             entry[part] = {
-                opt: {k: d[opt][k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "val_acc")} for opt in d
+                opt: {k: d[opt][k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "interval", "val_acc")}
+                for opt in d
             }
-        entry["vs_scratch"] = {part: versus_scratch(details, part) for part in PARTS}
+        correct = {part: seed_correct_text(predictions(ws, name, ref, part)) for part in details}
+        compared[name] = {part: versus_scratch(name, details, correct, part) for part in PARTS}
         out[name] = entry
+    for name, tests in judged(compared).items():
+        out[name]["vs_scratch"] = tests
     return out
 
 
-def versus_scratch(details: dict, part: str) -> dict:
-    """A transfer part's selected model against its subset's scratch one: the paired t-test over
-    seeds of their test accuracies (a seed fixes the data order and draws in both)."""
-    from tlstudy.lib.uncertainty import paired_t
+def versus_scratch(name: str, details: dict, correct: dict, part: str) -> dict:
+    """Experiment `name`'s transfer part against its subset's scratch part, each its selected
+    optimizer (`_selected`): the difference of their test accuracies, paired by seed and test
+    image, with its interval and p from the bootstrap over images and seeds
+    (report.verdicts.difference). `correct`: part -> group -> seed -> image -> right."""
+    from tlstudy.stages.report import headline, verdicts
 
     scratch = SCRATCH["fewshot" if part.startswith("fewshot") else "full"]
-    picked = {p: _selected(details[p]) for p in (part, scratch)}
-    # One seed: details hold that run alone, no `seeds`.
-    seeds = {p: m.get("seeds") or {"0": m} for p, (m, _) in picked.items()}
-    common = sorted(set(seeds[part]) & set(seeds[scratch]), key=int)
-    a, b = [seeds[part][k]["test_acc"] for k in common], [seeds[scratch][k]["test_acc"] for k in common]
-    # One seed (the tiny test's settings) has a difference but no test.
-    test = paired_t(a, b) if len(common) > 1 else {"test": None, "n": len(common), "diff": a[0] - b[0]}
-    return {"optimizer": picked[part][1], "scratch": scratch, "scratch_optimizer": picked[scratch][1],
-            **{k: test.get(k) for k in ("test", "n", "diff", "diff_lo", "diff_hi", "p")}}  # fmt: skip
+    ours, theirs = headline.selected_group(details[part]), headline.selected_group(details[scratch])
+    d = verdicts.difference(correct[part].get(ours), correct[scratch].get(theirs))
+    if d is None:
+        raise SystemExit(
+            f"budget: {name}: details/predictions/{part}.csv ({ours}) and details/predictions/{scratch}.csv "
+            f"({theirs}) share no seed on the same test images; re-run the sweep "
+            "(`python scripts/pretraining-budget.py run`)"
+        )
+    # The effect and its interval first, p after (docs/statistics.md).
+    return {"optimizer": optimizers.label(ours), "scratch": scratch, "scratch_optimizer": optimizers.label(theirs),
+            "groups": [ours, theirs], "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "interval": d["label"],
+            "n_seeds": d["n_seeds"], "n_images": d["n_images"], "bootstrap": d["method"], "p": d["p"]}  # fmt: skip
+
+
+def family(part: str) -> str:
+    """The declared family of `part`'s tests against scratch (the module's docstring says why)."""
+    return f"{part} vs {SCRATCH['fewshot' if part.startswith('fewshot') else 'full']} across budgets"
+
+
+def judged(compared: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """experiment -> transfer part -> its comparison with scratch (`versus_scratch`), judged in
+    the part's family, the experiments its tests: findings.judge (Holm), each test with its raw
+    and adjusted p, the verdict, the family, its correction and its size m."""
+    from tlstudy.lib import findings
+
+    out: dict[str, dict[str, dict]] = {name: {} for name in compared}
+    for part in PARTS:
+        got = findings.judge(family(part), {name: tests[part] for name, tests in compared.items()})
+        for name, t in got["tests"].items():
+            out[name][part] = {**t, "family": got["family"], "correction": got["method_name"], "m": got["m"]}
+    return out
 
 
 def _selected(metrics: dict) -> tuple[dict, str]:
-    """A part's model as `headline.json` selects it (the optimizer with the higher validation
-    accuracy, SGD on a tie), with the optimizer's name."""
-    from tlstudy.stages.report.headline import selected
+    """A part's model as `headline.json` selects it (report.headline.selected_group: the optimizer
+    with the higher validation accuracy, the first in the registry on a tie), with the
+    optimizer's label."""
+    from tlstudy.stages.report import headline
 
-    best = selected(metrics)
-    return best, "SGD" if best is metrics.get("sgd") else "Adam"
+    group = headline.selected_group(metrics)
+    return metrics[group], optimizers.label(group)
 
 
 def figure(numbers: dict, study: dict, path: Path) -> None:
-    """Test accuracy against pretraining epochs (log axis): per part the selected model's mean
-    with its interval, the strong recipe a star beside its budget, scratch's interval a band, the
-    study's ImageNet value a thin line of the part's colour."""
+    """budget.png, as `plot` draws it."""
+    save_figure(plot(numbers, study), path, dpi=110)
+
+
+def plot(numbers: dict, study: dict):
+    """Test accuracy against pretraining epochs (a linear axis labelled at each budget): per part
+    the selected model's mean with its interval, a point per experiment and no line between
+    experiments; head-only and fine-tuning side by side at each budget, the strong recipe's stars
+    to the right of theirs; scratch's interval a band, the study's ImageNet value a dotted line
+    of the part's colour. Every word is in the titles and the legend, none among the points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharey=True)
     colours = {"classifier": "#1f77b4", "finetune": "#d62728"}
     plain = [e for e in numbers.values() if e["recipe"] == "default recipe"]
     strong = [e for e in numbers.values() if e["recipe"] != "default recipe"]
     ticks = sorted({e["epochs"] for e in numbers.values()})
+    span = (ticks[-1] - ticks[0]) or ticks[-1]
+    # Dodged in epochs, so that no interval hides another: head-only left of fine-tuning, the
+    # strong recipe's pair right of the default's at the same budget.
+    dodge = {"classifier": -0.018 * span, "finetune": 0.018 * span}
+    shared = {e["epochs"] for e in plain}
+    names = set()
     for ax, subset in zip(axes, ("full", "fewshot")):
         scratch, opt = _selected(next(iter(numbers.values()))[SCRATCH[subset]])
         ax.axhspan(100 * scratch["test_acc_lo"], 100 * scratch["test_acc_hi"], color="0.87", zorder=0)
         ax.axhline(100 * scratch["test_acc"], color="0.55", lw=1, zorder=0)
-        ax.text(ticks[0] * 0.93, 100 * scratch["test_acc_hi"] + 0.6, f"{SCRATCH[subset]} ({opt}), 95 % interval",
-                fontsize=8, color="0.35")  # fmt: skip
         for part in [p for p in PARTS if p.startswith("fewshot") == (subset == "fewshot")]:
-            colour = colours[part.removeprefix("fewshot_")]
-            for entries, marker, ms, dx, ls in ((plain, "o", 5, 1.0, "-"), (strong, "*", 13, 1.07, "none")):
-                if not entries:
-                    continue
-                points = [_selected(e[part]) for e in entries]
-                ys = [100 * m["test_acc"] for m, _ in points]
-                yerr = [[y - 100 * m["test_acc_lo"] for y, (m, _) in zip(ys, points)],
-                        [100 * m["test_acc_hi"] - y for y, (m, _) in zip(ys, points)]]  # fmt: skip
-                xs = [e["epochs"] * dx for e in entries]
-                ax.errorbar(xs, ys, yerr=yerr, color=colour, marker=marker, ms=ms, capsize=3, ls=ls, lw=1.8)
-                for x, y, (_, name) in zip(xs, ys, points):
-                    if name == "SGD":
-                        ax.annotate(name, (x, y), xytext=(5, -9), textcoords="offset points", fontsize=7, color=colour)
+            mode = part.removeprefix("fewshot_")
+            colour = colours[mode]
+            for entries, marker, ms in ((plain, "o", 6), (strong, "*", 11)):
+                for e in entries:
+                    dx = 0.075 * span if entries is strong and e["epochs"] in shared else 0.0
+                    m, name = _selected(e[part])
+                    names.add(name)
+                    y = 100 * m["test_acc"]
+                    err = [[y - 100 * m["test_acc_lo"]], [100 * m["test_acc_hi"] - y]]
+                    ax.errorbar([e["epochs"] + dx + dodge[mode]], [y], yerr=err, color=colour, marker=marker, ms=ms,
+                                mfc="white" if name == "SGD" else colour, capsize=3, ls="none", lw=1.6)  # fmt: skip
             ref = _selected(study["parts"][part])[0]["test_acc"] if part in study["parts"] else None
             if ref is not None:
                 ax.axhline(100 * ref, color=colour, ls=":", lw=1.2)
-                ax.text(ticks[-1] * 1.12, 100 * ref - 0.4, f"{COLUMNS[part]}, ImageNet (study)", fontsize=8,
-                        color=colour, ha="right", va="top")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlim(ticks[0] * 0.85, ticks[-1] * 1.18)
+        ax.set_xlim(ticks[0] - 0.1 * span, ticks[-1] + 0.16 * span)
         ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("pretraining epochs on art_painting, photo, sketch (log scale)")
-        ax.set_title(f"{'full subset (3 seeds)' if subset == 'full' else 'few-shot subset (5 seeds)'}", fontsize=10)
+        ax.set_xlabel("pretraining epochs on art_painting, photo, sketch")
+        seeds = "full subset (3 seeds)" if subset == "full" else "few-shot subset (5 seeds)"
+        ax.set_title(f"{seeds}; grey: {SCRATCH[subset]} ({opt})", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cartoon test accuracy (%): mean over seeds, 95 % interval")
     handles = [
-        plt.Line2D([], [], color=colours["classifier"], marker="o", label="head-only (backbone frozen)"),
-        plt.Line2D([], [], color=colours["finetune"], marker="o", label="fine-tuning (all layers)"),
-        *(plt.Line2D([], [], color="0.3", marker="*", ms=11, ls="none", label=f"{e['epochs']} epochs, {e['recipe']}")
+        plt.Line2D([], [], color=colours["classifier"], marker="o", ls="none", label="head-only (backbone frozen)"),
+        plt.Line2D([], [], color=colours["finetune"], marker="o", ls="none", label="fine-tuning (all layers)"),
+        *(plt.Line2D([], [], color="0.3", marker="*", ms=10, ls="none", label=f"{e['epochs']} epochs, {e['recipe']}")
           for e in strong[:1]),
-        plt.Line2D([], [], color="0.3", ls=":", label="the study's ImageNet value"),
-        matplotlib.patches.Patch(color="0.87", label="from scratch, 95 % interval"),
+        plt.Line2D([], [], color="0.3", ls=":", label="the study's ImageNet value (part's colour)"),
+        matplotlib.patches.Patch(color="0.87", label="from scratch: mean, 95 % interval"),
     ]  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    if len(names) > 1:
+        which = "filled: Adam, hollow: SGD"
+    else:
+        which = f"{next(iter(names))} in every case"
     fig.suptitle(
-        "Does more pretraining on PACS's other domains transfer to cartoon? Each point: the optimizer with the "
-        "higher validation accuracy (Adam unless labelled SGD)",
+        "Does more pretraining on PACS's other domains transfer to cartoon?\nEach point: one experiment, the "
+        f"optimizer with the higher validation accuracy ({which})",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    save_figure(fig, path, dpi=110)
+    return fig
 
 
 COLUMNS = {"classifier": "head-only", "finetune": "fine-tuning",
@@ -326,37 +285,61 @@ def _cell(metrics: dict, interval: bool = True) -> str:
     return f"{100 * best['test_acc']:.1f}{spread} {opt}"
 
 
-def _mark(test: dict) -> str:
-    """▲ / ▼: above / below scratch at p < 0.05 (paired t over seeds); nothing otherwise."""
-    return "" if test["p"] is None or test["p"] >= 0.05 else " ▲" if test["diff"] > 0 else " ▼"
+def _budget(e: dict) -> str:
+    return f"{e['epochs']} epoch{'s' * (e['epochs'] != 1)}" + (
+        "" if e["recipe"] == "default recipe" else f", {e['recipe']}"
+    )
 
 
 def table(numbers: dict, study: dict) -> str:
-    """summary.md: the curve as a table, scratch and the study's ImageNet values beside it."""
+    """summary.md: the curve as a table, scratch and the study's ImageNet values beside it; then
+    each transfer part against scratch, as `judged` gives it (budget.json's `vs_scratch`)."""
+    from tlstudy.lib import findings
+    from tlstudy.stages.report import tables
+
+    old = [n for n, e in numbers.items() if any("verdict" not in t for t in e["vs_scratch"].values())]
+    if old:
+        raise ValueError(
+            f"budget.json: {', '.join(old)}: vs_scratch has no verdict (published before the tests against scratch "
+            "were judged in families); re-run the sweep (make budget)"
+        )
     head = ["pretraining on PACS's other domains", "backbone val", "cartoon, no cartoon training", *COLUMNS.values()]
     rows = [head, ["---"] * len(head)]
     for e in numbers.values():
         pre = e["pretrain"]
         rows.append([
-            f"{e['epochs']} epoch{'s' * (e['epochs'] != 1)}"
-            + ("" if e["recipe"] == "default recipe" else f", {e['recipe']}"),
+            _budget(e),
             f"{100 * pre['val_acc']:.1f} (epoch {pre['epoch']})",
             f"{100 * pre['cartoon_test_acc']:.1f} [{100 * pre['cartoon_test_acc_lo']:.1f}, "
             f"{100 * pre['cartoon_test_acc_hi']:.1f}]",
-            *(_cell(e[part]) + _mark(e["vs_scratch"][part]) for part in COLUMNS),
+            *(_cell(e[part]) for part in COLUMNS),
         ])  # fmt: skip
     first = next(iter(numbers.values()))
     scratch = {p: _cell(first[SCRATCH["fewshot" if p.startswith("fewshot") else "full"]]) for p in COLUMNS}
     rows.append(["none: scratch (fewshot_scratch)", "", "", *scratch.values()])
     rows.append(["ImageNet (the study)", "", "", *(_cell(study["parts"][p], interval=False) for p in COLUMNS)])
-    lines = ["| " + " | ".join(r) + " |" for r in rows]
-    return (
+    tests = [["pretraining", *(f"{c} − scratch" for c in COLUMNS.values())], ["---"] * (1 + len(COLUMNS))]
+    tests += [[_budget(e), *(tables.test_cell(e["vs_scratch"][p]) for p in COLUMNS)] for e in numbers.values()]
+    every = [t for e in numbers.values() for t in e["vs_scratch"].values()]
+    over = "test images and seeds" if any(t["n_seeds"] > 1 for t in every) else "test images"
+    m = sorted({t["m"] for t in every})
+    correction = sorted({t["correction"] for t in every})
+    first = tables.prose(
         "Cartoon test accuracy (%) by pretraining budget: each part's optimizer with the higher validation "
-        "accuracy (as in `headline.json`), mean over seeds [95 % interval]; ▲ / ▼: above / below scratch on the "
-        "same subset at p < 0.05 (paired t-test over seeds, `vs_scratch` in `budget.json`).\n\n"
-        + "\n".join(lines)
-        + "\n"
+        f"accuracy (as in `headline.json`), mean over seeds [95 % interval over {over}, a bootstrap; the "
+        "backbone's own on cartoon: Wilson's over the images]."
     )
+    second = tables.prose(
+        "Each transfer part against scratch on the same subset (`vs_scratch` in `budget.json`): the "
+        f"difference in points [95 % interval over {over}, a bootstrap paired by seed and image], p, then p "
+        f"adjusted within the part's family and the verdict. One family per transfer part, its tests the "
+        f"{' or '.join(map(str, m))} budgets, corrected together with {' or '.join(correction)}'s method (the "
+        "chance of any false finding about a part across budgets stays at most 5 %). The words follow one rule: "
+        f"{findings.PASSES} when the adjusted p is below 0.05 and the whole interval is above 0, {findings.BELOW} "
+        f"the same below 0, {findings.NO_DIFFERENCE} otherwise — which is not evidence that there is none."
+    )
+    accuracies, differences = ("\n".join("| " + " | ".join(r) + " |" for r in rs) for rs in (rows, tests))
+    return f"{first}\n\n{accuracies}\n\n{second}\n\n{differences}\n"
 
 
 def publish(ws: Path, out: Path, plan: dict) -> None:
@@ -380,6 +363,10 @@ def publish(ws: Path, out: Path, plan: dict) -> None:
         for sub in ("metrics", "details"):
             for path in [f"{sub}/pretrain/pacs_sources.json", *(f"{sub}/{p}.json" for p in PARTS)]:
                 write_json(folder / path, read(ws, ref, path))
+        # As committed, byte for byte: what `vs_scratch` was computed from.
+        for part in PARTS + list(SCRATCH.values()):
+            with replacing(folder / f"details/predictions/{part}.csv", "wb") as f:
+                f.write(predictions(ws, name, ref, part).encode("utf-8"))
     write_json(out / "budget.json", numbers)
     write_text(out / "summary.md", table(numbers, study))
     details = machine()

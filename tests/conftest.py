@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -43,6 +45,34 @@ def at_rev(repo: Path, rev: str, path: str) -> dict:
     metrics file, which `dvc exp show` does not list, is read at a revision."""
     out = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+@functools.cache
+def load_script(name: str):
+    """scripts/<name>.py as a module, loaded once per session (a script is no package module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), PROJECT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def killed_once(argv: list[str], begun: str, kill_at: str) -> str:
+    """A script run as a user starts it, killed (its whole process group, as a session's end
+    does) at the first line starting with `kill_at` after one starting with `begun`; what it
+    printed."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen, started = [], False
+    for line in proc.stdout:
+        seen.append(line)
+        started = started or line.startswith(begun)
+        if started and line.startswith(kill_at):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert started, "".join(seen)
+    return "".join(seen)
 
 
 def pytest_configure(config):
@@ -211,6 +241,7 @@ LONGEST_FIRST = [
     "test_slurm.py",  # 364 s
     "test_packaging.py",  # installs torch into a fresh venv
     "test_pretraining_budget.py",  # 258 s
+    "test_domains.py",  # ~320 s with one thread
     "test_slurm_faults.py",  # 231 s
     "test_queue.py",
     "test_bench.py",  # 231 s, 7 loaded

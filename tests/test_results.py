@@ -1,13 +1,12 @@
 """The published results: they are the output of the profile as it is declared now, and the README
 quotes them as they are (a stale or hand-edited result fails here)."""
 
-import functools
 import json
 import re
 
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import PROJECT, load_script
 
 from tlstudy.tools import publication
 from tlstudy.tools.profile import profile_params
@@ -42,7 +41,7 @@ def test_published_lock_ran_every_stage_on_those_params(name):
     lock = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]
     params = yaml.safe_load((folder / "params.yaml").read_text())
     parts = [*params["parts"], *params["transfer"]]
-    expected = {"inspect", "fetch", "stats", "report"} | {f"pretrain@{b}" for b in params["pretrain"]}
+    expected = {"inspect", "fetch", "stats", "variants", "report"} | {f"pretrain@{b}" for b in params["pretrain"]}
     expected |= {f"train@{p}" for p in params["parts"]} | {f"evaluate@{p}" for p in params["parts"]}
     expected |= {f"transfer@{p}" for p in params["transfer"]} | {f"evaluate_transfer@{p}" for p in params["transfer"]}
     assert set(lock) == expected
@@ -105,14 +104,8 @@ STRONG = [
 ]
 
 
-@functools.cache
 def budget_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pretraining_budget", PROJECT / "scripts/pretraining-budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pretraining-budget")
 
 
 def default_plan() -> dict:

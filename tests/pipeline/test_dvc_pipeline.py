@@ -189,10 +189,15 @@ def test_exp_run_with_three_seeds_gives_intervals_over_seeds_and_a_paired_test(w
     m = metrics(workspace, "details")
     for part in m.values():
         for v in part.values():
-            assert sorted(v["seeds"]) == ["0", "1", "2"] and v["interval"] == "t over 3 seeds"
+            assert sorted(v["seeds"]) == ["0", "1", "2"] and "test images and 3 seeds" in v["interval"]
             assert v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"]
     report = (workspace / "report/README.md").read_text()
-    assert report.count("paired t-test, 3 seeds") == len(PARTS) - len(SWEEPS) + len(TRANSFER)
+    # SGD vs Adam in every part that is not a sweep, each on every seed's per-image results.
+    tested = report.split("### SGD vs Adam across parts")[1].split("\n\n")[1]
+    assert len(tested.splitlines()) - 2 == len(PARTS) - len(SWEEPS) + len(TRANSFER)
+    assert f"p adjusted (Holm, m = {len(PARTS) - len(SWEEPS) + len(TRANSFER)})" in tested
+    per_image = (workspace / "details/predictions/scratch.csv").read_text().splitlines()[0]
+    assert per_image == "path,label," + ",".join(f"{o}:seed{s}" for o in ("sgd", "adam") for s in range(3))
     changed = json.loads(dvc(workspace, "metrics", "diff", "--json", "--targets", "metrics", "-R"))
     # The interval's bounds are new keys, so always in the diff; the mean and the validation
     # accuracy are there exactly when they differ from the one seed's values (they may not).

@@ -1,18 +1,21 @@
 """scripts/pretraining-budget.py end to end on a tiny workspace of generated images: two budgets
 (the baseline's 1 epoch, 2 epochs of the strong recipe), one seed; real `dvc exp run`s, the
-second killed mid-pretraining and run again, then the publication, then both again."""
+second killed mid-pretraining and run again, then the publication, then both again. Before it,
+its tests against scratch from hand-made per-image results, and a publication from experiments
+that lack them."""
 
+import csv
+import io
 import json
-import os
-import signal
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import PROJECT, at_rev, tiny_overlay, tiny_workspace
+from conftest import PROJECT, at_rev, killed_once, load_script, tiny_overlay, tiny_workspace
 
-pytestmark = pytest.mark.slow
+from tlstudy.lib import findings
+
 SCRIPT = PROJECT / "scripts/pretraining-budget.py"
 TRANSFER = ["classifier", "finetune", "fewshot_classifier", "fewshot_finetune"]
 # The offline profile's shape (parts from scratch, transfer parts from the backbone pretrained
@@ -47,20 +50,9 @@ def script(*args) -> str:
 
 
 def killed_once_inside_the_strong_pretraining(ws) -> str:
-    """`run` as a user starts it, killed (the whole process group, as a session's end does) once
-    the strong experiment's pretraining stage has begun; what it printed."""
+    """`run`, killed once the strong experiment's pretraining stage has begun; what it printed."""
     argv = [sys.executable, str(SCRIPT), "run", "--workspace", str(ws), *PLAN]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen, strong = [], False
-    for line in proc.stdout:
-        seen.append(line)
-        strong = strong or line.startswith(f"budget: {NAMES[1]}:")
-        if strong and line.startswith("pretrain pacs_sources epoch 1/"):
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-    proc.wait()
-    assert strong, "".join(seen)
-    return "".join(seen)
+    return killed_once(argv, f"budget: {NAMES[1]}:", "pretrain pacs_sources epoch 1/")
 
 
 def show(repo, rev: str, path: str) -> str:
@@ -71,6 +63,131 @@ def files(folder) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def budget_script():
+    return load_script("pretraining-budget")
+
+
+IMAGES = [f"cartoon/{i:03d}.png" for i in range(100)]
+BUDGETS = ["pretrain-012ep", "pretrain-030ep", "pretrain-060ep"]
+
+
+def right_on(indices) -> dict[str, dict[str, bool]]:
+    """seed -> test image -> right: two seeds, right on the same images."""
+    right = set(indices)
+    return {seed: {img: i in right for i, img in enumerate(IMAGES)} for seed in ("0", "1")}
+
+
+def model(val_acc: float, correct: dict) -> dict:
+    """A group's details entry as evaluate@ writes it, its test numbers from `correct`."""
+    acc = sum(map(sum, (s.values() for s in correct.values()))) / (len(correct) * len(IMAGES))
+    return {"val_acc": val_acc, "test_acc": acc, "test_acc_lo": acc - 0.05, "test_acc_hi": acc + 0.05}
+
+
+# Scratch (either subset) is right on half the images with its selected optimizer, SGD. Against
+# it, each transfer part's selected one, Adam, at the three budgets: head-only right on 22 images
+# more and 10 fewer at each (a raw p near 0.03, below 0.05 but not below 0.05 / 3); fine-tuning
+# on the same images at the first budget, on all at the others; few-shot head-only on none;
+# few-shot fine-tuning on the very same images as scratch. The optimizers not selected are right
+# everywhere (scratch's) or nowhere (the transfer parts'): reading them would change every verdict.
+HALF = range(50)
+SELECTED = {
+    "classifier": lambda b: [*range(10, 50), *range(50, 72)],
+    "finetune": lambda b: HALF if b == 0 else range(100),
+    "fewshot_classifier": lambda b: [],
+    "fewshot_finetune": lambda b: HALF,
+}
+
+
+def hand_made(b: int) -> tuple[dict, dict]:
+    """One budget's details and per-image results (part -> group -> seed -> image -> right)."""
+    correct = {p: {"sgd": right_on([]), "adam": right_on(SELECTED[p](b))} for p in SELECTED}
+    correct |= {p: {"sgd": right_on(HALF), "adam": right_on(range(100))} for p in ("scratch", "fewshot_scratch")}
+    details = {p: {g: model(0.6 if (g == "adam") == (p in SELECTED) else 0.5, c) for g, c in groups.items()}
+               for p, groups in correct.items()}  # fmt: skip
+    return details, correct
+
+
+def test_each_transfer_part_is_one_family_against_scratch_across_budgets_holm_adjusted():
+    script = budget_script()
+    compared = {}
+    for b, name in enumerate(BUDGETS):
+        details, correct = hand_made(b)
+        compared[name] = {p: script.versus_scratch(name, details, correct, p) for p in script.PARTS}
+    out = script.judged(compared)
+    assert list(out) == BUDGETS and all(list(tests) == script.PARTS for tests in out.values())
+    for tests in out.values():
+        for part, t in tests.items():
+            scratch = "fewshot_scratch" if part.startswith("fewshot") else "scratch"
+            assert (t["optimizer"], t["scratch"], t["scratch_optimizer"]) == ("Adam", scratch, "SGD")
+            assert t["groups"] == ["adam", "sgd"]
+            assert (t["family"], t["correction"], t["m"]) == (f"{part} vs {t['scratch']} across budgets", "Holm", 3)
+            assert (t["n_seeds"], t["n_images"]) == (2, len(IMAGES)) and t["lo"] <= t["diff"] <= t["hi"]
+            keys = list(t)  # the effect and its interval before p
+            assert keys.index("hi") < keys.index("p") < keys.index("p_adjusted") < keys.index("verdict")
+            assert t["verdict"] == findings.verdict(t["diff"], t["lo"], t["hi"], t["p_adjusted"])
+    column = {p: [out[n][p] for n in BUDGETS] for p in script.PARTS}
+    # Below 0.05 alone, but three budgets of one family: Holm's smallest p times 3.
+    for t in column["classifier"]:
+        assert t["diff"] == pytest.approx(0.12) and 0.05 / 3 < t["p"] < 0.05
+        assert t["p_adjusted"] == pytest.approx(3 * t["p"]) and t["verdict"] == findings.NO_DIFFERENCE
+    first, *rest = column["finetune"]
+    assert (first["diff"], first["lo"], first["hi"], first["p"], first["p_adjusted"]) == (0, 0, 0, 1, 1)
+    assert [t["diff"] for t in rest] == [pytest.approx(0.5)] * 2
+    assert [t["p_adjusted"] for t in rest] == [pytest.approx(3 * rest[0]["p"])] * 2 and rest[0]["p"] < 0.05 / 3
+    assert [t["verdict"] for t in column["finetune"]] == [findings.NO_DIFFERENCE, findings.PASSES, findings.PASSES]
+    assert {t["verdict"] for t in column["fewshot_classifier"]} == {findings.BELOW}
+    assert {t["verdict"] for t in column["fewshot_finetune"]} == {findings.NO_DIFFERENCE}
+
+    # summary.md: the accuracies without marks, then each test's words as the rule gives them.
+    details, _ = hand_made(0)
+    pre = {"epoch": 1, "val_acc": 0.5, "cartoon_test_acc": 0.3, "cartoon_test_acc_lo": 0.2, "cartoon_test_acc_hi": 0.4}
+    numbers = {n: {"epochs": 12 * (b + 1), "recipe": "default recipe", "pretrain": pre, **hand_made(b)[0],
+                   "vs_scratch": out[n]} for b, n in enumerate(BUDGETS)}  # fmt: skip
+    text = script.table(numbers, {"parts": details})
+    intro, accuracies, sentence, tests = text.split("\n\n")
+    assert "▲" not in accuracies and "▼" not in accuracies and "p < 0.05" not in intro
+    assert "One family per transfer part, its tests the 3 budgets" in sentence and "Holm's method" in sentence
+    rows = [r.removeprefix("| ").removesuffix(" |").split(" | ") for r in tests.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["12 epochs", "24 epochs", "36 epochs"]
+    for row, name in zip(rows, BUDGETS):
+        for cell, part in zip(row[1:], script.COLUMNS):
+            assert cell.rsplit("; ", 1)[1] == out[name][part]["verdict"], (name, part, cell)
+
+
+def git(ws, *args) -> str:
+    argv = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
+    return subprocess.run(argv, cwd=ws, capture_output=True, text=True, check=True).stdout
+
+
+def test_publish_names_the_experiment_and_file_when_per_image_predictions_are_missing(tmp_path):
+    """An experiment committed before evaluate@ kept per-image predictions: one line saying which
+    experiment lacks which file and how to get it, and nothing published."""
+    script, ws, out = budget_script(), tmp_path / "ws", tmp_path / "published"
+    details, _ = hand_made(0)
+    pre = {"epoch": 1, "val_acc": 0.5, "val_acc_lo": 0.4, "val_acc_hi": 0.6, "target_test_acc": 0.3,
+           "target_test_acc_lo": 0.2, "target_test_acc_hi": 0.4, "sec_per_epoch": 1.0}  # fmt: skip
+    files = {"details/pretrain/pacs_sources.json": json.dumps(pre)}
+    for part, d in details.items():
+        files[f"details/{part}.json"] = json.dumps({g: {**m, "interval": "95 % CI"} for g, m in d.items()})
+        if part != "fewshot_scratch":
+            files[f"details/predictions/{part}.csv"] = "path,label,sgd:seed0,adam:seed0\na.png,dog,dog,cat\n"
+    for path, text in files.items():
+        (ws / path).parent.mkdir(parents=True, exist_ok=True)
+        (ws / path).write_text(text)
+    git(ws, "init", "-q")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-q", "-m", "an experiment of the baseline")
+    head = git(ws, "rev-parse", "HEAD").strip()
+    git(ws, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/pretrain-001ep", head)
+    with pytest.raises(SystemExit) as e:
+        script.main(["publish", "--workspace", str(ws), "--out", str(out), "--epochs", "1", "--strong", "0"])
+    message = str(e.value)
+    assert message.startswith("budget: pretrain-001ep: details/predictions/fewshot_scratch.csv is not in the")
+    assert message.endswith("re-run the sweep (`python scripts/pretraining-budget.py run`)") and "\n" not in message
+    assert not list(out.iterdir())
+
+
+@pytest.mark.slow
 def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
     ws = tiny_workspace(tmp_path / "ws", OVERLAY)
     out = tmp_path / "published"
@@ -109,8 +226,22 @@ def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
                 m = numbers[name][part][opt]
                 assert m["test_acc_lo"] <= m["test_acc"] <= m["test_acc_hi"]
                 assert m == {k: at_rev(ws, exps[name], f"details/{part}.json")[opt][k] for k in m}
-        # Each transfer part against scratch: with one seed a difference, no test.
-        assert {p: (v["n"], v["p"]) for p, v in numbers[name]["vs_scratch"].items()} == {p: (1, None) for p in TRANSFER}
+        # Each transfer part against scratch, from the per-image predictions published beside:
+        # the selected models' accuracy difference (one seed: a bootstrap over the test images).
+        for part, t in numbers[name]["vs_scratch"].items():
+            scratch = "fewshot_scratch" if part.startswith("fewshot") else "scratch"
+            assert {"diff", "lo", "hi", "p", "p_adjusted", "verdict", "family"} <= set(t) and t["n_seeds"] == 1
+            assert t["family"] == f"{part} vs {scratch} across budgets" and t["m"] == len(NAMES)
+            assert t["lo"] <= t["diff"] <= t["hi"] and t["p"] <= t["p_adjusted"] <= 1
+            assert t["verdict"] == findings.verdict(t["diff"], t["lo"], t["hi"], t["p_adjusted"])
+            right = {}
+            for p, group in zip((part, scratch), t["groups"]):
+                rows = list(csv.DictReader(io.StringIO((out / name / f"details/predictions/{p}.csv").read_text())))
+                right[p] = [r[f"{group}:seed0"] == r["label"] for r in rows]
+            assert t["diff"] == pytest.approx((sum(right[part]) - sum(right[scratch])) / len(right[part]))
+        for part in [*TRANSFER, "scratch", "fewshot_scratch"]:
+            path = f"details/predictions/{part}.csv"
+            assert (out / name / path).read_text() == show(ws, exps[name], path)
         # scratch does not depend on the budget: every experiment holds the baseline's.
         assert numbers[name]["scratch"] == numbers[NAMES[0]]["scratch"]
         assert at_rev(ws, exps[name], "metrics/scratch.json") == at_rev(ws, "HEAD", "metrics/scratch.json")
@@ -122,15 +253,28 @@ def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
         )
     # The 1-epoch budget is the baseline: same backbone, same transfer results.
     assert at_rev(ws, exps[NAMES[0]], "metrics/finetune.json") == at_rev(ws, "HEAD", "metrics/finetune.json")
-    # summary.md: a row per budget, then scratch and the study's ImageNet values.
-    rows = [r for r in (out / "summary.md").read_text().splitlines() if r.startswith("| ")]
-    first_cells = [r.split(" | ")[0].removeprefix("| ") for r in rows[2:]]
+    # Each part's family: its tests the budgets, Holm-adjusted together.
+    for part in TRANSFER:
+        tests = {n: numbers[n]["vs_scratch"][part] for n in NAMES}
+        holm = findings.adjust(part, {n: t["p"] for n, t in tests.items()})["tests"]
+        assert {n: t["p_adjusted"] for n, t in tests.items()} == {n: holm[n]["p_adjusted"] for n in NAMES}
+    # summary.md: a row per budget, then scratch and the study's ImageNet values; then each test's
+    # words as the rule gives them for the published numbers.
+    _, accuracies, sentence, tests = (out / "summary.md").read_text().split("\n\n")
+    first_cells = [r.split(" | ")[0].removeprefix("| ") for r in accuracies.splitlines()[2:]]
     assert first_cells == [
         "1 epoch",
         "2 epochs, strong colour augmentation",
         "none: scratch (fewshot_scratch)",
         "ImageNet (the study)",
     ]
+    assert "One family per transfer part, its tests the 2 budgets" in sentence and "Holm's method" in sentence
+    test_rows = [r.removeprefix("| ").removesuffix(" |").split(" | ") for r in tests.splitlines()[2:]]
+    assert [r[0] for r in test_rows] == first_cells[:2]
+    for row, name in zip(test_rows, NAMES):
+        words = [cell.rsplit("; ", 1)[1] for cell in row[1:]]
+        t = numbers[name]["vs_scratch"]
+        assert words == [findings.verdict(t[p]["diff"], t[p]["lo"], t[p]["hi"], t[p]["p_adjusted"]) for p in TRANSFER]
     timing = json.loads((out / "timing.json").read_text())
     assert set(timing["experiments"]) == set(NAMES) and all(t["wall_s"] > 0 for t in timing["experiments"].values())
     # The killed sitting kept what it measured; the second finished the experiment.

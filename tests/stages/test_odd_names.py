@@ -53,7 +53,7 @@ def fetch_params(params, root) -> dict:
 def test_spaces_and_non_ascii_names_go_through_fetch_the_split_lists_and_the_report(tmp_path, in_tmp, params):
     """The names with spaces used to be cut at the first space in the split lists (`my`), and a
     class named `$\\frac$ cats` ended the report's figures with a mathtext ValueError."""
-    from tlstudy.stages.report import document, figures
+    from tlstudy.stages.report import document, prediction_figures
     from tlstudy.stages.report.inputs import Inputs
 
     root = make_folder(tmp_path / "data", ODD)
@@ -96,10 +96,10 @@ def test_spaces_and_non_ascii_names_go_through_fetch_the_split_lists_and_the_rep
     assert {row["path"] for _, row, _ in shown} == {f"{cls}/{names[0]}" for cls, names in ODD.items()}
     for _, row, img in shown:
         assert torch.equal(img, ds.images[ds.paths.index(row["path"])])
-    assert figures.misclassified_figure(shown, in_tmp / "mis.png").stat().st_size > 0
+    assert prediction_figures.misclassified_figure(shown, in_tmp / "mis.png").stat().st_size > 0
     matrices = document.confusion_matrices(inp)
     assert matrices[0][1] == sorted(ODD)
-    assert figures.confusion_figure(matrices, in_tmp / "confusion.png").stat().st_size > 0
+    assert prediction_figures.confusion_figure(matrices, in_tmp / "confusion.png").stat().st_size > 0
 
 
 def test_names_that_are_not_utf8_are_refused_all_at_once_before_anything_is_written(tmp_path, in_tmp, params, capsys):

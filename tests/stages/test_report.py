@@ -10,10 +10,10 @@ import torch
 import yaml
 from PIL import Image
 
-from tlstudy.lib import uncertainty
+from tlstudy.lib import findings, resampling, uncertainty
 from tlstudy.lib.uncertainty import with_wilson
 from tlstudy.stages import report
-from tlstudy.stages.evaluate import aggregate
+from tlstudy.stages.evaluate import aggregate, seed_predictions_csv
 from tlstudy.training.curves import PLOT_COLUMNS
 
 CLASSES = ["dog", "elephant", "giraffe"]
@@ -37,6 +37,25 @@ def metric(lr, epoch, val, test, diverged=0, runs=2, n_val=20, n_test=8):
     return {"lr": lr, "epoch": epoch, **with_wilson("val_acc", val, n_val), **with_wilson("test_acc", test, n_test),
             "interval": "wilson", "sec_per_epoch": 1.5, "ms_per_example": 2.25, "runs": runs, "diverged": diverged,
             "n_val": n_val, "n_test": n_test}  # fmt: skip
+
+
+def write_predictions(root: Path, part: str, paths: list[str], right: dict[str, list[list[bool]]]):
+    """details/predictions/<part>.csv as evaluate writes it, from group -> [seed][image] right or
+    wrong (a wrong image is predicted as the next class)."""
+    labels = [p.split("/")[0] for p in paths]
+    wrong = {c: CLASSES[(i + 1) % len(CLASSES)] for i, c in enumerate(CLASSES)}
+    columns = {f"{g}:seed{s}": [lab if ok else wrong[lab] for lab, ok in zip(labels, seed)]
+               for g, seeds in right.items() for s, seed in enumerate(seeds)}  # fmt: skip
+    (root / "details/predictions").mkdir(parents=True, exist_ok=True)
+    (root / "details/predictions" / f"{part}.csv").write_text(seed_predictions_csv(paths, labels, columns))
+
+
+def cell(a: list[list[bool]], b: list[list[bool]], p_adjusted: float) -> str:
+    """What the report's tested cell must say for a − b, from the library it is made with."""
+    d = resampling.paired_image_seed_difference(a, b)
+    words = findings.verdict(d["diff"], d["lo"], d["hi"], p_adjusted)
+    interval = f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]".replace("-", "−")
+    return f"{interval} pp; {uncertainty.p_text(d['p'])}, adj. {uncertainty.p_value(p_adjusted)}; {words}"
 
 
 def run_record(name, opt, lr, variant="none", diverged=None, best=0.5):
@@ -107,6 +126,11 @@ def outputs(in_tmp, params):
                  "giraffe" if p.startswith("dog") else p.split("/")[0], "0.7", "dog", "0.2", "elephant", "0.1"]
                 for p in paths]  # fmt: skip
         write_csv(in_tmp / "plots/predictions" / part / f"{group}.csv", pred_header, rows)
+    # Every seed's per-image results, which the tests read: the dog images wrong, as above.
+    dogs_wrong = [[not p.startswith("dog") for p in paths]]
+    write_predictions(in_tmp, "scratch", paths, {"sgd": dogs_wrong, "adam": dogs_wrong})
+    write_predictions(in_tmp, "classifier", paths, {"sgd": [[True] * len(paths)]})
+    write_predictions(in_tmp, "finetune", paths, {"sgd": dogs_wrong})
     return params
 
 
@@ -136,8 +160,16 @@ def test_report_tables_put_the_studys_numbers_beside_ours(outputs):
         "| `scratch` | random init | 50.00 % [21.5, 78.5] (lr 0.01, epoch 2) "
         "| 62.50 % [30.6, 86.3] (lr 0.001, epoch 3) |"
     )
-    # One seed: McNemar on the test predictions; SGD gets the dog images wrong, Adam too (same CSV rows).
-    assert f"{ours} -12.5 pp, p = 1 (McNemar, 0 vs 0 images) | 60.60 % (lr 0.03, epoch 18) |" in summary
+    # One seed: the difference over the test images, from the per-image predictions (both get the
+    # dog images wrong: no difference, whatever the details' fixture accuracies say).
+    dogs_wrong = [[False, False, True, True, True, True]]  # in the paths' order: dog, elephant, giraffe
+    assert f"{ours} {cell(dogs_wrong, dogs_wrong, 1.0)} | — | 60.60 % (lr 0.03, epoch 18) |" in summary
+    # classifier (SGD, every image right) against scratch's selected Adam: one of a family of two.
+    tests = json.loads(Path("report/tests.json").read_text())["each transfer part vs scratch"]["tests"]
+    assert set(tests) == {"classifier", "finetune"} and tests["classifier"]["groups"] == ["sgd", "adam"]
+    q = tests["classifier"]["p_adjusted"]
+    assert q == min(1, 2 * tests["classifier"]["p"])  # Holm, the smaller p of two
+    assert f"| {cell([[True] * 6], dogs_wrong, q)} |" in summary.split("| `classifier` |")[1].splitlines()[0]
     assert Path("report/summary.md").read_text() in md
 
 
@@ -193,13 +225,21 @@ def test_headline_holds_each_parts_selected_test_accuracy_and_confusion_counts_i
     assert "![Confusion matrices](figures/confusion.png)" in Path("report/README.md").read_text()
 
 
+TEST_PATHS = [f"{c}/pic_{i}.jpg" for c in CLASSES for i in range(3)][:8]
+
+
+def right_first(picks: dict[int, tuple[float, int, float, float]]) -> list[list[bool]]:
+    """Per seed, its test accuracy as the first images right and the rest wrong (8 test images)."""
+    return [[i < round(8 * test) for i in range(8)] for _, _, _, test in picks.values()]
+
+
 def seeded(picks: dict[int, tuple[float, int, float, float]]) -> dict:
     """A group over seeds as evaluate writes it, from (lr, epoch, val, test) per seed."""
     per_seed = {str(s): metric(lr, ep, val, test) for s, (lr, ep, val, test) in picks.items()}
     for m in per_seed.values():
         for key in ("interval", "runs", "diverged", "n_val", "n_test"):
             m.pop(key)
-    return {**aggregate(per_seed), "runs": 2 * len(picks), "diverged": 0, "n_val": 20, "n_test": 8}
+    return {**aggregate(per_seed, right_first(picks)), "runs": 2 * len(picks), "diverged": 0, "n_val": 20, "n_test": 8}
 
 
 @pytest.fixture
@@ -211,6 +251,7 @@ def seeds_and_placements(in_tmp, params):
     sgd = {0: (0.01, 4, 0.55, 0.5), 1: (0.01, 6, 0.6, 0.625), 2: (0.001, 5, 0.5, 0.5)}
     adam = {0: (0.001, 3, 0.65, 0.75), 1: (0.001, 3, 0.7, 0.875), 2: (0.001, 2, 0.6, 0.75)}
     write_json(in_tmp / "details/fewshot_scratch.json", {"sgd": seeded(sgd), "adam": seeded(adam)})
+    write_predictions(in_tmp, "fewshot_scratch", TEST_PATHS, {"sgd": right_first(sgd), "adam": right_first(adam)})
     records, rows = [], []
     for opt, picks in (("sgd", sgd), ("adam", adam)):
         for seed in picks:
@@ -232,21 +273,57 @@ def seeds_and_placements(in_tmp, params):
     return params
 
 
-def test_seeds_give_means_with_t_intervals_and_a_paired_test(seeds_and_placements):
+def test_seeds_give_intervals_over_images_and_seeds_and_a_paired_test(seeds_and_placements):
+    """Three seeds: the test accuracy's interval is the bootstrap over the test images and the
+    seeds; SGD − Adam is tested on the same images and seeds, and its words follow the rule."""
     report.run(seeds_and_placements)
     md = Path("report/README.md").read_text()
-    mean, lo, hi = uncertainty.mean_ci([0.5, 0.625, 0.5])
-    expected = f"{100 * mean:.2f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
+    sgd, adam = (right_first(p) for p in ({0: (0, 0, 0, 0.5), 1: (0, 0, 0, 0.625), 2: (0, 0, 0, 0.5)},
+                                         {0: (0, 0, 0, 0.75), 1: (0, 0, 0, 0.875), 2: (0, 0, 0, 0.75)}))  # fmt: skip
+    got = resampling.image_seed_interval(sgd)
+    assert got["covers"] == "images and seeds"
+    expected = f"{100 * got['mean']:.2f} % [{100 * got['lo']:.1f}, {100 * got['hi']:.1f}]"
     table = md.split("(`fewshot_scratch`)")[1]
     sgd_row = next(line for line in table.splitlines() if line.startswith("| sgd |"))
     assert sgd_row.startswith("| sgd | 0.01 ×2, 0.001 ×1 | 4–6 | ") and f"| {expected} | 3 |" in sgd_row
-    t = uncertainty.paired_t([0.5, 0.625, 0.5], [0.75, 0.875, 0.75])
-    assert t["diff"] == pytest.approx(-0.25) and t["p"] == 0.0  # the same difference on every seed
-    tested = md.split("## SGD vs Adam: tested")[1]
-    assert "| `fewshot_scratch` |" in tested and "paired t-test, 3 seeds" in tested and "| **< 10⁻⁶** |" in tested
-    assert "p < 0.05 in 1 of 1 parts (`fewshot_scratch`)" in tested
+    family = json.loads(Path("report/tests.json").read_text())["SGD vs Adam across parts"]
+    t = family["tests"]["fewshot_scratch"]
+    assert family["m"] == 1 and t["p_adjusted"] == t["p"]  # a family of one: nothing to correct
+    assert t["diff"] == pytest.approx(-0.25) and t["n_seeds"] == 3 and t["n_images"] == 8
+    tested = md.split("## Tested comparisons")[1]
+    assert "### SGD vs Adam across parts" in tested and "p adjusted (Holm, m = 1)" in tested
+    assert f"| **{findings.verdict(t['diff'], t['lo'], t['hi'], t['p_adjusted'])}** |" in tested
     assert f"{expected} (mean of 3 seeds)" in md.split("## Summary")[1]
+    assert cell(sgd, adam, t["p"]) in md.split("## Summary")[1]
+    words = findings.verdict(t["diff"], t["lo"], t["hi"], t["p_adjusted"])
+    assert Path("report/findings.md").read_text() == (
+        f"- **SGD vs Adam across parts** (Holm-adjusted, 1 test): {words}: `fewshot_scratch`.\n"
+    )
     assert Path("report/figures/curves_fewshot_scratch.png").stat().st_size > 10_000
+
+
+def test_selections_at_the_edges_of_the_grid_are_counted(seeds_and_placements):
+    params = seeds_and_placements
+    params["lr"], params["optimizer"], params["parts"]["fewshot_scratch"]["epochs"] = [0.01, 0.001], ["sgd", "adam"], 6
+    report.run(params)
+    table = Path("report/README.md").read_text().split("### Selections at the edge of the grid")[1]
+    # SGD's seeds picked (0.01, 4), (0.01, 6), (0.001, 5); Adam's (0.001, 3), (0.001, 3), (0.001, 2).
+    assert "| SGD | 3 | 2 (67 %) | 1 (33 %) | 1 (33 %) |" in table
+    assert "| Adam | 3 | 0 (0 %) | 3 (100 %) | 0 (0 %) |" in table
+
+
+def test_variants_that_predict_alike_and_one_class_predictors_are_named(seeds_and_placements):
+    labels = [p.split("/")[0] for p in TEST_PATHS]
+    shifted = labels[1:] + labels[:1]
+    columns = {"none:seed0": labels, "bright005:seed0": ["giraffe"] * 8, "hue005:seed0": ["giraffe"] * 8,
+               "hflip:seed0": shifted, "blur3:seed0": shifted}  # fmt: skip
+    Path("details/predictions").mkdir(parents=True, exist_ok=True)
+    Path("details/predictions/augment_study.csv").write_text(seed_predictions_csv(TEST_PATHS, labels, columns))
+    report.run(seeds_and_placements)
+    section = Path("report/README.md").read_text().split("(`augment_study` under the study's")[1].split("\n## ")[0]
+    assert "*Identical predictions on every test image:* `bright005` = `hue005` — one result, counted 2" in section
+    assert "`hflip` = `blur3`" in section and "`none` =" not in section
+    assert "*One-class predictors:* `bright005`, `hue005` predict `giraffe` for every test image" in section
 
 
 def test_the_two_placements_stand_side_by_side_with_a_verdict(seeds_and_placements):
@@ -310,6 +387,9 @@ def test_a_third_optimizer_is_reported_beside_sgd_and_adam(outputs):
         csv.writer(f).writerows(curve_rows("adamw lr=0.001", "adamw", "0.001", 3))
     rows = list(csv.reader(open("plots/predictions/scratch/adam.csv", newline="")))
     write_csv(Path("plots/predictions/scratch/adamw.csv"), rows[0], rows[1:])
+    paths = [r[0] for r in rows[1:]]
+    dogs_wrong, all_right = [[not p.startswith("dog") for p in paths]], [[True] * len(paths)]
+    write_predictions(Path("."), "scratch", paths, {"sgd": dogs_wrong, "adam": dogs_wrong, "adamw": all_right})
     write_json(Path("metrics/scratch.json"), {"sgd": {"test_acc": 0.5, "val_acc": 0.55},
                                               "adam": {"test_acc": 0.625, "val_acc": 0.65},
                                               "adamw": {"test_acc": 0.75, "val_acc": 0.75}})  # fmt: skip
@@ -318,13 +398,17 @@ def test_a_third_optimizer_is_reported_beside_sgd_and_adam(outputs):
     summary = md.split("## Summary")[1]
     assert (
         "| part | backbone | SGD test acc [95 % CI] | Adam test acc [95 % CI] | AdamW test acc [95 % CI] "
-        "| SGD − Adam, tested | SGD − AdamW, tested | Adam − AdamW, tested | study SGD | study Adam |"
+        "| SGD − Adam, points [95 % CI]; p; verdict | SGD − AdamW, points [95 % CI]; p; verdict "
+        "| Adam − AdamW, points [95 % CI]; p; verdict |"
     ) in summary
-    assert "| 75.00 % [40.9, 92.9] (lr 0.001, epoch 2) | -12.5 pp, p = 1 (McNemar, 0 vs 0 images) |" in summary
-    tested = md.split("## SGD vs Adam vs AdamW: tested")[1]
+    # Each pair is its own family; in each, scratch is the only part that ran both.
+    row = summary.split("| `scratch` |")[1].splitlines()[0]
+    assert f"| 75.00 % [40.9, 92.9] (lr 0.001, epoch 2) | {cell(dogs_wrong, dogs_wrong, 1.0)} |" in row
+    p = resampling.paired_image_seed_difference(dogs_wrong, all_right)["p"]
+    assert f"| {cell(dogs_wrong, all_right, p)} | {cell(dogs_wrong, all_right, p)} |" in row
+    tested = md.split("## Tested comparisons")[1]
     for pair in ("SGD vs Adam", "SGD vs AdamW", "Adam vs AdamW"):
-        assert f"### {pair}\n" in tested
-    assert "| part | backbone | Adam test acc | AdamW test acc | Adam − AdamW, points [95 % CI] |" in tested
+        assert f"### {pair} across parts\n" in tested
     assert "| adamw | 0.001 | 2 | 75.00 % [53.1, 88.8] | 75.00 % [40.9, 92.9] | 1 | — |" in md.split("(`scratch`)")[1]
     assert "| part | SGD s/epoch | SGD ms/example | Adam s/epoch | Adam ms/example | AdamW s/epoch |" in md
     assert "Each part's selected model: of SGD, Adam and AdamW, the higher validation accuracy" in md

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlstudy.lib import uncertainty
+from tlstudy.lib import resampling, uncertainty
 from tlstudy.stages import evaluate, fetch, stats, train
 from tlstudy.training import curves, engine
 
@@ -42,6 +42,8 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
 
     metrics = evaluate.run(params, "scratch")
     assert json.loads(open("details/scratch.json").read()) == metrics
+    per_image = list(csv.DictReader(open("details/predictions/scratch.csv", encoding="utf-8")))
+    assert list(per_image[0]) == ["path", "label", "sgd:seed0", "adam:seed0"]
     # What `dvc metrics diff` shows: the test accuracy and what selected it, nothing else.
     headline = json.loads(open("metrics/scratch.json").read())
     assert headline == {
@@ -51,13 +53,15 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
         m = metrics[opt]
         assert set(m) == {
             "lr", "epoch", "val_acc", "val_acc_lo", "val_acc_hi", "test_acc", "test_acc_lo", "test_acc_hi",
-            "interval", "sec_per_epoch", "ms_per_example", "runs", "diverged", "n_val", "n_test", "precision",
+            "interval", "val_interval", "sec_per_epoch", "ms_per_example", "runs", "diverged", "n_val", "n_test",
+            "precision",
         }  # fmt: skip
         assert m["precision"] == engine.speed_for(torch.device("cpu"), params["precision"]).precision
         assert 0 <= m["test_acc"] <= 1 and m["runs"] == 2 and m["diverged"] >= 1
-        # One seed: Wilson's interval from the counts, around the accuracy.
-        lo, hi = uncertainty.wilson(round(m["test_acc"] * m["n_test"]), m["n_test"])
-        assert (m["test_acc_lo"], m["test_acc_hi"]) == (round(lo, 6), round(hi, 6)) and m["interval"] == "wilson"
+        # One seed: the bootstrap over the test images of its per-image results, around the accuracy.
+        got = resampling.image_seed_interval([[r[f"{opt}:seed0"] == r["label"] for r in per_image]])
+        assert (m["test_acc_lo"], m["test_acc_hi"]) == (round(got["lo"], 6), round(got["hi"], 6))
+        assert m["interval"] == got["label"] and "test images, one seed" in m["interval"]
         assert m["test_acc_lo"] <= m["test_acc"] <= m["test_acc_hi"] and m["test_acc_lo"] < m["test_acc_hi"]
     preds = list(csv.DictReader(open("plots/predictions/scratch/sgd.csv")))
     n_test = len([r for r in csv.DictReader(open("manifest.csv")) if r["full"] == "test"])
@@ -65,6 +69,8 @@ def test_a_grid_with_a_diverging_rate_goes_on_and_selects_the_best_run(prepared)
     assert all(r["predicted"] == r["top1"] and float(r["p1"]) >= float(r["p2"]) >= float(r["p3"]) for r in preds)
     correct = sum(r["predicted"] == r["label"] for r in preds) / len(preds)
     assert correct == pytest.approx(metrics["sgd"]["test_acc"], abs=1e-6)
+    # The first seed's plot file and the per-image file of every seed agree.
+    assert [(r["path"], r["predicted"]) for r in preds] == [(r["path"], r["sgd:seed0"]) for r in per_image]
     assert metrics["sgd"]["n_test"] == n_test
 
 
@@ -85,12 +91,18 @@ def test_seeds_run_the_grid_once_each_and_give_a_mean_with_an_interval_over_seed
     assert not Path("work/runs/fewshot_scratch").exists()
 
     metrics = evaluate.run(params, "fewshot_scratch")
+    per_image = list(csv.DictReader(open("details/predictions/fewshot_scratch.csv", encoding="utf-8")))
     for opt in ("sgd", "adam"):
         m = metrics[opt]
         tests = [m["seeds"][s]["test_acc"] for s in ("0", "1", "2")]
-        mean, lo, hi = uncertainty.mean_ci(tests)
-        assert m["test_acc"] == pytest.approx(mean, abs=1e-6) and m["interval"] == "t over 3 seeds"
-        assert (m["test_acc_lo"], m["test_acc_hi"]) == (pytest.approx(lo, abs=1e-6), pytest.approx(hi, abs=1e-6))
+        correct = [[r[f"{opt}:seed{s}"] == r["label"] for r in per_image] for s in (0, 1, 2)]
+        assert [sum(c) / len(c) for c in correct] == pytest.approx(tests, abs=1e-6)
+        # The interval covers the test images and the seeds: the two-way bootstrap of every seed's results.
+        got = resampling.image_seed_interval(correct)
+        assert m["test_acc"] == pytest.approx(sum(tests) / 3, abs=1e-6) and m["interval"] == got["label"]
+        assert (m["test_acc_lo"], m["test_acc_hi"]) == (round(got["lo"], 6), round(got["hi"], 6))
+        mean, lo, hi = uncertainty.mean_ci([m["seeds"][s]["val_acc"] for s in ("0", "1", "2")])
+        assert (m["val_acc_lo"], m["val_acc_hi"]) == (pytest.approx(lo, abs=1e-6), pytest.approx(hi, abs=1e-6))
         assert "lr" not in m and all("lr" in v and "test_acc_lo" in v for v in m["seeds"].values())
     # The headline over seeds: the mean with its interval; each seed's pick stays in the details.
     headline = json.loads(open("metrics/fewshot_scratch.json").read())

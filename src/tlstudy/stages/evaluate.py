@@ -8,10 +8,14 @@ Two files, so that what DVC shows by default is what a person compares:
   figures are in the details.
 - `details/<part>.json` (not declared: it feeds the report): per optimizer or variant, val_acc
   and test_acc with their 95 % intervals (`_lo`, `_hi`), sec_per_epoch, ms_per_example, runs,
-  diverged, n_val, n_test, precision (bf16 or fp32, as train@ computed). With one seed: the
-  selected lr and epoch, and Wilson intervals from the counts. With several: the mean over seeds
-  with Student's t interval over seeds (`interval` says which), and each seed's own selection
-  under `seeds`.
+  diverged, n_val, n_test, precision (bf16 or fp32, as train@ computed). The test interval is a
+  bootstrap over the test images and the seeds at once (resampling.py; over the images alone with
+  one seed); `interval` says what it covers. The validation interval: Wilson's with one seed,
+  Student's t over the seeds with several (`val_interval`). With several seeds, each seed's own
+  selection is kept under `seeds`, with its Wilson intervals over the images.
+- `details/predictions/<part>.csv`: every seed's selected model's prediction for every test image
+  (a column `<group>:seed<k>` per group and seed beside `path` and `label`), so that anyone can
+  redo the statistics — the report's tests read it.
 `plots/predictions/<part>/<group>.csv` (path, label, predicted, top-3 with probabilities; the
 first seed's model) feeds the confusion matrix and the misclassified-examples figure. It only
 loads weights (or the test logits train@ kept instead): re-running it never retrains.
@@ -31,7 +35,7 @@ import torch
 from tlstudy import params as P
 from tlstudy.data import images as data
 from tlstudy.data.normalisation import load_stats
-from tlstudy.lib import uncertainty
+from tlstudy.lib import resampling, uncertainty
 from tlstudy.lib.atomic import replacing, write_json
 from tlstudy.training import augment, engine, models
 
@@ -52,22 +56,47 @@ def predictions_csv(paths, labels, probs, classes) -> str:
     return buf.getvalue()
 
 
+PREDICTIONS = Path("details/predictions")
+
+
+def seed_column(group: str, seed: int | str) -> str:
+    return f"{group}:seed{seed}"
+
+
+def seed_predictions_csv(paths: list[str], labels: list[str], predicted: dict[str, list[str]]) -> str:
+    """One row per test image: its path, its label, and each (group, seed) column's prediction."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", *predicted])
+    for i, (path, label) in enumerate(zip(paths, labels)):
+        w.writerow([path, label, *(column[i] for column in predicted.values())])
+    return buf.getvalue()
+
+
 def over_seeds(name: str, values: list[float]) -> dict:
     mean, lo, hi = uncertainty.mean_ci(values)
     return {name: round(mean, 6), f"{name}_lo": round(lo, 6), f"{name}_hi": round(hi, 6)}
 
 
-def aggregate(per_seed: dict[str, dict]) -> dict:
-    """A group's figures over its seeds: one seed as it is (Wilson intervals), several as the
-    mean with Student's t interval over seeds, each seed kept under `seeds`."""
+def test_acc_interval(correct: list[list[bool]]) -> dict:
+    """test_acc and its bootstrap interval over the test images and the seeds (`correct[seed][image]`)."""
+    got = resampling.image_seed_interval(correct)
+    return {"test_acc": round(got["mean"], 6), "test_acc_lo": round(got["lo"], 6), "test_acc_hi": round(got["hi"], 6),
+            "interval": got["label"]}  # fmt: skip
+
+
+def aggregate(per_seed: dict[str, dict], correct: list[list[bool]]) -> dict:
+    """A group's figures over its seeds: test accuracy with its interval over images and seeds;
+    one seed's validation accuracy with Wilson's interval, several seeds' mean with Student's t
+    interval over seeds, each seed kept under `seeds`."""
     if len(per_seed) == 1:
         (only,) = per_seed.values()
-        return {**only, "interval": "wilson"}
+        return {**only, **test_acc_interval(correct), "val_interval": "95 % Wilson interval over validation images"}
     picks = list(per_seed.values())
     out = {
         **over_seeds("val_acc", [m["val_acc"] for m in picks]),
-        **over_seeds("test_acc", [m["test_acc"] for m in picks]),
-        "interval": f"t over {len(picks)} seeds",
+        **test_acc_interval(correct),
+        "val_interval": f"95 % t interval over {len(picks)} seeds",
         "sec_per_epoch": round(sum(m["sec_per_epoch"] for m in picks) / len(picks), 4),
         "ms_per_example": round(sum(m["ms_per_example"] for m in picks) / len(picks), 4),
         "seeds": per_seed,
@@ -122,11 +151,14 @@ def run(params: dict, part: str) -> dict:
     pred_dir = Path("plots/predictions") / part
     shutil.rmtree(pred_dir, ignore_errors=True)
     pred_dir.mkdir(parents=True)
+    PREDICTIONS.mkdir(parents=True, exist_ok=True)
+    predicted: dict[str, list[str]] = {}  # column -> each test image's predicted class
     for group in dict.fromkeys(r["group"] for r in runs):
         members = [r for r in runs if r["group"] == group]
         entry = {"runs": len(members), "diverged": sum(r["diverged_epoch"] is not None for r in members)}
         entry["precision"] = saved_runs["precision"]  # what train@ computed in: bf16 or fp32
         per_seed: dict[str, dict] = {}
+        correct: list[list[bool]] = []
         for seed in seeds:
             path = folder / f"seed{seed}" / f"{group}.pt"
             if not path.exists():
@@ -148,7 +180,10 @@ def run(params: dict, part: str) -> dict:
             else:  # a model train@ did not keep: its test logits, computed there the same way
                 logits = saved["test_logits"].to(dev)
             probs = logits.softmax(1)
-            test_acc = (probs.argmax(1) == y_test).float().mean().item()
+            right = probs.argmax(1) == y_test
+            test_acc = right.float().mean().item()
+            correct.append(right.tolist())
+            predicted[seed_column(group, seed)] = [dataset.classes[i] for i in probs.argmax(1).tolist()]
             chosen = next(
                 r
                 for r in members
@@ -174,8 +209,11 @@ def run(params: dict, part: str) -> dict:
                 f"val_acc {saved['val_acc']:.4f} test_acc {test_acc:.4f}"
             )
         if per_seed:
-            entry = {**aggregate(per_seed), **entry}
+            entry = {**aggregate(per_seed, correct), **entry}
         metrics[group] = {**entry, "n_val": n_val, "n_test": n_test}
+    labels = [dataset.classes[i] for i in y_test.tolist()]
+    with replacing(PREDICTIONS / f"{part}.csv", "wb") as f:
+        f.write(seed_predictions_csv(test_paths, labels, predicted).encode("utf-8"))
     write_json(Path("details") / f"{part}.json", metrics)
     sweep = resolved.sweep
     families = {v: augment.family(params["augmentations"][v]) for v in resolved.variants} if sweep else None

@@ -6,13 +6,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tlstudy.lib.atomic import write_text
+from tlstudy.lib import findings
+from tlstudy.lib.atomic import write_json, write_text
 from tlstudy.lib.uncertainty import p_value
 from tlstudy.params import source_domains, target_domain
-from tlstudy.stages.report import figures, headline, tables, verdicts
+from tlstudy.stages.report import figures, headline, prediction_figures, sweeps, tables, verdicts
 from tlstudy.stages.report import study as S
-from tlstudy.stages.report.inputs import Inputs, predictions, pretrain_curves, read_json, target_test
-from tlstudy.stages.report.tables import DASH, md_table, pct, pct_ci, wilson_cell
+from tlstudy.stages.report.inputs import (
+    Inputs,
+    predictions,
+    pretrain_curves,
+    read_json,
+    target_test,
+)
+from tlstudy.stages.report.tables import DASH, md_table, pct_ci, wilson_cell
 from tlstudy.training.optimizers import REGISTRY, label
 
 OUT = Path("report")
@@ -29,10 +36,13 @@ def how_to_read(params: dict, inp: Inputs) -> list[str]:
         "",
         "- **Every number is a percentage**: of the test images for test accuracy, of the validation images for "
         "validation accuracy, and the predicted probability in Table I.",
-        "- **Brackets hold 95 % intervals.** For one run: Wilson's interval from the number of images (one test "
-        "image of 237 is 0.42 points). For a mean over seeds: Student's t interval over the seeds, i.e. how much "
-        "the whole procedure — training and the selection of (lr, epoch) by validation accuracy — moves with the "
-        f"seed. Seeds per part here: {', '.join(str(n) for n in seeds)}.",
+        "- **Brackets hold 95 % intervals, and each says what it covers.** A test accuracy's interval is a "
+        "bootstrap over the test images and the training seeds at once (over the images alone with one seed): how "
+        "far a new run of the whole procedure — training and the selection of (lr, epoch) by validation accuracy — "
+        "judged on new images of the domain could land. A validation accuracy's: Wilson's over the validation "
+        "images for one seed, Student's t over the seeds for several. A figure from counts alone (the pretrained "
+        "backbones): Wilson's over the images. The differences under *Tested comparisons* are bootstraps of the "
+        f"same kind. Seeds per part here: {', '.join(str(n) for n in seeds)}.",
         "- **Seeds**: a training seed fixes the initialisation (the head's, for a pretrained backbone), the data "
         f"order and the augmentation draws; `seed` ({params['seed']}) fixes the data: the train/validation split "
         f"and the few-shot subset. Data: `{params['data']['source']}`, target domain {domain}, at "
@@ -60,6 +70,15 @@ def split_line(prov: dict | None) -> list[str]:
     return [f"**Split:** {prov['split']}{how}.", ""]
 
 
+def majority(inp: Inputs) -> float | None:
+    """The share of the test set's most frequent class: what predicting that class alone scores."""
+    for part in inp.parts:
+        for group in inp.details.get(part) or {}:
+            if rows := predictions(part, group):
+                return figures.majority_rate([r["label"] for r in rows])
+    return None
+
+
 def glance_rows(inp: Inputs, study: dict) -> list[dict]:
     rows = []
     for part in inp.parts:
@@ -77,7 +96,8 @@ def glance_rows(inp: Inputs, study: dict) -> list[dict]:
             t = target_test(m)
             rows.append({"label": f"pretrain@{name} on {t['domain']}\n(no {t['domain']} training)",
                          "ours": {inp.params["pretrain"][name]["optimizer"]: {"test_acc": t["acc"],
-                                  "test_acc_lo": t["lo"], "test_acc_hi": t["hi"]}}})  # fmt: skip
+                                  "test_acc_lo": t["lo"], "test_acc_hi": t["hi"],
+                                  "interval": "95 % Wilson interval over test images"}}})  # fmt: skip
     return rows
 
 
@@ -132,7 +152,8 @@ def pretrain_section(params: dict, inp: Inputs, fig_dir: Path) -> list[str]:
         if rows_csv:
             runs = [{"run": rows_csv[0]["run"], "optimizer": spec["optimizer"], "lr": spec["lr"],
                      "variant": spec["augment"], "diverged_epoch": None}]  # fmt: skip
-            fig = figures.curves_figure(f"pretrain {name}", rows_csv, runs, fig_dir / f"curves_pretrain_{name}.png")
+            fig = figures.curves_figure(f"pretrain {name}", rows_csv, runs, fig_dir / f"curves_pretrain_{name}.png",
+                                        backbone="random init")  # fmt: skip
             md += [f"![pretraining curves](figures/{fig.name})", ""]
     return md
 
@@ -148,174 +169,66 @@ def parts_section(inp: Inputs, study: dict, fig_dir: Path) -> list[str]:
         md += [f"### {title} (`{part}`) — backbone: {inp.backbone(part)}", "",
                f"*Backbone here: {inp.backbone(part)}{theirs}.*", "",
                tables.part_table(inp.details[part], s, inp.optimizers), ""]  # fmt: skip
-        fig = figures.curves_figure(part, inp.curves[part], inp.runs[part], fig_dir / f"curves_{part}.png")
+        fig = figures.curves_figure(part, inp.curves[part], inp.runs[part], fig_dir / f"curves_{part}.png",
+                                    backbone=inp.backbone(part))  # fmt: skip
         if fig:
             md += [f"![{part} curves](figures/{fig.name})", ""]
+    edges = tables.edges_table(inp)
+    if edges:
+        md += ["### Selections at the edge of the grid", "",
+               "Every seed's selected (lr, epoch) in the parts above, counted where it sits at an edge of what was "
+               "tried: a selection at the highest or lowest rate, or at the last epoch, says the optimum may lie "
+               "beyond the grid, and the comparison between optimizers is only as fair as their grids.", "",
+               edges, ""]  # fmt: skip
     return md
 
 
-def sweeps_section(params: dict, inp: Inputs, study: dict, fig_dir: Path) -> list[str]:
-    md = []
-    study_aug = study.get("augment", {})
-    pairs = verdicts.placement_pairs(params)
-    placed = {theirs for _, theirs in pairs}
-    for part in [p for p in inp.parts if inp.sweep(p)]:
-        where = " under the study's augmentation placement" if inp.resolved[part].placement == "study" else ""
-        heading = f"## Table VIII: few-shot full fine-tuning per augmentation variant (`{part}`{where})"
-        table = tables.augment_table(inp.details[part], study, inp.families)
-        md += [f"{heading} — backbone: {inp.backbone(part)}", "", table, ""]
-        if part not in placed and not any(part == ours for ours, _ in pairs):
-            ours = inp.details[part] or {}
-            series = [(f"ours ({part})", ours)]
-            fig = figures.table8_figure(list(ours), inp.families, series, study_aug, fig_dir / f"table8_{part}.png")
-            if fig:
-                md += [f"![Table VIII, {part}](figures/{fig.name})", ""]
-        fig = figures.sweep_figure(part, inp.curves[part], inp.runs[part], inp.details[part] or {}, inp.families,
-                                   fig_dir / f"curves_{part}.png")  # fmt: skip
-        if fig:
-            md += [f"![{part} curves by family](figures/{fig.name})", ""]
-    return md
+def family_table(inp: Inputs, family: dict) -> str:
+    """A family's tests: each comparison's accuracies, difference with its interval, raw and
+    adjusted p, and the rule's verdict."""
+    rows = []
+    for name, t in family["tests"].items():
+        what = f"`{name}` − `{t['baseline']}`" if "baseline" in t else f"`{name}`"
+        rows.append([what, inp.backbone(name), t["label"].removeprefix("95 % CI over "),
+                     tables.points(t["diff"], t["lo"], t["hi"]), p_value(t["p"]), p_value(t["p_adjusted"]),
+                     f"**{t['verdict']}**"])  # fmt: skip
+    adjusted = f"p adjusted ({family['method_name']}, m = {family['m']})"
+    return md_table(["part", "backbone", "over", "difference, points [95 % CI]", "p", adjusted, "verdict"], rows)
 
 
-def placement_section(params: dict, inp: Inputs, study: dict, fig_dir: Path) -> list[str]:
-    """Each variant's accuracy under our placement and the study's, beside Table VIII, and what
-    that says about the hypothesis for the study's colour-jitter collapse."""
-    md = []
-    for ours, theirs in verdicts.placement_pairs(params):
-        if not (inp.sweep(ours) and inp.sweep(theirs)):
-            continue
-        a, b = inp.details.get(ours) or {}, inp.details.get(theirs) or {}
-        variants = [v for v in params["augmentations"] if v in a or v in b]
-        rows = [[f"`{v}`", inp.families[v], pct(S.variant(study, v).get("val_acc")),
-                 pct(S.variant(study, v).get("test_acc")), pct_ci(a.get(v), "val_acc"), pct_ci(a.get(v), "test_acc"),
-                 pct_ci(b.get(v), "val_acc"), pct_ci(b.get(v), "test_acc")] for v in variants]  # fmt: skip
-        means = verdicts.family_means(params, a, b, study)
-        fam_rows = [[g, m["n"], pct(m["study_val"]), pct(m["study_test"]), pct(m["ours_val"]), pct(m["ours_test"]),
-                     pct(m["placed_val"]), pct(m["placed_test"])] for g, m in means.items() if m["n"]]  # fmt: skip
-        series = [(f"ours ({ours})", a), (f"study's placement ({theirs})", b)]
-        fig = figures.table8_figure(variants, inp.families, series, study.get("augment", {}),
-                                    fig_dir / "table8_placements.png")  # fmt: skip
-        md += [
-            f"## Table VIII under both augmentation placements (`{ours}` and `{theirs}`)",
-            "",
-            "Ours: the uint8 images are augmented, then normalised; validation images are clean. The study's "
-            "(`placement: study`): torchvision's transforms on the normalised float tensors, where colour "
-            "operations clamp to [0, 1] and so wipe every below-mean value, while flips, affine and blur leave "
-            "the value range alone; validation images augmented like the training ones (one draw per image). The "
-            "test images are clean under both. Same seeds, grid and epochs for both.",
-            "",
-            *([f"![Table VIII under both placements](figures/{fig.name})", ""] if fig else []),
-            md_table(
-                [
-                    "variant",
-                    "family",
-                    "study val",
-                    "study test",
-                    f"ours (`{ours}`) val",
-                    "ours test",
-                    f"study's placement (`{theirs}`) val",
-                    "study's placement test",
-                ],
-                rows,
-            ),  # fmt: skip
-            "",
-            "Means per group of variants (flips, rotations and blurs together, as the rule below has them):",
-            "",
-            md_table(
-                [
-                    "group",
-                    "variants",
-                    "study val",
-                    "study test",
-                    "ours val",
-                    "ours test",
-                    "study's placement val",
-                    "study's placement test",
-                ],
-                fam_rows,
-            ),  # fmt: skip
-            "",
-            *hypothesis_paragraph(means),
-        ]
-    return md
+def findings_text(families: dict[str, dict]) -> str:
+    """The findings in a few lines, every word from the rule (findings.verdict): per family, which
+    tests passed, fell below and showed no difference. report/findings.md; the README quotes it."""
+    lines = []
+    for name, family in families.items():
+        by = {v: [f"`{t}`" for t, r in family["tests"].items() if r["verdict"] == v] for v in findings.VERDICTS}
+        said = "; ".join(f"{v}: {', '.join(tests)}" for v, tests in by.items() if tests)
+        m = family["m"]
+        lines.append(f"- **{name}** ({family['method_name']}-adjusted, {m} test{'s' * (m != 1)}): {said}.")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
-def hypothesis_paragraph(means: dict) -> list[str]:
-    h = verdicts.hypothesis(means)
-    if h is None:
-        return ["Not enough variants ran under both placements to test the hypothesis.", ""]
-    colour, geo = means["colour jitter"], means["geometric and blur"]
-    study_gap = ""
-    if colour["study_val"] is not None and geo["study_val"] is not None:
-        study_gap = (
-            f" (the study: colour jitter {pct(colour['study_val'])} validation, {pct(colour['study_test'])} test; "
-            f"geometric and blur {pct(geo['study_val'])} / {pct(geo['study_test'])})"
-        )
-    return [
-        f"**The hypothesis is {h['verdict']} by these data.** Under the study's placement the colour-jitter "
-        f"variants reach {pct(colour['placed_val'])} validation and {pct(colour['placed_test'])} test accuracy on "
-        f"average, the geometric and blur variants {pct(geo['placed_val'])} / {pct(geo['placed_test'])}; under ours "
-        f"{pct(colour['ours_val'])} / {pct(colour['ours_test'])} and {pct(geo['ours_val'])} / "
-        f"{pct(geo['ours_test'])}{study_gap}. Measured against the geometric and blur variants, the colour-jitter "
-        f"variants fall {100 * h['drop']:.1f} points further behind in test accuracy under the study's placement "
-        f"than under ours (criterion 1, the collapse: at least 10, {'met' if h['held'][0] else 'not met'}), and "
-        f"under the study's placement their validation accuracy exceeds their test accuracy by "
-        f"{100 * h['hidden']:.1f} points more than for the geometric and blur variants (criterion 2, the collapse "
-        f"hidden from validation: at least 10, {'met' if h['held'][1] else 'not met'}). Both criteria: confirmed; "
-        "one: partly; neither: not confirmed (a rule fixed before the runs).",
-        "",
-    ]
-
-
-def optimizer_pair(inp: Inputs, first: str, second: str) -> tuple[str, str] | None:
-    """One pair of optimizers tested in every part that ran both: (its table, its verdict)."""
-    a, b = label(first), label(second)
-    rows, tested = [], []
-    for part in inp.parts:
-        m = inp.details.get(part) or {}
-        t = verdicts.optimizer_test(part, m, first, second)
-        if t is None:
-            continue
-        tested.append((part, t))
-        diff = f"{100 * t['diff']:+.2f}"
-        if t["test"] == "paired t":
-            diff += f" [{100 * t['diff_lo']:+.1f}, {100 * t['diff_hi']:+.1f}]"
-            how = f"paired t-test, {t['n']} seeds (t = {t['t']:.2f}, {t['n'] - 1} df)"
-        else:
-            how = f"McNemar exact, one seed: {t['only_a']} images right by {a} alone, {t['only_b']} by {b} alone"
-        rows.append([f"`{part}`", inp.backbone(part), pct_ci(m[first], "test_acc"), pct_ci(m[second], "test_acc"),
-                     diff, how, f"**{p_value(t['p'])}**" if t["p"] < 0.05 else p_value(t["p"])])  # fmt: skip
-    if not rows:
-        return None
-    significant = [f"`{part}`" for part, t in tested if t["p"] < 0.05]
-    verdict = (
-        f"p < 0.05 in {len(significant)} of {len(tested)} parts ({', '.join(significant)})"
-        if significant
-        else f"p ≥ 0.05 in all {len(tested)} parts: no difference between {a} and {b} is established"
-    )
-    header = ["part", "backbone", f"{a} test acc", f"{b} test acc", f"{a} − {b}, points [95 % CI]", "test",
-              "p (two-sided)"]  # fmt: skip
-    return md_table(header, rows), verdict
-
-
-def optimizer_section(inp: Inputs) -> list[str]:
-    """Each pair of the optimizers compared, tested part by part (SGD vs Adam in the study)."""
-    pairs = {pair: got for pair in inp.pairs() if (got := optimizer_pair(inp, *pair)) is not None}
-    if not pairs:
+def tests_section(inp: Inputs, families: dict[str, dict]) -> list[str]:
+    """Every declared family of tests (verdicts.families), one table each, and the rule."""
+    if not families:
         return []
-    md = [f"## {' vs '.join(label(o) for o in inp.optimizers)}: tested", ""]
-    for (first, second), (table, _) in pairs.items():
-        md += [f"### {label(first)} vs {label(second)}", ""] if len(pairs) > 1 else []
-        md += [table, ""]
-    verdicts_ = [(f"{label(a)} vs {label(b)}: " if len(pairs) > 1 else "") + v for (a, b), (_, v) in pairs.items()]
+    md = ["## Tested comparisons", ""]
+    for name, family in families.items():
+        counts = {v: sum(t["verdict"] == v for t in family["tests"].values()) for v in findings.VERDICTS}
+        said = ", ".join(f"{v} in {n}" for v, n in counts.items() if n)
+        md += [f"### {name}", "", family_table(inp, family), "", f"Of its {family['m']} tests: {said}.", ""]
     return md + [
-        "Where a part ran several seeds, a **paired t-test over seeds**: each seed trains both optimizers from the "
-        "same initialisation, data order and augmentation draws, so its two test accuracies form a pair, and each "
-        "seed selects its own (lr, epoch) by validation accuracy, so the test covers the whole procedure. Not a "
-        "permutation test: with 5 seeds an exact sign-flip test has 2⁵ = 32 relabellings and a two-sided p of at "
-        "least 0.0625, so it could never reach 5 %. With one seed, **McNemar's exact test** on the test images "
-        "only asks whether these two selected models differ; it cannot separate the optimizers from training noise "
-        f"(that needs seeds: `dvc exp run -S 'seeds=[0,1,2,3,4]'`). Result: {'; '.join(verdicts_)}.",
+        "Each difference is paired: the same test images, and the same seeds (for two optimizers of one part a "
+        "seed fixes the same initialisation, data order and augmentation draws; across parts seed k meets seed k). "
+        "Its interval and p come from one bootstrap that resamples the test images and the seeds at once, so they "
+        "cover both sources of variation: a new training run judged on new images of the domain. The transfer "
+        "family compares each part's selected model (its optimizer with the higher validation accuracy) with its "
+        "baseline's: the part of the same subset trained from random init. Each family's p-values are corrected "
+        "together (Holm: the chance of any false finding in the family stays below 5 %). The words follow one "
+        f"rule: **{findings.PASSES}** when the adjusted p is below 0.05 and the whole interval is above 0, "
+        f"**{findings.BELOW}** the same below 0, **{findings.NO_DIFFERENCE}** otherwise — which is not evidence "
+        "that there is none. Per-image predictions of every seed: `details/predictions/<part>.csv`; all tests with "
+        "raw and adjusted p: `report/tests.json`.",
         "",
     ]
 
@@ -346,8 +259,7 @@ def confusion_matrices(inp: Inputs) -> list[tuple[str, list[str], list[list[int]
         if inp.sweep(part):
             continue
         metrics = {g: m for g, m in (inp.details.get(part) or {}).items() if isinstance(m, dict)}
-        best = headline.selected(metrics)
-        group = next((g for g, m in metrics.items() if m is best), None)
+        group = headline.selected_group(metrics)
         rows = predictions(part, group) if group else []
         if not rows:
             continue
@@ -363,7 +275,8 @@ def confusion_matrices(inp: Inputs) -> list[tuple[str, list[str], list[list[int]
 
 
 def misclassified(parts: list[str], inp: Inputs, images_path: Path) -> list:
-    """Three misclassified test images per part, from its optimizer with the best test accuracy."""
+    """The most confident mistake per true class of each part's selected model (the optimizer
+    with the higher validation accuracy, as headline.json picks it; first seed)."""
     if not images_path.exists():
         return []
     import torch
@@ -372,12 +285,13 @@ def misclassified(parts: list[str], inp: Inputs, images_path: Path) -> list:
     index = {p: i for i, p in enumerate(cache["paths"])}
     out = []
     for part in parts:
-        tested = {g: m for g, m in (inp.details.get(part) or {}).items() if "test_acc" in m}
-        if not tested:
+        group = headline.selected_group(inp.details.get(part))
+        if group is None:
             continue
-        group = max(tested, key=lambda g: tested[g]["test_acc"])
-        wrong = [r for r in predictions(part, group) if r["predicted"] != r["label"]]
-        out += [(f"{part} ({group})", r, cache["images"][index[r["path"]]]) for r in wrong[:3] if r["path"] in index]
+        shown = [r for r in predictions(part, group) if r["path"] in index]
+        picked = prediction_figures.confident_mistakes(shown, per_class=1)
+        where = f"{part} ({label(group)}), {inp.backbone_short(part)}"
+        out += [(where, r, cache["images"][index[r["path"]]]) for r in picked]
     return out
 
 
@@ -395,10 +309,14 @@ def run(params: dict) -> Path:
                "works, not what transfer learning achieves.", ""]  # fmt: skip
     md += split_line(inp.provenance)
     md += how_to_read(params, inp)
-    table = tables.summary(params, inp, study)
+    families = verdicts.families(inp)
+    write_json(OUT / "tests.json", families)
+    write_text(OUT / "findings.md", findings_text(families))
+    table = tables.summary(params, inp, study, families)
     write_text(OUT / "summary.md", table)
     md += ["## Summary", "", table]
-    fig = figures.glance_figure(glance_rows(inp, study), fig_dir / "results_at_a_glance.png")
+    share = majority(inp)
+    fig = figures.glance_figure(glance_rows(inp, study), fig_dir / "results_at_a_glance.png", majority=share)
     if fig:
         md += ["![Results at a glance](figures/results_at_a_glance.png)", ""]
 
@@ -407,9 +325,9 @@ def run(params: dict) -> Path:
            tables.stats_table(read_json(Path("metrics/stats.json")), study), ""]  # fmt: skip
     md += pretrain_section(params, inp, fig_dir)
     md += parts_section(inp, study, fig_dir)
-    md += sweeps_section(params, inp, study, fig_dir)
-    md += placement_section(params, inp, study, fig_dir)
-    md += optimizer_section(inp)
+    md += sweeps.sweeps_section(params, inp, study, fig_dir, share)
+    md += sweeps.placement_section(params, inp, study, fig_dir, share)
+    md += tests_section(inp, families)
     md += backbones_section(params, inp)
 
     t = study["timing"]
@@ -418,7 +336,7 @@ def run(params: dict) -> Path:
            f"fine-tuning, about {100 * t['head_only_ms_per_example_reduction']:.0f} % less per image head-only.",
            ""]  # fmt: skip
 
-    fig = figures.confusion_figure(confusion_matrices(inp), fig_dir / "confusion.png")
+    fig = prediction_figures.confusion_figure(confusion_matrices(inp), fig_dir / "confusion.png")
     if fig:
         labels = [label(o) for o in inp.optimizers]
         which = " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
@@ -429,9 +347,11 @@ def run(params: dict) -> Path:
                f"(`dvc plots show` draws the same predictions for {every}).", "",
                "![Confusion matrices](figures/confusion.png)", ""]  # fmt: skip
 
-    shown = [p for p in ("scratch", "classifier", "finetune") if p in inp.parts]
-    fig = figures.misclassified_figure(misclassified(shown, inp, Path("work/images.pt")), fig_dir / "misclassified.png")
-    md += ["## Misclassified test images (true label, top-3 predictions)", ""]
+    # The parts on the full training split that are not sweeps (scratch, head-only, fine-tuned in the study).
+    shown = [p for p in inp.parts if not inp.sweep(p) and inp.resolved[p].subset == "full"]
+    examples = misclassified(shown, inp, Path("work/images.pt"))
+    fig = prediction_figures.misclassified_figure(examples, fig_dir / "misclassified.png", per_class=1)
+    md += ["## Misclassified test images: the most confident mistake per true class (top-3 predictions)", ""]
     md += ["![misclassified](figures/misclassified.png)", ""] if fig else ["None to show.", ""]
 
     diverged = [(p, r) for p in inp.parts for r in inp.runs[p] if r["diverged_epoch"] is not None]

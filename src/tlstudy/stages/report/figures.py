@@ -5,6 +5,8 @@ part's test accuracy at a glance, and Table VIII under both augmentation placeme
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +25,7 @@ MARKERS = ("o", "s", "^", "v", "P", "X", "h", "*")
 CHANCE = 100 / 7  # seven classes
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,6 +42,39 @@ def _value(row: dict, key: str) -> float:
     return 100 * float(row[key]) if key == "val_acc" else float(row[key])
 
 
+def log_ticks(low: float, high: float) -> list[float]:
+    """Where a log axis from low to high is labelled: at every power of ten in range (matplotlib's
+    own locator skips decades on a long axis), over less than two decades at 1, 2 and 5 × 10^k as
+    well, and where that gives fewer than three ticks at linear steps beside any decade."""
+    from matplotlib import ticker
+
+    low = max(low, high * 1e-12)
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    decades = [float(f"1e{k}") for k in range(first, last + 1) if low <= float(f"1e{k}") <= high]
+    if high / low >= 100:
+        return decades
+    ticks = [float(f"{m}e{k}") for k in range(first, last + 1) for m in (1, 2, 5) if low <= float(f"{m}e{k}") <= high]
+    if len(ticks) >= 3:
+        return ticks
+    for bins in (5, 8, 12):  # at least three labels, whatever the limits round to
+        linear = [t for t in ticker.MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+                  if low <= t <= high]  # fmt: skip
+        if len(linear) >= 3:
+            break
+    return sorted({float(f"{t:.12g}") for t in linear} | set(decades))
+
+
+def plain(y: float, _=None) -> str:
+    """A log axis's label: a plain number from 0.001 to 1000, a power of ten beyond."""
+    if y <= 0:
+        return ""
+    k = math.floor(math.log10(y) + 1e-9)
+    if -3 <= k <= 3:
+        return f"{y:.6g}"
+    m = y / 10**k
+    return f"$10^{{{k}}}$" if abs(m - 1) < 1e-6 else f"${m:.3g}\\times10^{{{k}}}$"
+
+
 def _style(ax, key: str, title: str) -> None:
     from matplotlib import ticker
 
@@ -48,12 +83,10 @@ def _style(ax, key: str, title: str) -> None:
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     if key != "val_acc":
         ax.set_yscale("log", nonpositive="clip")
-        # Plain numbers, at 1, 2, 5 × 10^k over a short range and at powers of ten over a long one
-        # (a diverged run's 1e5): a reader compares losses, not exponents.
-        low, high = ax.get_ylim()
-        subs = (1.0, 2.0, 5.0) if high / max(low, 1e-12) < 100 else (1.0,)
-        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+        # Ticks fixed from the final limits (every artist is drawn by now): a reader compares
+        # losses, so every decade carries a label, a diverged run's 10^5 included.
+        ax.yaxis.set_major_locator(ticker.FixedLocator(log_ticks(*ax.get_ylim())))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(alpha=0.3)
 
@@ -82,12 +115,18 @@ def draw(axes, members: list[dict], rows: list[dict], label: str, **line) -> Non
             ax.plot([epochs[-1]], [mean[-1]], "x", color=drawn.get_color(), ms=9)
 
 
-def curves_figure(title: str, rows: list[dict], runs: list[dict], path: Path) -> Path | None:
+def curves_figure(title: str, rows: list[dict], runs: list[dict], path: Path, backbone: str | None = None):
     """A column per optimizer, a row per quantity, a line per learning rate (mean over seeds with
-    its min–max band when there are several)."""
+    its min–max band when there are several); `backbone`, the weights the part started from, in
+    the heading."""
+    fig = curves(title, rows, runs, backbone)
+    return save(fig, path) if fig else None
+
+
+def curves(title: str, rows: list[dict], runs: list[dict], backbone: str | None = None):
     if not runs:
         return None
-    plt = _plt()
+    plt = pyplot()
     configs = list(dict.fromkeys((r["optimizer"], r["lr"]) for r in runs))
     columns = list(dict.fromkeys(opt for opt, _ in configs))
     seeds = len({r.get("seed", 0) for r in runs})
@@ -100,10 +139,13 @@ def curves_figure(title: str, rows: list[dict], runs: list[dict], path: Path) ->
             _style(axes[q][c], key, f"{title} — {opt}: {name}")
         if axes[0][c].get_legend_handles_labels()[0]:  # a column whose every run diverged draws none
             axes[0][c].legend(fontsize=7)
+    heading = f"{title} — backbone: {backbone}" if backbone else title
     if seeds > 1:
-        fig.suptitle(f"{title}: the mean of {seeds} seeds, the band from their minimum to their maximum", fontsize=10)
+        heading += f"\nthe mean of {seeds} seeds, the band from their minimum to their maximum"
+    if seeds > 1 or backbone:
+        fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def selected_lr(m: dict | None) -> float | None:
@@ -115,13 +157,19 @@ def selected_lr(m: dict | None) -> float | None:
     return Counter(p["lr"] for p in m["seeds"].values()).most_common(1)[0][0]
 
 
-def sweep_figure(part: str, rows: list[dict], runs: list[dict], details: dict, families: dict, path: Path):
+def sweep_figure(part: str, rows: list[dict], runs: list[dict], details: dict, families: dict, path: Path,
+                 backbone: str | None = None):  # fmt: skip
     """Small multiples: a column per family of variants, a row per quantity; each variant at its
     selected learning rate (mean over seeds with a band when there are several), and no
     augmentation (`none`) as a black dashed reference in every panel."""
+    fig = sweep(part, rows, runs, details, families, backbone)
+    return save(fig, path) if fig else None
+
+
+def sweep(part: str, rows: list[dict], runs: list[dict], details: dict, families: dict, backbone: str | None = None):
     if not runs:
         return None
-    plt = _plt()
+    plt = pyplot()
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     columns = [f for f in transforms.FAMILIES if f != "none" and any(families.get(v) == f for v in variants)]
     if not columns:
@@ -144,56 +192,123 @@ def sweep_figure(part: str, rows: list[dict], runs: list[dict], details: dict, f
         for q, (key, name) in enumerate(QUANTITIES):
             _style(axes[q][c], key, f"{fam}: {name}")
         axes[2][c].legend(fontsize=6, ncol=2 if len(own) > 6 else 1)
-    fig.suptitle(f"{part}: each variant at its selected learning rate", fontsize=11)
+    from_ = f" — backbone: {backbone}\n" if backbone else ": "
+    fig.suptitle(f"{part}{from_}each variant at its selected learning rate", fontsize=11)
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
-def _interval(ax, y: float, m: dict | None, colour: str, marker: str, label: str | None) -> None:
+# An interval kind's line in the accuracy-per-row figures, in the order kinds first appear:
+# solid, dashed, dotted, dash-dot-dot (dash-dot is the majority-class line's).
+INTERVAL_STYLES = ("-", (0, (4, 2)), (0, (1, 1.3)), (0, (4, 1.5, 1, 1.5, 1, 1.5)))
+
+
+def interval_label(kind: str | None) -> str:
+    """A details entry's `interval` as a legend says it: a full label as given; the short forms
+    details held before labels ("wilson", "t over 3 seeds") spelled out."""
+    if not kind:
+        return "95 % interval"
+    if kind == "wilson":
+        return "95 % interval: Wilson, over test images (one seed)"
+    if re.fullmatch(r"t over \d+ seeds?", kind):
+        return f"95 % interval: {kind}"
+    return kind
+
+
+def majority_rate(labels: list[str]) -> float:
+    """The share of the most frequent class among `labels` (the test images' true classes): what
+    a model that always answers that class scores."""
+    if not labels:
+        raise ValueError("majority_rate: no labels given; pass the test images' true classes, one per image")
+    return Counter(labels).most_common(1)[0][1] / len(labels)
+
+
+def _interval(ax, y: float, m: dict | None, colour: str, marker: str, kinds: dict) -> bool:
+    """A point at the test accuracy and its interval, in the line style of the interval's kind
+    (`kinds`: legend text -> style, grown as kinds appear); whether anything was drawn."""
     if not m or m.get("test_acc") is None:
-        return
-    x, lo, hi = (100 * m.get(k, m["test_acc"]) for k in ("test_acc", "test_acc_lo", "test_acc_hi"))
-    ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], fmt=marker, color=colour, ms=5, capsize=2, lw=1.2, label=label)
+        return False
+    x, lo, hi = 100 * m["test_acc"], m.get("test_acc_lo"), m.get("test_acc_hi")
+    if lo is None or hi is None:  # a number with no interval: the point alone
+        ax.plot([x], [y], marker, color=colour, ms=5)
+        return True
+    kind = interval_label(m.get("interval"))
+    style = kinds.setdefault(kind, INTERVAL_STYLES[len(kinds) % len(INTERVAL_STYLES)])
+    err = [[max(0.0, x - 100 * lo)], [max(0.0, 100 * hi - x)]]
+    bars = ax.errorbar([x], [y], xerr=err, fmt=marker, color=colour, ms=5, capsize=2, lw=1.2)
+    for collection in bars.lines[2]:
+        collection.set_linestyle(style)
+    return True
 
 
-def _accuracy_rows(fig, ax, labels: list[str], title: str, xlabel: str, ncol: int, path: Path) -> Path:
+def _key(**line):
+    """A legend entry drawn nowhere: a marker or a line with the style given."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], **line)
+
+
+def _accuracy_rows(fig, ax, labels: list[str], title: str, xlabel: str, handles: list, kinds: dict,
+                   majority: float | None):  # fmt: skip
     """The frame both accuracy-per-row figures share: a row per label top down, 0–100 %, chance
-    dotted, the legend under the axes."""
-    ax.axvline(CHANCE, color="0.5", ls=":", lw=1, label="chance (1 in 7)")
+    dotted, the majority class's rate dash-dotted, the legend under the axes with an entry per
+    series, per reference line and per kind of interval drawn."""
+    ax.axvline(CHANCE, color="0.5", ls=":", lw=1)
+    handles = [*handles, _key(color="0.5", ls=":", lw=1, label="chance (1 in 7)")]
+    if majority is not None:
+        ax.axvline(100 * majority, color="0.15", ls="-.", lw=1)
+        handles.append(_key(color="0.15", ls="-.", lw=1, label=f"majority class ({100 * majority:.1f} %)"))
+    handles += [_key(color="0.3", ls=style, lw=1.2, label=kind) for kind, style in kinds.items()]
     ax.set_yticks(range(len(labels)), list(reversed(labels)), fontsize=8)
     ax.set_ylim(-0.7, len(labels) - 0.3)
     ax.set_xlim(0, 100)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
+    # As many columns as the longest entry leaves room for (7 pt DejaVu: about 0.055 in a character).
+    widest = max(len(h.get_label()) for h in handles)
+    ncol = max(1, min(len(handles), int(0.95 * fig.get_figwidth() // (0.055 * widest + 0.55))))
     legend_y = -0.9 / fig.get_figheight()
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, legend_y), ncol=ncol, frameon=False)
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, legend_y), ncol=ncol,
+              frameon=False)  # fmt: skip
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
-def table8_figure(variants: list[str], families: dict, series: list[tuple[str, dict]], study: dict, path: Path):
+def table8_figure(variants: list[str], families: dict, series: list[tuple[str, dict]], study: dict, path: Path,
+                  majority: float | None = None, backbone: str | None = None):  # fmt: skip
     """Each variant's test accuracy with its 95 % interval under each placement (`series`: label,
-    details), the study's value beside it; variants grouped by family, chance dotted."""
+    details), the study's value beside it; variants grouped by family, chance and (given) the
+    majority class's rate as lines; `backbone` in the title."""
+    fig = table8(variants, families, series, study, majority, backbone)
+    return save(fig, path) if fig else None
+
+
+def table8(variants: list[str], families: dict, series: list[tuple[str, dict]], study: dict,
+           majority: float | None = None, backbone: str | None = None):  # fmt: skip
     if not variants:
         return None
-    plt = _plt()
+    plt = pyplot()
     order = [v for f in transforms.FAMILIES for v in variants if families.get(v) == f]
-    fig, ax = plt.subplots(figsize=(9.5, 0.32 * len(order) + 2.4))
+    fig, ax = plt.subplots(figsize=(9.5, 0.32 * len(order) + 2.6))
     styles = [("tab:blue", "o"), ("tab:red", "s"), ("tab:green", "^")]
     step = 0.26
-    labelled = set()
+    kinds, drawn, theirs_drawn = {}, set(), False
     for i, v in enumerate(order):
         y = len(order) - 1 - i
-        for k, (label, table) in enumerate(series):
+        for k, (_, table) in enumerate(series):
             offset = ((len(series) - 1) / 2 - k) * step  # the first series on top
             colour, marker = styles[k % len(styles)]
-            _interval(ax, y + offset, table.get(v), colour, marker, None if label in labelled else label)
-            labelled.add(label)
+            if _interval(ax, y + offset, table.get(v), colour, marker, kinds):
+                drawn.add(k)
         theirs = (study.get(v) or {}).get("test_acc")
         if theirs is not None:
-            ax.plot([100 * theirs], [y], "kx", ms=7, mew=1.6, label=None if "study" in labelled else "the study")
-            labelled.add("study")
+            ax.plot([100 * theirs], [y], "kx", ms=7, mew=1.6)
+            theirs_drawn = True
+    handles = [_key(color=styles[k % len(styles)][0], marker=styles[k % len(styles)][1], ls="None", ms=5, label=label)
+               for k, (label, _) in enumerate(series) if k in drawn]  # fmt: skip
+    if theirs_drawn:
+        handles.append(_key(color="k", marker="x", ls="None", ms=7, mew=1.6, label="the study"))
     start = 0
     for f in transforms.FAMILIES:  # a band and a name per family
         n = sum(families.get(v) == f for v in order)
@@ -203,90 +318,46 @@ def table8_figure(variants: list[str], families: dict, series: list[tuple[str, d
             ax.text(101, top - n / 2, f, va="center", ha="left", fontsize=8, color="0.3")
             start += n
     title = "Table VIII: few-shot full fine-tuning per augmentation variant"
-    return _accuracy_rows(fig, ax, order, title, "test accuracy (%), 95 % interval", 4, path)
+    title += f"\nbackbone: {backbone}" if backbone else ""
+    return _accuracy_rows(fig, ax, order, title, "test accuracy (%)", handles, kinds, majority)
 
 
-def glance_figure(rows: list[dict], path: Path) -> Path | None:
-    """Every part's test accuracy per optimizer, with 95 % intervals and the study's value
-    (hollow) beside each. `rows`: {label, ours: {optimizer: details}, study: {optimizer: the
-    study's pick}} (any of them missing)."""
+def glance_figure(rows: list[dict], path: Path, majority: float | None = None) -> Path | None:
+    """Every part's test accuracy per optimizer, with its interval and the study's value (hollow)
+    beside each; chance and (given) the majority class's rate as lines. `rows`: {label, ours:
+    {optimizer: details}, study: {optimizer: the study's pick}} (any of them missing)."""
+    fig = glance(rows, majority)
+    return save(fig, path) if fig else None
+
+
+def glance(rows: list[dict], majority: float | None = None):
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     opts = [o for o in optimizers.NAMES if any(o in r.get("ours", {}) or o in r.get("study", {}) for r in rows)]
     step = 0.28 if len(opts) <= 2 else 0.56 / len(opts)  # the rows of a part stay within its band
-    fig, ax = plt.subplots(figsize=(10, 0.62 * len(rows) + 2.2))
-    seen = set()
+    fig, ax = plt.subplots(figsize=(10, 0.62 * len(rows) + 2.4))
+    kinds, ours, theirs = {}, set(), set()
     for i, row in enumerate(rows):
         y = len(rows) - 1 - i
         for k, opt in enumerate(opts):
             index = optimizers.NAMES.index(opt)
             colour, dy = COLOURS[index % len(COLOURS)], ((len(opts) - 1) / 2 - k) * step
-            label = f"{optimizers.label(opt)} (ours, 95 % interval)"
-            _interval(ax, y + dy, row.get("ours", {}).get(opt), colour, MARKERS[index % len(MARKERS)],
-                      None if label in seen else label)  # fmt: skip
-            seen.add(label)
-            theirs = (row.get("study", {}).get(opt) or {}).get("test_acc")
-            if theirs is not None:
-                label = f"the study, {optimizers.label(opt)}"
-                ax.plot([100 * theirs], [y + dy], "D", mfc="none", mec=colour, ms=7, mew=1.5,
-                        label=None if label in seen else label)  # fmt: skip
-                seen.add(label)
+            if _interval(ax, y + dy, row.get("ours", {}).get(opt), colour, MARKERS[index % len(MARKERS)], kinds):
+                ours.add(opt)
+            value = (row.get("study", {}).get(opt) or {}).get("test_acc")
+            if value is not None:
+                ax.plot([100 * value], [y + dy], "D", mfc="none", mec=colour, ms=7, mew=1.5)
+                theirs.add(opt)
+    handles = []
+    for opt in opts:
+        index = optimizers.NAMES.index(opt)
+        colour = COLOURS[index % len(COLOURS)]
+        if opt in ours:
+            handles.append(_key(color=colour, marker=MARKERS[index % len(MARKERS)], ls="None", ms=5,
+                                label=f"{optimizers.label(opt)} (ours)"))  # fmt: skip
+        if opt in theirs:
+            handles.append(_key(marker="D", mfc="none", mec=colour, ls="None", ms=7, mew=1.5,
+                                label=f"the study, {optimizers.label(opt)}"))  # fmt: skip
     title = "Results at a glance: the selected model of each part and optimizer"
-    return _accuracy_rows(fig, ax, [r["label"] for r in rows], title, "test accuracy (%)", 3, path)
-
-
-def misclassified_figure(examples: list[tuple[str, dict, object]], path: Path) -> Path | None:
-    """examples: (part, prediction row, 3×H×W uint8 image)."""
-    if not examples:
-        return None
-    plt = _plt()
-    parts = list(dict.fromkeys(p for p, _, _ in examples))
-    fig, axes = plt.subplots(len(parts), 3, figsize=(9, 4.2 * len(parts)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, part in enumerate(parts):
-        for j, (_, row, img) in enumerate([e for e in examples if e[0] == part][:3]):
-            ax = axes[i][j]
-            ax.imshow(img.permute(1, 2, 0).numpy())
-            top3 = "\n".join(
-                f"{row[f'top{k}']}: {100 * float(row[f'p{k}']):.1f} %" for k in (1, 2, 3) if row.get(f"top{k}")
-            )
-            # Class names are folder names: a `$` in one is text, not mathtext (which raises on `$\frac$`).
-            ax.set_title(f"{part}\ntrue: {row['label']}\n{top3}", fontsize=8, parse_math=False)
-    fig.tight_layout()
-    return save(fig, path)
-
-
-def confusion_figure(matrices: list[tuple[str, list[str], list[list[int]]]], path: Path) -> Path | None:
-    """A confusion matrix per part: (title, classes, counts[true][predicted]). Each cell holds
-    its count; its shade is the share of that true class (a row sums to 100 %), so a class
-    that is mostly taken for another shows at a glance whatever the class sizes."""
-    if not matrices:
-        return None
-    import numpy as np
-
-    plt = _plt()
-    ncol = min(3, len(matrices))
-    nrow = -(-len(matrices) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 4.3 * nrow), squeeze=False)
-    for ax in axes.flat[len(matrices) :]:
-        ax.axis("off")
-    for ax, (title, classes, counts) in zip(axes.flat, matrices):
-        m = np.array(counts, dtype=float)
-        share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                if counts[i][j]:
-                    ax.text(j, i, str(counts[i][j]), ha="center", va="center", fontsize=7,
-                            color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
-        ticks = range(len(classes))
-        ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=7, parse_math=False)
-        ax.set_yticks(ticks, classes, fontsize=7, parse_math=False)
-        ax.set_xlabel("predicted", fontsize=8)
-        ax.set_ylabel("true", fontsize=8)
-        ax.set_title(title, fontsize=9)
-    fig.suptitle("Confusion matrices: test images, each part's selected model (first seed)", fontsize=10)
-    fig.tight_layout()
-    return save(fig, path)
+    return _accuracy_rows(fig, ax, [r["label"] for r in rows], title, "test accuracy (%)", handles, kinds, majority)

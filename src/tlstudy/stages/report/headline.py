@@ -45,6 +45,12 @@ def selected(metrics: dict) -> dict | None:
     return max(groups, key=lambda g: g["val_acc"]) if groups else None
 
 
+def selected_group(metrics: dict | None) -> str | None:
+    """The name of the group `selected` picks, or None."""
+    best = selected(metrics or {})
+    return next((g for g, m in (metrics or {}).items() if m is best), None) if best else None
+
+
 def headline(params: dict, metrics_dir: Path = Path("metrics")) -> dict[str, float]:
     """{column: selected test accuracy in %, one decimal} for each part of the headline that ran."""
     out = {}

@@ -4,6 +4,7 @@ params that say which parts ran from which backbone. No model is loaded."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -55,6 +56,52 @@ def predictions(part: str, group: str) -> list[dict]:
     return read_csv(Path("plots/predictions") / part / f"{group}.csv")
 
 
+def seed_correct(part: str) -> dict[str, dict[str, dict[str, bool]]]:
+    """group -> seed -> test image -> whether that seed's selected model got it right, from the
+    per-image predictions evaluate@ writes ({} where the part has none: not run, or published
+    before they existed)."""
+    path = Path("details/predictions") / f"{part}.csv"
+    return seed_correct_text(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def seed_columns(rows: list[dict]) -> dict[str, dict[str, str]]:
+    """group -> seed -> its column of a per-image predictions file (`<group>:seed<k>`)."""
+    out: dict[str, dict[str, str]] = {}
+    for column in rows[0] if rows else {}:
+        group, sep, seed = column.rpartition(":seed")
+        if sep:
+            out.setdefault(group, {})[seed] = column
+    return out
+
+
+def seed_correct_text(text: str) -> dict[str, dict[str, dict[str, bool]]]:
+    """seed_correct from a per-image predictions file's text (as `git show` gives it)."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return {group: {seed: {r["path"]: r[column] == r["label"] for r in rows} for seed, column in seeds.items()}
+            for group, seeds in seed_columns(rows).items()}  # fmt: skip
+
+
+def seed_predictions(part: str) -> dict[str, tuple[str, ...]]:
+    """group -> its predicted classes, every seed's columns in a row (details/predictions)."""
+    rows = read_csv(Path("details/predictions") / f"{part}.csv")
+    return {group: tuple(r[column] for column in seeds.values() for r in rows)
+            for group, seeds in seed_columns(rows).items()}  # fmt: skip
+
+
+def alike(predicted: dict[str, tuple[str, ...]]) -> list[list[str]]:
+    """Groups whose models made the very same prediction on every test image, every seed (a blur
+    wider than the image, say): they are one result, however many variants they count as."""
+    same: dict[tuple[str, ...], list[str]] = {}
+    for group, classes in predicted.items():
+        same.setdefault(classes, []).append(group)
+    return [groups for groups in same.values() if len(groups) > 1]
+
+
+def one_class(predicted: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """group -> the one class its models predict for every test image, for the groups that do."""
+    return {g: p[0] for g, p in predicted.items() if p and len(set(p)) == 1}
+
+
 def provenance() -> dict | None:
     """Where the split came from (fetch: official lists, matched by name, or derived), with its
     counts when fetch recorded them."""
@@ -93,6 +140,7 @@ class Inputs:
         self.parts = list(self.resolved)
         self.details = {p: details(p) for p in self.parts}
         self.runs = {p: runs(p) for p in self.parts}
+        self.correct = {p: seed_correct(p) for p in self.parts}
         self.curves = {p: curves(p) for p in self.parts}
         self.pretrain = {name: pretrain_details(name) for name in params["pretrain"]}
         self.families = families(params)

@@ -21,6 +21,13 @@ def num(x, fmt="{:g}") -> str:
     return DASH if x is None else fmt.format(x)
 
 
+def prose(text: str) -> str:
+    """A paragraph wrapped at 120 characters, as the README quotes it (Markdown joins the lines)."""
+    import textwrap
+
+    return textwrap.fill(text, width=120, break_long_words=False, break_on_hyphens=False)
+
+
 def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -156,26 +163,61 @@ def timing_table(parts: list[str], details: dict, study: dict, optimizers: list[
     return md_table(["part", *header], rows)
 
 
+def points(d: float, lo: float, hi: float) -> str:
+    """`+2.1 [−0.4, +4.6]`: a difference in points with its interval."""
+    return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]".replace("-", "−")
+
+
 def test_cell(t: dict | None) -> str:
-    """`+2.1 pp, p = 0.43 (paired t, 5 seeds)`: one optimizer − another with its test, compactly."""
+    """`+2.1 [−0.4, +4.6] pp; p = 0.08, Holm 0.24; no difference shown`: a difference, its
+    interval over test images and seeds, its raw and family-adjusted p, and the rule's words."""
     if t is None:
         return DASH
-    where = (
-        f"paired t, {t['n']} seeds" if t["test"] == "paired t" else f"McNemar, {t['only_a']} vs {t['only_b']} images"
-    )
-    return f"{100 * t['diff']:+.1f} pp, {uncertainty.p_text(t['p'])} ({where})"
+    return (f"{points(t['diff'], t['lo'], t['hi'])} pp; {uncertainty.p_text(t['p'])}, "
+            f"adj. {uncertainty.p_value(t['p_adjusted'])}; {t['verdict']}")  # fmt: skip
+
+
+def edges(inp) -> dict[str, dict[str, int]]:
+    """Per optimizer, over every seed's selection in the parts that are not sweeps: how many
+    selections, and how many took the grid's highest rate, its lowest, or the last epoch — a
+    selection at an edge says the optimum may lie beyond it."""
+    out: dict[str, dict[str, int]] = {}
+    for part in inp.parts:
+        resolved = inp.resolved[part]
+        if resolved.sweep:
+            continue
+        for opt, rates in resolved.grid.items():
+            m = (inp.details.get(part) or {}).get(opt) or {}
+            picks = list((m.get("seeds") or ({"0": m} if "lr" in m else {})).values())
+            n = out.setdefault(opt, {"selections": 0, "top rate": 0, "bottom rate": 0, "last epoch": 0})
+            n["selections"] += len(picks)
+            n["top rate"] += sum(len(rates) > 1 and p["lr"] == max(rates) for p in picks)
+            n["bottom rate"] += sum(len(rates) > 1 and p["lr"] == min(rates) for p in picks)
+            n["last epoch"] += sum(p["epoch"] == resolved.epochs for p in picks)
+    return {o: n for o, n in out.items() if n["selections"]}
+
+
+def edges_table(inp) -> str:
+    counts = edges(inp)
+    rows = [[label(o), n["selections"], *(f"{n[k]} ({100 * n[k] / n['selections']:.0f} %)"
+             for k in ("top rate", "bottom rate", "last epoch"))] for o, n in counts.items()]  # fmt: skip
+    header = ["optimizer", "selections", "at the grid's highest rate", "at its lowest rate", "at the last epoch"]
+    return md_table(header, rows) if rows else ""
 
 
 def _variant_cell(tested: dict, study: dict, v: str) -> str:
     return f"`{v}` {pct(tested[v]['test_acc'])} (study {pct(S.variant(study, v).get('test_acc'))})"
 
 
-def summary(params: dict, inp, study: dict) -> str:
+def summary(params: dict, inp, study: dict, families: dict[str, dict]) -> str:
     """The results in one table: per part, each optimizer's test accuracy of the selection (with
     its 95 % interval) beside the study's, the backbone named, each pair of optimizers tested (SGD
-    vs Adam in the study); the leave-one-domain-out rows; the sweep's extremes and the placement
-    verdict."""
+    vs Adam in the study) and each transfer part against its baseline, with the verdicts of their
+    families (verdicts.families); the leave-one-domain-out rows; the sweep's extremes and the
+    placement verdict."""
     opts, compared = inp.optimizers, inp.pairs()
+    pair_tests = [(families.get(f"{label(a)} vs {label(b)} across parts") or {}).get("tests", {}) for a, b in compared]
+    vs_scratch = (families.get("each transfer part vs scratch") or {}).get("tests", {})
     reported = [o for o in opts if any(S.pick(study, part, o) for part in inp.parts)]  # by the study
     rows = []
     for part in inp.parts:
@@ -183,20 +225,22 @@ def summary(params: dict, inp, study: dict) -> str:
             continue
         m = inp.details.get(part) or {}
         rows.append([f"`{part}`", inp.backbone(part), *[pick_cell(m.get(o)) for o in opts],
-                     *[test_cell(verdicts.optimizer_test(part, m, a, b)) for a, b in compared],
+                     *[test_cell(tests.get(part)) for tests in pair_tests],
+                     test_cell(vs_scratch.get(part)) if part in vs_scratch else DASH,
                      *[study_pick_cell(S.pick(study, part, o)) for o in reported]])  # fmt: skip
     for name, m in inp.pretrain.items():
         if m and opts:
             # In the column of the optimizer it pretrained with (the first where that is not compared).
             used = params["pretrain"][name]["optimizer"]
             col = opts.index(used) if used in opts else 0
-            cells = [DASH] * (len(opts) + len(compared) + len(reported))
+            cells = [DASH] * (len(opts) + len(compared) + 1 + len(reported))
             t = target_test(m)
             cells[col] = wilson_cell(t["acc"], t["n"])
             rows.append([f"`pretrain@{name}` on {t['domain']}, no {t['domain']} training", f"pretrained here: {name}",
                          *cells])  # fmt: skip
     header = ["part", "backbone", *[f"{label(o)} test acc [95 % CI]" for o in opts],
-              *[f"{label(a)} − {label(b)}, tested" for a, b in compared],
+              *[f"{label(a)} − {label(b)}, points [95 % CI]; p; verdict" for a, b in compared],
+              "selected − its from-scratch baseline, points [95 % CI]; p; verdict",
               *[f"study {label(o)}" for o in reported]]  # fmt: skip
     md = [md_table(header, rows)]
     pairs = verdicts.placement_pairs(params)
@@ -208,16 +252,16 @@ def summary(params: dict, inp, study: dict) -> str:
         best, worst = (", ".join(_variant_cell(tested, study, v) for v in vs) for vs in (order[:3], order[-3:]))
         baseline = _variant_cell(tested, study, "none") if "none" in tested else DASH
         trained = ", ".join(label(o) for o in inp.resolved[part].optimizers)
-        md += ["", f"Augmentation sweep (`{part}`, {len(tested)} variants, {trained}): best {best}; worst {worst}; "
-               f"no augmentation {baseline}."]  # fmt: skip
+        md += ["", prose(f"Augmentation sweep (`{part}`, {len(tested)} variants, {trained}): best {best}; "
+                         f"worst {worst}; no augmentation {baseline}.")]  # fmt: skip
     for ours, theirs in pairs:
         if not (inp.sweep(ours) and inp.sweep(theirs)):
             continue
         means = verdicts.family_means(params, inp.details.get(ours) or {}, inp.details.get(theirs) or {}, study)
         h, colour = verdicts.hypothesis(means), means["colour jitter"]
         if h is not None:
-            md += ["", f"Augmentation placement (`{ours}` vs `{theirs}`): colour-jitter variants "
-                   f"{pct(colour['ours_test'])} test accuracy on average under ours, {pct(colour['placed_test'])} "
-                   "under the study's placement; the hypothesis for the study's collapse is "
-                   f"**{h['verdict']}**."]  # fmt: skip
+            md += ["", prose(f"Augmentation placement (`{ours}` vs `{theirs}`): colour-jitter variants "
+                             f"{pct(colour['ours_test'])} test accuracy on average under ours, "
+                             f"{pct(colour['placed_test'])} under the study's placement; the hypothesis for the "
+                             f"study's collapse is **{h['verdict']}**.")]  # fmt: skip
     return "\n".join(md) + "\n"

@@ -1,17 +1,17 @@
-"""The report's tested statements: one optimizer against another per part (SGD vs Adam in the
-study), and the verdict on the hypothesis for the study's colour-jitter collapse (its augmentation
-placement), by rules fixed before the runs."""
+"""The report's tested statements, in declared families corrected together (findings.py): one
+optimizer against another across parts (SGD vs Adam in the study), each transfer part against
+training from scratch; and the verdict on the hypothesis for the study's colour-jitter collapse
+(its augmentation placement), by rules fixed before the runs."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from tlstudy import params as P
-from tlstudy.lib import uncertainty
+from tlstudy.lib import findings, resampling
+from tlstudy.stages.report import headline
 from tlstudy.stages.report import study as S
-from tlstudy.stages.report.inputs import read_csv
-from tlstudy.training import transforms
+from tlstudy.training import optimizers, transforms
 
 # The verdict compares colour jitter with the variants that leave the value range alone: flips,
 # rotations and blurs together ("geometric and blur"), as the rule was written before the runs.
@@ -29,27 +29,65 @@ def seed_picks(m: dict) -> dict[str, dict]:
     return m.get("seeds") or {"0": m}
 
 
-def optimizer_test(part: str, m: dict | None, first: str, second: str) -> dict | None:
-    """`first` − `second` test accuracy of one part, tested: a paired t-test over the seeds both
-    ran (a seed is a pair: same initialisation, data order and draws), else, with one seed,
-    McNemar's exact test on the two selected models' test predictions."""
-    one, two = (m or {}).get(first), (m or {}).get(second)
-    if not one or not two or "test_acc" not in one or "test_acc" not in two:
+def difference(a: dict[str, dict[str, bool]] | None, b: dict[str, dict[str, bool]] | None) -> dict | None:
+    """a − b test accuracy from two groups' per-image results (seed -> image -> right), over the
+    seeds both ran, paired by seed and image: a bootstrap over the test images and the seeds
+    (resampling.paired_image_seed_difference). None where they share no seed or not the same images."""
+    seeds = [s for s in a or {} if s in (b or {})]
+    if not seeds:
         return None
-    a, b = seed_picks(one), seed_picks(two)
-    common = [k for k in a if k in b]
-    if len(common) >= 2:
-        return uncertainty.paired_t([a[k]["test_acc"] for k in common], [b[k]["test_acc"] for k in common])
-    folder = Path("plots/predictions") / part
-    right = {
-        opt: {r["path"]: r["predicted"] == r["label"] for r in read_csv(folder / f"{opt}.csv")}
-        for opt in (first, second)
-    }
-    if not right[first] or right[first].keys() != right[second].keys():
+    images = sorted(a[seeds[0]])
+    if any(sorted(x[s]) != images for x in (a, b) for s in seeds):
         return None
-    only_first = sum(ok and not right[second][p] for p, ok in right[first].items())
-    only_second = sum(ok and not right[first][p] for p, ok in right[second].items())
-    return {**uncertainty.mcnemar(only_first, only_second), "n": 1, "diff": one["test_acc"] - two["test_acc"]}
+    return resampling.paired_image_seed_difference(
+        [[a[s][i] for i in images] for s in seeds], [[b[s][i] for i in images] for s in seeds]
+    )
+
+
+def optimizer_family(inp, first: str, second: str) -> dict | None:
+    """`first` − `second` in every part that ran both (a seed is a pair: same initialisation, data
+    order and draws), one declared family corrected together (Holm): findings.judge's result."""
+    tests = {}
+    for part in inp.parts:
+        if not inp.sweep(part) and (d := difference(inp.correct[part].get(first), inp.correct[part].get(second))):
+            tests[part] = d
+    name = f"{optimizers.label(first)} vs {optimizers.label(second)} across parts"
+    return findings.judge(name, tests) if tests else None
+
+
+def baseline(inp, part: str) -> str | None:
+    """The part a transfer part is measured against: the same subset, random init, all layers
+    trained (scratch for the full training split, fewshot_scratch for the few-shot subset)."""
+    own = inp.resolved[part]
+    if own.init == "random" or own.sweep:
+        return None
+    return next((name for name, other in inp.resolved.items() if not other.sweep and other.init == "random"
+                 and other.trainable == "all" and other.subset == own.subset), None)  # fmt: skip
+
+
+def transfer_family(inp) -> dict | None:
+    """Each transfer part's selected model − its baseline's, one declared family (Holm)."""
+    tests = {}
+    for part in inp.parts:
+        base = baseline(inp, part)
+        if base is None:
+            continue
+        ours, theirs = headline.selected_group(inp.details.get(part)), headline.selected_group(inp.details.get(base))
+        d = difference(inp.correct[part].get(ours), inp.correct[base].get(theirs))
+        if d:
+            tests[part] = {**d, "baseline": base, "groups": [ours, theirs]}
+    return findings.judge("each transfer part vs scratch", tests) if tests else None
+
+
+def families(inp) -> dict[str, dict]:
+    """Every declared family of the report's tests, judged: raw and adjusted p, verdict words."""
+    out = {}
+    for pair in inp.pairs():
+        if got := optimizer_family(inp, *pair):
+            out[got["family"]] = got
+    if got := transfer_family(inp):
+        out[got["family"]] = got
+    return out
 
 
 def placement_pairs(params: dict) -> list[tuple[str, str]]:

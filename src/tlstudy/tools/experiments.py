@@ -1,0 +1,134 @@
+"""Experiments of a workspace run one after another, resumably, and timed per sitting: what the
+sweeps over the offline workspace share (scripts/pretraining-budget.py, scripts/domains.py).
+
+Each experiment is one `dvc exp run -n <name>` with its `-S` overrides on the baseline's
+params.yaml. A finished experiment (its ref under refs/exps/ for the workspace's HEAD) is kept;
+an unfinished one runs again, its finished stages restored from DVC's run-cache. Each sitting's
+wall and CPU seconds, and each stage's wall seconds, are saved as they go into a timing file, so
+a sitting that a session's end kills keeps its time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tlstudy.lib.atomic import write_json
+from tlstudy.tools import profile
+
+
+def sh(ws: Path, *cmd: str) -> str:
+    return subprocess.run(cmd, cwd=ws, check=True, capture_output=True, text=True).stdout
+
+
+def experiments(ws: Path) -> dict[str, str]:
+    """Finished experiments of the workspace's baseline, by name: their git refs."""
+    refs = sh(ws, "git", "for-each-ref", "--format=%(refname)", "refs/exps/")
+    head = sh(ws, "git", "rev-parse", "HEAD").strip()
+    out = {}
+    for ref in refs.split():
+        # refs/exps/<2 chars>/<38 chars of the baseline sha>/<name>
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[2] + parts[3] == head:
+            out[parts[4]] = ref
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a running process and of the children it has waited for (each stage that
+    DVC ran and reaped), from /proc; 0 where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return round(sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK"), 1)
+
+
+def totals(entry: dict) -> dict:
+    """An experiment's time over its sittings: wall and CPU seconds, each stage's wall seconds."""
+    stages: dict[str, float] = {}
+    for s in entry["sittings"]:
+        for stage, sec in s["stages_run_s"].items():
+            stages[stage] = round(stages.get(stage, 0) + sec, 1)
+    return {
+        "sittings": len(entry["sittings"]),
+        "wall_s": round(sum(s["wall_s"] for s in entry["sittings"]), 1),
+        "cpu_s": round(sum(s["cpu_s"] for s in entry["sittings"]), 1),
+        "stages_run_s": stages,
+    }
+
+
+def without_sweeps(ws: Path) -> list[str]:
+    """The -S removals of the baseline's augmentation sweeps: its transfer parts with an `augment` list."""
+    import yaml
+
+    transfer = yaml.safe_load(sh(ws, "git", "show", "HEAD:params.yaml")).get("transfer") or {}
+    return [f"~transfer.{name}" for name, part in transfer.items() if part and part.get("augment")]
+
+
+def exp_run(argv: list[str], ws: Path, env: dict, sitting: dict, save) -> int:
+    """Runs one `dvc exp run`, its output passed through, measuring into `sitting` (and calling
+    `save`) at each stage's start and every half minute; its exit status."""
+    cpu0, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stage, started, saved = None, wall0, 0.0
+
+    def measure(now: float) -> float:
+        if stage:
+            sitting["stages_run_s"][stage] = round(now - started, 1)
+        sitting["wall_s"], sitting["cpu_s"] = round(now - wall0, 1), tree_cpu_s(proc.pid)
+        save()
+        return now
+
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        m, now = re.match(r"Running stage '([^']+)'", line), time.perf_counter()
+        if m:
+            saved = measure(now)
+            stage, started = m.group(1), now
+        elif now - saved > 30:
+            saved = measure(now)
+    code = proc.wait()
+    measure(time.perf_counter())
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sitting["cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1)
+    sitting["finished"] = code == 0
+    save()
+    return code
+
+
+def run_all(ws: Path, plan: dict[str, list[str]], timing_path: Path, who: str) -> None:
+    """Runs each experiment of `plan` (name -> its -S overrides) not yet finished, in order;
+    `who` names the sweep in what it prints."""
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(ws / "src"),
+    )
+    done, dvc = experiments(ws), profile.tool_argv("dvc")
+    for name, overrides in plan.items():
+        if name in done:
+            print(f"{who}: {name}: done before; kept")
+            continue
+        # Every experiment starts from the baseline's params, not from the last experiment's.
+        sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
+        argv = [*dvc, "exp", "run", "-n", name]
+        for o in overrides:
+            argv += ["-S", o]
+        print(f"{who}: {name}: {' '.join(argv[len(dvc) :])}", flush=True)
+        # One entry per sitting, written at every stage's end and every half minute: a sitting the
+        # session's end kills keeps its wall time (the CPU of the stage it interrupted is lost with
+        # the process), and the next sitting adds its own.
+        sitting = {"wall_s": 0.0, "cpu_s": 0.0, "stages_run_s": {}, "finished": False}
+        timing.setdefault(name, {"sittings": []})["sittings"].append(sitting)
+        code = exp_run(argv, ws, env, sitting, lambda: write_json(timing_path, timing))
+        if code:
+            raise SystemExit(f"{who}: {name}: dvc exp run failed ({code}); run again to continue")
+    sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
