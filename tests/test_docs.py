@@ -16,13 +16,18 @@ import pytest
 import yaml
 from conftest import PROJECT, load_script
 
+from tlstudy.tools import publication
+
 DOCS = sorted((PROJECT / "docs").glob("*.md"))
 PAGES = [PROJECT / "README.md", *DOCS]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"(?ms)^```[^\n]*\n(.*?)^```")
 README = PROJECT / "README.md"
-# The summaries the README quotes verbatim (tests/test_results.py checks they are the published ones).
-QUOTED = [PROJECT / "results/offline/report/summary.md", PROJECT / "results/pretraining-budget/summary.md"]
+# The summaries the README quotes verbatim (tests/test_results.py checks they are the published ones);
+# a publication declared stale (results/stale.yaml) is quoted by docs/results.md instead.
+QUOTED = [PROJECT / "results/offline/report/summary.md", PROJECT / "results/offline/report/findings.md"]
+if "pretraining-budget" not in publication.stale_declared(PROJECT):
+    QUOTED.append(PROJECT / "results/pretraining-budget/summary.md")
 PROFILES = sorted(p.stem for p in (PROJECT / "profiles").glob("*.yaml"))
 
 

@@ -119,6 +119,23 @@ def test_a_declared_neutral_change_passes_until_the_definition_changes_again(rep
     assert verdict(repo).changed == {"train@scratch": ["speed"]}
 
 
+def test_a_publication_declared_stale_passes_only_while_made_by_the_declared_commit(repo, monkeypatch, capsys):
+    edit(repo, "src/pkg/engine.py", "momentum=0.9", "momentum=0.95")
+    monkeypatch.chdir(repo)
+    assert publication.main([]) == 1
+    made_by = verdict(repo).commit
+    entry = {"params": [], "why": "hours of CPU", "rerun": "make offline"}
+    (repo / publication.STALE).write_text(yaml.safe_dump({"offline": {"made_by": made_by[:10], **entry}}))
+    assert publication.main([]) == 0
+    assert "declared stale in results/stale.yaml: make offline" in capsys.readouterr().out
+    # Declared for another commit: the check fails again.
+    (repo / publication.STALE).write_text(yaml.safe_dump({"offline": {"made_by": "0" * 10, **entry}}))
+    assert publication.main([]) == 1
+    (repo / publication.STALE).write_text(yaml.safe_dump({"offline": {"made_by": made_by[:10]}}))
+    with pytest.raises(publication.PublicationError, match="offline: missing params, why, rerun"):
+        publication.stale_declared(repo)
+
+
 def test_a_lock_of_files_no_commit_holds_is_refused(repo):
     lock = yaml.safe_load((repo / "results/offline/dvc.lock").read_text())
     lock["stages"]["train@scratch"]["deps"][0]["md5"] = "0" * 32

@@ -14,6 +14,12 @@ definition whose change cannot move a published number (a resume key, a checkpoi
 handling), with why, pinned to the definition's text now, so editing it again fails the check
 again. A republication makes the declarations moot, and the check then lists them as stale.
 
+A publication whose computation did change, and that cannot be re-run yet (hours of CPU), is
+declared in `results/stale.yaml` instead: its folder, the commit that made it, the params it
+differs in, why, and the command that republishes it. The check then passes only while the
+publication is as stale as declared (made by that commit, and still computing differently), and
+the docs quote it as the earlier code's, never as today's finding.
+
 `python -m tlstudy.tools.publication` prints the verdict for every publication under results/.
 """
 
@@ -31,6 +37,7 @@ import yaml
 
 PACKAGE = "tlstudy"
 NEUTRAL = Path("results/neutral-changes.yaml")
+STALE = Path("results/stale.yaml")
 
 
 class PublicationError(Exception):
@@ -223,6 +230,19 @@ def neutral(repo: Path) -> dict[str, dict]:
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
+def stale_declared(repo: Path) -> dict[str, dict]:
+    """results/<folder> -> its declaration: made_by, params, why, rerun."""
+    path = repo / STALE
+    entries = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    for folder, entry in entries.items():
+        missing = [k for k in ("made_by", "params", "why", "rerun") if not (isinstance(entry, dict) and k in entry)]
+        if missing:
+            raise PublicationError(
+                f"{STALE}: {folder}: missing {', '.join(missing)} (each entry needs made_by, params, why, rerun)"
+            )
+    return entries
+
+
 def package_now(repo: Path) -> dict[str, str]:
     """name -> its digest over the whole package now: what a declaration pins."""
     files = sorted(p for p in (repo / "src").rglob("*") if p.is_file() and p.suffix in {".py", ".csv", ".yaml"})
@@ -359,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         except PublicationError as exc:
             print(f"{name}: {exc}")
             bad += 1
+            continue
+        folders = (name, *name.parents)
+        declared = next((e for f, e in stale_declared(repo).items() if Path("results", f) in folders), None)
+        if declared and verdict.changed and verdict.commit.startswith(str(declared["made_by"])):
+            print(f"{name}: {summary(verdict)}; declared stale in {STALE}: {declared['rerun']}")
             continue
         print(f"{name}: {summary(verdict)}")
         bad += bool(verdict.changed)
