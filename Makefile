@@ -30,7 +30,8 @@ budget:  ## after `make offline`: the pretraining-budget sweep in its workspace 
 
 .PHONY: domains
 domains:  ## after `make offline` (republished with per-image predictions): each other PACS domain as the target, as experiments in its workspace (hours, resumable); publishes results/domains/ (docs/domains.md)
-	$(PY) scripts/domains.py run
+	$(PY) scripts/domains.py run $(if $(wildcard $(PACS_CARTOON)),--data $(PACS_CARTOON)) \
+		$(if $(wildcard $(PACS_SOURCES)),--sources $(PACS_SOURCES))
 	$(PY) scripts/domains.py publish
 
 test:  ## every test, the end-to-end DVC ones included; a worker per core (at most 4), a test file per worker, the longest files first (tests/conftest.py)

@@ -11,7 +11,9 @@ domain but the baseline's own); `publish` also `--out DIR` (default results/doma
 can run on a small workspace of generated images.
 
 `run` needs the offline workspace (`make offline` builds it). Each target T is one
-`dvc exp run -n target-<T> -S data.domain=<T>` there, on the baseline's params.yaml: fetch gives
+`dvc exp run -n target-<T> -S data.domain=<T>` there (with `--data`/`--sources`, the PACS folders a
+machine has, linked in at LOCAL and read with `source: local`; without, the archive), on the
+baseline's params.yaml: fetch gives
 T's images (a domain without official split lists gets a seeded split stratified by class,
 recorded in details/data.json), `pretrain@<backbone>` trains a ResNet-18 from random init on the
 other three domains and measures it on T's test images with no training on T, and the six parts
@@ -110,8 +112,48 @@ def plan(baseline: str, targets: list[str] | None, offline: Path) -> dict[str, s
     return {f"target-{d}": d for d in P.DOMAINS if d in chosen}
 
 
-def overrides(domain: str, dropped: list[str]) -> list[str]:
-    return [f"data.domain={domain}", *dropped]
+# Where `run --data/--sources` links the PACS folders a machine already has, in the workspace: one
+# <domain>/ per domain, so that params name them by a path that is the same on every machine.
+LOCAL = "work/pacs-local"
+
+
+def overrides(domain: str, dropped: list[str], local: list[str] | None = None) -> list[str]:
+    """A target's -S list; with `local` (the backbones link_local reads from LOCAL) its images and
+    its sources' come from the linked folders."""
+    read = []
+    if local is not None:
+        read = ["data.source=local", f"data.path={LOCAL}/{domain}"]
+        for b in local:
+            read += [f"pretrain.{b}.source=local", f"pretrain.{b}.path={LOCAL}"]
+    return [f"data.domain={domain}", *read, *dropped]
+
+
+def link_local(ws: Path, head: dict, names: dict[str, str], data: Path | None, sources: Path | None):
+    """Links the baseline domain's folder (`data`) and every <domain>/ of `sources` into the
+    workspace at LOCAL, so that each target and its sources are read from there (`source: local`)
+    instead of the PACS archive, which needs the network once; returns the backbones to point
+    there (None: no folders given). Refused, naming the folders, when a target or one of its
+    source domains is in neither."""
+    if data is None and sources is None:
+        return None
+    found = {P.target_domain(head): data} if data is not None else {}
+    if sources is not None:
+        found.update({d: sources / d for d in P.DOMAINS if (sources / d).is_dir()})
+    found = {d: f for d, f in found.items() if f is not None and f.is_dir()}
+    for domain in names.values():
+        params = {**head, "data": {**head["data"], "domain": domain}}
+        missing = [d for d in [domain, *P.source_domains(params)] if d not in found]
+        if missing:
+            raise SystemExit(
+                f"domains: target {domain} needs {', '.join(missing)}, in neither --data {data} nor --sources "
+                f"{sources}; give --sources a folder with a <domain>/<class>/<image> tree for each of them"
+            )
+    root = ws / LOCAL
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    for domain, folder in found.items():
+        (root / domain).symlink_to(folder.resolve(), target_is_directory=True)
+    return [b for b, spec in (head.get("pretrain") or {}).items() if spec and spec.get("source") == "pacs"]
 
 
 def head_params(ws: Path) -> dict:
@@ -122,10 +164,12 @@ def head_params(ws: Path) -> dict:
     return yaml.safe_load(sh(ws, "git", "show", "HEAD:params.yaml"))
 
 
-def run(ws: Path, offline: Path, targets: list[str] | None) -> None:
-    names = plan(P.target_domain(head_params(ws)), targets, offline)
-    dropped = without_sweeps(ws)
-    run_all(ws, {name: overrides(domain, dropped) for name, domain in names.items()}, ws / TIMING, "domains")
+def run(ws: Path, offline: Path, targets: list[str] | None, data: Path | None = None, sources: Path | None = None):
+    head = head_params(ws)
+    names = plan(P.target_domain(head), targets, offline)
+    dropped, local = without_sweeps(ws), link_local(ws, head, names, data, sources)
+    runs = {name: overrides(domain, dropped, local) for name, domain in names.items()}
+    run_all(ws, runs, ws / TIMING, "domains")
     print("domains: every experiment is done; `python scripts/domains.py publish` publishes them")
 
 
@@ -468,6 +512,13 @@ def timing(ws: Path, offline: Path, refs: dict[str, str], names: dict[str, str],
     }  # fmt: skip
 
 
+def spent_overrides(ws: Path) -> dict[str, list[str]]:
+    """experiment -> the -S overrides `run` gave it, from the workspace's timing file."""
+    path = ws / TIMING
+    entries = json.loads(path.read_text()) if path.exists() else {}
+    return {name: e["overrides"] for name, e in entries.items() if "overrides" in e}
+
+
 def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> None:
     baseline = read_publication(offline)
     names = plan(baseline["domain"], targets, offline)
@@ -501,7 +552,9 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
         for rel, text in t["files"].items():
             write_text(staging / domain / rel, text)
         if t["experiment"] is not None:
-            write_json(staging / domain / "overrides.json", overrides(domain, dropped))
+            # As run gave them (the timing file keeps them); a target run elsewhere (Slurm) had these.
+            said = (spent_overrides(ws).get(t["experiment"])) or overrides(domain, dropped)
+            write_json(staging / domain / "overrides.json", said)
     write_json(staging / "domains.json", result)
     write_text(staging / "summary.md", table(result))
     write_json(staging / "timing.json", spent)
@@ -521,10 +574,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--offline", type=Path, default=OFFLINE, help="its publication (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=OUT, help="where publish writes (default: %(default)s)")
     ap.add_argument("--targets", nargs="+", choices=P.DOMAINS, help="default: every domain but the baseline's")
+    ap.add_argument("--data", type=Path, help="run: the baseline domain's PACS folder, as `make offline` takes it")
+    ap.add_argument(
+        "--sources", type=Path, help="run: a folder of <domain>/<class>/<image> for the other domains (no download)"
+    )
     args = ap.parse_args(argv)
     ws = args.workspace.resolve()
     if args.command == "run":
-        run(ws, args.offline.resolve(), args.targets)
+        run(ws, args.offline.resolve(), args.targets, args.data, args.sources)
     else:
         publish(ws, args.out.resolve(), args.offline.resolve(), args.targets)
 

@@ -157,6 +157,26 @@ def test_the_baselines_own_domain_is_no_experiment(tmp_path):
         "target-art_painting": "art_painting", "target-photo": "photo", "target-sketch": "sketch"}  # fmt: skip
 
 
+def test_local_folders_are_linked_and_a_target_or_source_missing_from_them_is_named(tmp_path):
+    head = profile.profile_params(PROJECT, "offline")
+    ws, have = tmp_path / "ws", tmp_path / "pacs"
+    for d in ("art_painting", "photo", "sketch"):
+        (have / d).mkdir(parents=True)
+    # No folders given: the archive's route, the target's domain alone.
+    assert domains.link_local(ws, head, {NAME: "sketch"}, None, None) is None
+    assert domains.overrides("sketch", ["~transfer.augment"]) == ["data.domain=sketch", "~transfer.augment"]
+    # sketch pretrains on art_painting, cartoon and photo: cartoon is in none of the folders.
+    with pytest.raises(SystemExit, match="target sketch needs cartoon, in neither --data None nor --sources"):
+        domains.link_local(ws, head, {NAME: "sketch"}, None, have)
+    (tmp_path / "cartoon").mkdir()
+    assert domains.link_local(ws, head, {NAME: "sketch"}, tmp_path / "cartoon", have) == ["pacs_sources"]
+    links = {p.name: p.resolve() for p in (ws / domains.LOCAL).iterdir()}
+    assert links == {"cartoon": tmp_path / "cartoon", **{d: have / d for d in ("art_painting", "photo", "sketch")}}
+    assert domains.overrides("photo", [], ["pacs_sources"]) == [
+        "data.domain=photo", "data.source=local", "data.path=work/pacs-local/photo",
+        "pretrain.pacs_sources.source=local", "pretrain.pacs_sources.path=work/pacs-local"]  # fmt: skip
+
+
 def test_a_publication_without_per_image_predictions_is_refused_saying_to_republish(tmp_path):
     """As results/offline was published before evaluate@ kept per-image predictions."""
     pub = tmp_path / "offline"
@@ -243,9 +263,20 @@ def script(*args) -> str:
     return r.stdout
 
 
-def killed_once_inside_a_transfer_stage(ws, pub) -> str:
+def folders(root) -> None:
+    """The archive's images as folders, <domain>/<class>/<image>, as a machine with PACS on disk has them."""
+    for d in P.DOMAINS:
+        for c in PACS_CLASSES:
+            for i in range(OFFICIAL_TEST[c] + CARTOON_EXTRA if d == "cartoon" else SOURCE_PER_CLASS):
+                path = root / d / c / f"pic_{i:03d}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(jpeg(d, c, i))
+
+
+def killed_once_inside_a_transfer_stage(ws, pub, local) -> str:
     """`run`, killed once the experiment's first transfer stage has begun; what it printed."""
-    argv = [sys.executable, str(SCRIPT), "run", "--workspace", str(ws), "--offline", str(pub), "--targets", "sketch"]
+    argv = [sys.executable, str(SCRIPT), "run", "--workspace", str(ws), "--offline", str(pub), "--targets", "sketch",
+            "--sources", str(local)]  # fmt: skip
     return killed_once(argv, f"domains: {NAME}:", "Running stage 'transfer@")
 
 
@@ -268,8 +299,10 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(tmp
         # The baseline's row: the workspace published as `make offline` publishes it.
         recorded = {"invocations": [{"wall_s": 12.5, "stages_run": 20}], "stages": {}}
         pub = profile.publish(ws, tmp_path / "project", "offline", recorded, "test")
-        killed = killed_once_inside_a_transfer_stage(ws, pub)
-        log = script("run", "--workspace", ws, "--offline", pub, "--targets", "sketch")
+    # The target and its sources from folders on disk, as `make domains` gives them: no download.
+    folders(tmp_path / "pacs")
+    killed = killed_once_inside_a_transfer_stage(ws, pub, tmp_path / "pacs")
+    log = script("run", "--workspace", ws, "--offline", pub, "--targets", "sketch", "--sources", tmp_path / "pacs")
 
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], cwd=ws,
                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
@@ -279,10 +312,14 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(tmp
     # The first sitting fetched sketch and pretrained on the other three; the second kept that.
     for stage in ("fetch", "pretrain@pacs_sources"):
         assert f"Running stage '{stage}'" in killed and f"Running stage '{stage}'" not in log, stage
-    assert f"domains: {NAME}: exp run -n {NAME} -S data.domain=sketch -S ~transfer.augment" in log
+    said = ["data.domain=sketch", "data.source=local", "data.path=work/pacs-local/sketch",
+            "pretrain.pacs_sources.source=local", "pretrain.pacs_sources.path=work/pacs-local",
+            "~transfer.augment"]  # fmt: skip
+    assert f"domains: {NAME}: exp run -n {NAME} {' '.join(f'-S {o}' for o in said)}" in log
     params = yaml.safe_load(subprocess.run(["git", "show", f"{ref}:params.yaml"], cwd=ws, capture_output=True,
                                            text=True, check=True).stdout)  # fmt: skip
     assert params["data"]["domain"] == "sketch" and sorted(params["transfer"]) == sorted(TRANSFER)
+    assert (params["data"]["source"], params["pretrain"]["pacs_sources"]["source"]) == ("local", "local")
     assert yaml.safe_load((ws / "params.yaml").read_text())["data"]["domain"] == "cartoon", "back to the baseline's"
     data = at_rev(ws, ref, "details/data.json")
     assert (data["domain"], data["split"], data["seed"]) == ("sketch", "derived", 0)
@@ -318,7 +355,7 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(tmp
         assert (out / "cartoon" / rel).read_bytes() == (pub / rel).read_bytes()
         shown = subprocess.run(["git", "show", f"{ref}:{rel}"], cwd=ws, capture_output=True, check=True).stdout
         assert (out / "sketch" / rel).read_bytes() == shown
-    assert json.loads((out / "sketch/overrides.json").read_text()) == ["data.domain=sketch", "~transfer.augment"]
+    assert json.loads((out / "sketch/overrides.json").read_text()) == said
     assert not (out / "cartoon/overrides.json").exists()
     rows = [r for r in (out / "summary.md").read_text().splitlines() if r.startswith("| ")]
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows[1:]] == ["cartoon (offline publication)", "sketch"]
@@ -333,7 +370,7 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(tmp
     first = files(out)
 
     # Again: nothing re-runs, and the publication is the same bytes.
-    again = script("run", "--workspace", ws, "--offline", pub, "--targets", "sketch")
+    again = script("run", "--workspace", ws, "--offline", pub, "--targets", "sketch", "--sources", tmp_path / "pacs")
     assert f"domains: {NAME}: done before; kept" in again and "Running stage" not in again
     write(out / "photo/details/data.json", "{}")  # a target published before and not now: replaced with the rest
     script("publish", "--workspace", ws, "--offline", pub, "--out", out, "--targets", "sketch")

@@ -127,7 +127,9 @@ def run_all(ws: Path, plan: dict[str, list[str]], timing_path: Path, who: str) -
         # session's end kills keeps its wall time (the CPU of the stage it interrupted is lost with
         # the process), and the next sitting adds its own.
         sitting = {"wall_s": 0.0, "cpu_s": 0.0, "stages_run_s": {}, "finished": False}
-        timing.setdefault(name, {"sittings": []})["sittings"].append(sitting)
+        entry = timing.setdefault(name, {"sittings": []})
+        entry["overrides"] = list(overrides)
+        entry["sittings"].append(sitting)
         code = exp_run(argv, ws, env, sitting, lambda: write_json(timing_path, timing))
         if code:
             raise SystemExit(f"{who}: {name}: dvc exp run failed ({code}); run again to continue")
