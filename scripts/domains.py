@@ -21,7 +21,9 @@ other three domains and measures it on T's test images with no training on T, an
 profile's optimizers, grid and seeds. The two augmentation sweeps are left out, as the budget
 script leaves them out (`without_sweeps`). Interrupted, it continues: finished experiments are
 skipped, an unfinished one runs again with the stages it finished kept and its `train` stage
-resuming after its last finished run. Wall and CPU seconds of every experiment and stage, per
+resuming after its last finished run. Each finished target is carried out of the workspace at once, into
+results/domains/<T>/ (`carry`): commit it, and a later `run` (in a new workspace, prepared without
+its baseline where there is none) skips it and `publish` reads it there. Wall and CPU seconds of every experiment and stage, per
 sitting, go to the workspace's work/domains-timing.json.
 
 The baseline's own target (cartoon) is not run again: its row is the offline publication, read
@@ -115,6 +117,8 @@ def plan(baseline: str, targets: list[str] | None, offline: Path) -> dict[str, s
 # Where `run --data/--sources` links the PACS folders a machine already has, in the workspace: one
 # <domain>/ per domain, so that params name them by a path that is the same on every machine.
 LOCAL = "work/pacs-local"
+# In a target's folder under results/domains/: the experiment it came from and its sittings.
+SITTINGS = "sittings.json"
 
 
 def overrides(domain: str, dropped: list[str], local: list[str] | None = None) -> list[str]:
@@ -164,12 +168,57 @@ def head_params(ws: Path) -> dict:
     return yaml.safe_load(sh(ws, "git", "show", "HEAD:params.yaml"))
 
 
-def run(ws: Path, offline: Path, targets: list[str] | None, data: Path | None = None, sources: Path | None = None):
+def prepared(ws: Path, data: Path | None, sources: Path | None) -> None:
+    """The offline workspace, made where there is none (a fresh checkout) as `make offline` makes
+    it, without running its baseline: an experiment runs every stage its params change, and a
+    target changes them all but `inspect`."""
+    if (ws / "dvc.yaml").exists():
+        return
+    from tlstudy.tools import profile
+
+    params = profile.profile_params(PROJECT, "offline")
+    links = {where: folder.resolve() for where, folder in profile.linked(params, data, sources).items()}
+    print(f"domains: no workspace at {shown(ws)}; preparing the offline profile's there, its baseline not run")
+    profile.prepare(ws, PROJECT, params, "offline", False, links)
+
+
+def carry(ws: Path, out: Path, name: str, domain: str) -> None:
+    """A finished target's files into out/<domain>/, as publish writes them, with its overrides and
+    sittings, replaced at once: what publish needs of it once the workspace is gone (a session that
+    ends, a fresh checkout). Commit them; `run` then skips the target and `publish` reads it there."""
+    ref = experiments(ws)[name]
+    t = load(domain, ref_text(ws, ref), f"experiment {name}", "run it again (python scripts/domains.py run)", name)
+    recorded = json.loads((ws / TIMING).read_text()).get(name, {}) if (ws / TIMING).exists() else {}
+    folder = out / domain
+    staging = folder.with_name(f".{domain}.carrying")
+    shutil.rmtree(staging, ignore_errors=True)
+    for rel, text in t["files"].items():
+        write_text(staging / rel, text)
+    write_json(staging / "overrides.json", recorded.get("overrides") or overrides(domain, without_sweeps(ws)))
+    write_json(staging / SITTINGS, {"experiment": name, "sittings": recorded.get("sittings", [])})
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    print(f"domains: {name}: carried to {shown(folder)}")
+
+
+def carried(out: Path, domain: str) -> bool:
+    return (out / domain / SITTINGS).is_file()
+
+
+def run(ws: Path, offline: Path, out: Path, targets: list[str] | None, data: Path | None = None,
+        sources: Path | None = None) -> None:  # fmt: skip
+    prepared(ws, data, sources)
     head = head_params(ws)
     names = plan(P.target_domain(head), targets, offline)
     dropped, local = without_sweeps(ws), link_local(ws, head, names, data, sources)
-    runs = {name: overrides(domain, dropped, local) for name, domain in names.items()}
-    run_all(ws, runs, ws / TIMING, "domains")
+    for name, domain in names.items():
+        if carried(out, domain):
+            print(f"domains: {name}: carried before, in {shown(out / domain)}; kept (remove it to run it again)")
+            continue
+        # One experiment at a time, each carried out of the workspace as soon as it is done.
+        run_all(ws, {name: overrides(domain, dropped, local)}, ws / TIMING, "domains")
+        carry(ws, out, name, domain)
     print("domains: every experiment is done; `python scripts/domains.py publish` publishes them")
 
 
@@ -481,13 +530,17 @@ def plot(numbers: dict):
 # --- the publication ---------------------------------------------------------------------------------
 
 
-def timing(ws: Path, offline: Path, refs: dict[str, str], names: dict[str, str], baseline: str) -> dict:
+def timing(ws: Path, offline: Path, refs: dict[str, str], names: dict[str, str], baseline: str,
+           kept: dict[str, Path] | None = None) -> dict:  # fmt: skip
     """timing.json: per target CPU and wall seconds and the sittings; the baseline's from the
-    offline publication's own record (wall time only)."""
+    offline publication's own record (wall time only); a carried target's from its folder."""
     from tlstudy.tools.machine import machine, summary
 
     path = ws / TIMING
     recorded = json.loads(path.read_text()) if path.exists() else {}
+    for name, folder in (kept or {}).items():
+        recorded[name] = json.loads((folder / SITTINGS).read_text())
+    refs = {**refs, **{n: None for n in kept or {}}}
     targets = {}
     pub = json.loads((offline / "timing.json").read_text()) if (offline / "timing.json").is_file() else {}
     invocations = pub.get("invocations", [])
@@ -531,16 +584,23 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
         )
     found = experiments(ws)
     refs = {n: found[n] for n in names if n in found}
-    missing = [n for n in names if n not in refs]
+    kept = {n: out / d for n, d in names.items() if n not in refs and carried(out, d)}
+    missing = [n for n in names if n not in refs and n not in kept]
     if missing:
         raise SystemExit(f"domains: not run yet: {', '.join(missing)}; run `python scripts/domains.py run`")
     loaded = {baseline["domain"]: baseline}
     hint = "run it again (python scripts/domains.py run)"
     for name, ref in refs.items():
         loaded[names[name]] = load(names[name], ref_text(ws, ref), f"experiment {name}", hint, name)
+    for name, folder in kept.items():
+        # The same experiment as from its ref: its numbers say so; a refusal names the folder.
+        again = f"it was carried to {shown(folder)}: remove that folder and {hint}"
+        loaded[names[name]] = load(names[name], folder_text(folder), f"experiment {name}", again, name)
     loaded = {d: loaded[d] for d in P.DOMAINS if d in loaded}
     result = numbers(loaded)
-    spent = timing(ws, offline, refs, names, baseline["domain"])
+    spent = timing(ws, offline, refs, names, baseline["domain"], kept)
+    said = {n: json.loads((f / "overrides.json").read_text()) for n, f in kept.items()}
+    sittings = {n: json.loads((f / SITTINGS).read_text()) for n, f in kept.items()}
     figure = plot(result)
     # Everything is computed before the first file is written, into a folder beside `out` that
     # replaces it whole: a refusal or a kill leaves the last publication as it was, and no file of
@@ -551,10 +611,15 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
     for domain, t in loaded.items():
         for rel, text in t["files"].items():
             write_text(staging / domain / rel, text)
-        if t["experiment"] is not None:
-            # As run gave them (the timing file keeps them); a target run elsewhere (Slurm) had these.
-            said = (spent_overrides(ws).get(t["experiment"])) or overrides(domain, dropped)
-            write_json(staging / domain / "overrides.json", said)
+        name = t["experiment"]
+        if name is not None:
+            # As run gave them (the timing file or the carried folder keeps them); a target run
+            # elsewhere (Slurm) had these.
+            given = said.get(name) or spent_overrides(ws).get(name) or overrides(domain, dropped)
+            write_json(staging / domain / "overrides.json", given)
+            recorded = json.loads((ws / TIMING).read_text()).get(name, {}) if (ws / TIMING).exists() else {}
+            write_json(staging / domain / SITTINGS, sittings.get(name) or {
+                "experiment": name, "sittings": recorded.get("sittings", [])})  # fmt: skip
     write_json(staging / "domains.json", result)
     write_text(staging / "summary.md", table(result))
     write_json(staging / "timing.json", spent)
@@ -572,7 +637,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("command", nargs="?", default="run", choices=["run", "publish"])
     ap.add_argument("--workspace", type=Path, default=WORKSPACE, help="the offline workspace (default: %(default)s)")
     ap.add_argument("--offline", type=Path, default=OFFLINE, help="its publication (default: %(default)s)")
-    ap.add_argument("--out", type=Path, default=OUT, help="where publish writes (default: %(default)s)")
+    ap.add_argument(
+        "--out", type=Path, default=OUT, help="where run carries each target and publish writes (default: %(default)s)"
+    )
     ap.add_argument("--targets", nargs="+", choices=P.DOMAINS, help="default: every domain but the baseline's")
     ap.add_argument("--data", type=Path, help="run: the baseline domain's PACS folder, as `make offline` takes it")
     ap.add_argument(
@@ -581,7 +648,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     ws = args.workspace.resolve()
     if args.command == "run":
-        run(ws, args.offline.resolve(), args.targets, args.data, args.sources)
+        run(ws, args.offline.resolve(), args.out.resolve(), args.targets, args.data, args.sources)
     else:
         publish(ws, args.out.resolve(), args.offline.resolve(), args.targets)
 

@@ -177,6 +177,15 @@ def test_local_folders_are_linked_and_a_target_or_source_missing_from_them_is_na
         "pretrain.pacs_sources.source=local", "pretrain.pacs_sources.path=work/pacs-local"]  # fmt: skip
 
 
+def test_run_without_a_workspace_prepares_the_offline_profiles_without_running_it(tmp_path):
+    ws = tmp_path / "ws"
+    domains.prepared(ws, None, tmp_path)
+    assert domains.head_params(ws) == profile.profile_params(PROJECT, "offline")
+    assert not (ws / "dvc.lock").exists(), "its baseline is not run"
+    head = profile.profile_params(PROJECT, "offline")
+    assert (ws / head["pretrain"]["pacs_sources"]["path"]).resolve() == tmp_path
+
+
 def test_a_publication_without_per_image_predictions_is_refused_saying_to_republish(tmp_path):
     """As results/offline was published before evaluate@ kept per-image predictions."""
     pub = tmp_path / "offline"
@@ -273,10 +282,10 @@ def folders(root) -> None:
                 path.write_bytes(jpeg(d, c, i))
 
 
-def killed_once_inside_a_transfer_stage(ws, pub, local) -> str:
+def killed_once_inside_a_transfer_stage(ws, pub, local, out) -> str:
     """`run`, killed once the experiment's first transfer stage has begun; what it printed."""
     argv = [sys.executable, str(SCRIPT), "run", "--workspace", str(ws), "--offline", str(pub), "--targets", "sketch",
-            "--sources", str(local)]  # fmt: skip
+            "--sources", str(local), "--out", str(out)]  # fmt: skip
     return killed_once(argv, f"domains: {NAME}:", "Running stage 'transfer@")
 
 
@@ -301,8 +310,13 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(tmp
         pub = profile.publish(ws, tmp_path / "project", "offline", recorded, "test")
     # The target and its sources from folders on disk, as `make domains` gives them: no download.
     folders(tmp_path / "pacs")
-    killed = killed_once_inside_a_transfer_stage(ws, pub, tmp_path / "pacs")
-    log = script("run", "--workspace", ws, "--offline", pub, "--targets", "sketch", "--sources", tmp_path / "pacs")
+    killed = killed_once_inside_a_transfer_stage(ws, pub, tmp_path / "pacs", out)
+    assert not (out / "sketch").exists(), "a target is carried out of the workspace only once it is done"
+    log = script("run", "--workspace", ws, "--offline", pub, "--targets", "sketch", "--sources", tmp_path / "pacs",
+                 "--out", out)  # fmt: skip
+    assert f"domains: {NAME}: carried to {out / 'sketch'}" in log
+    carried = json.loads((out / "sketch/sittings.json").read_text())
+    assert carried["experiment"] == NAME and [s["finished"] for s in carried["sittings"]] == [False, True]
 
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], cwd=ws,
                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
@@ -370,8 +384,13 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(tmp
     first = files(out)
 
     # Again: nothing re-runs, and the publication is the same bytes.
-    again = script("run", "--workspace", ws, "--offline", pub, "--targets", "sketch", "--sources", tmp_path / "pacs")
-    assert f"domains: {NAME}: done before; kept" in again and "Running stage" not in again
+    again = script("run", "--workspace", ws, "--offline", pub, "--targets", "sketch", "--sources", tmp_path / "pacs",
+                   "--out", out)  # fmt: skip
+    assert f"domains: {NAME}: carried before, in {out / 'sketch'}; kept" in again and "Running stage" not in again
     write(out / "photo/details/data.json", "{}")  # a target published before and not now: replaced with the rest
+    script("publish", "--workspace", ws, "--offline", pub, "--out", out, "--targets", "sketch")
+    assert files(out) == first
+    # The workspace's experiment gone (a session ended, a fresh checkout): publish reads the carried folder.
+    subprocess.run(["git", "update-ref", "-d", ref], cwd=ws, check=True)
     script("publish", "--workspace", ws, "--offline", pub, "--out", out, "--targets", "sketch")
     assert files(out) == first

@@ -383,6 +383,19 @@ def summary(metrics_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def linked(params: dict, data: Path | None, sources: Path | None) -> dict[str, Path]:
+    """Where in the workspace `--data` and `--sources` are linked in: data.path and each backbone's path."""
+    links = {}
+    if data is not None:
+        from tlstudy.params import data_path
+
+        links[str(data_path(params))] = data
+    if sources is not None:
+        for spec in params["pretrain"].values():
+            links[spec["path"]] = sources
+    return links
+
+
 def run(
     name: str,
     dest: str | None = None,
@@ -399,14 +412,7 @@ def run(
     params = profile_params(project, name, params_path, sets)
     label = Path(name).stem
     dest_path = (project / (dest or f"work/profiles/{label}")).resolve()
-    links = {}
-    if data is not None:
-        from tlstudy.params import data_path
-
-        links[str(data_path(params))] = data
-    if sources is not None:
-        for spec in params["pretrain"].values():
-            links[spec["path"]] = sources
+    links = linked(params, data, sources)
     start = time.perf_counter()
     prepare(dest_path, project, params, label, fresh, links)
     seconds = repro(dest_path)
