@@ -198,3 +198,25 @@ def test_readme_quotes_the_budget_table_the_published_numbers_give():
     timing = json.loads((BUDGET / "timing.json").read_text())
     assert timing["machine"] and timing["total"]["cpu_s"] > 0
     assert set(timing["experiments"]) == set(json.loads((BUDGET / "budget.json").read_text()))
+
+
+# results/domains: scripts/domains.py's targets, each carried there as soon as its experiment is
+# done (docs/domains.md#resuming), then the benchmark published around them.
+DOMAINS = RESULTS / "domains"
+CARRIED = sorted(p.name for p in DOMAINS.iterdir() if (p / "sittings.json").is_file()) if DOMAINS.is_dir() else []
+
+
+@pytest.mark.parametrize("target", CARRIED)
+def test_each_carried_target_ran_todays_code_on_the_offline_profile_with_its_domain(target):
+    folder = DOMAINS / target
+    why = stale(folder / "dvc.lock")
+    assert why is None, f"results/domains/{target}: {why}; remove the folder and run it again (make domains)"
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    offline = profile_params(PROJECT, "offline")
+    assert params["data"]["domain"] == target and params["seeds"] == offline["seeds"]
+    assert {p: params["parts"][p] for p in offline["parts"]} == offline["parts"]
+    said = json.loads((folder / "overrides.json").read_text())
+    assert said[0] == f"data.domain={target}"
+    sittings = json.loads((folder / "sittings.json").read_text())
+    assert sittings["experiment"] == f"target-{target}" and sittings["sittings"][-1]["finished"]
+    assert all(s["cpu_s"] > 0 for s in sittings["sittings"])
