@@ -21,10 +21,11 @@ other three domains and measures it on T's test images with no training on T, an
 profile's optimizers, grid and seeds. The two augmentation sweeps are left out, as the budget
 script leaves them out (`without_sweeps`). Interrupted, it continues: finished experiments are
 skipped, an unfinished one runs again with the stages it finished kept and its `train` stage
-resuming after its last finished run. Each finished target is carried out of the workspace at once, into
-results/domains/<T>/ (`carry`): commit it, and a later `run` (in a new workspace, prepared without
-its baseline where there is none) skips it and `publish` reads it there. Wall and CPU seconds of every experiment and stage, per
-sitting, go to the workspace's work/domains-timing.json.
+resuming after its last finished run. Each finished target is carried out of the workspace at
+once, into results/domains/<T>/ (`carry`): commit it, and a later `run` (in a new workspace,
+prepared without its baseline where there is none) skips it and `publish` reads it there. Wall and
+CPU seconds of every experiment and stage, per sitting, go to the workspace's
+work/domains-timing.json.
 
 The baseline's own target (cartoon) is not run again: its row is the offline publication, read
 from its files (metrics, details and details/predictions). A publication made before evaluate@
@@ -66,7 +67,7 @@ sys.path.insert(0, str(PROJECT / "src"))
 from tlstudy import params as P  # noqa: E402
 from tlstudy.lib import findings  # noqa: E402
 from tlstudy.lib.atomic import save_figure, write_json, write_text  # noqa: E402
-from tlstudy.tools.experiments import experiments, run_all, sh, totals, without_sweeps  # noqa: E402
+from tlstudy.tools.experiments import experiments, parser, run_all, sh, totals, without_sweeps  # noqa: E402
 
 WORKSPACE = PROJECT / "work/profiles/offline"
 OFFLINE = PROJECT / "results/offline"
@@ -143,7 +144,7 @@ def link_local(ws: Path, head: dict, names: dict[str, str], data: Path | None, s
     found = {P.target_domain(head): data} if data is not None else {}
     if sources is not None:
         found.update({d: sources / d for d in P.DOMAINS if (sources / d).is_dir()})
-    found = {d: f for d, f in found.items() if f is not None and f.is_dir()}
+    found = {d: f for d, f in found.items() if f.is_dir()}
     for domain in names.values():
         params = {**head, "data": {**head["data"], "domain": domain}}
         missing = [d for d in [domain, *P.source_domains(params)] if d not in found]
@@ -188,18 +189,29 @@ def carry(ws: Path, out: Path, name: str, domain: str) -> None:
     ends, a fresh checkout). Commit them; `run` then skips the target and `publish` reads it there."""
     ref = experiments(ws)[name]
     t = load(domain, ref_text(ws, ref), f"experiment {name}", "run it again (python scripts/domains.py run)", name)
-    recorded = json.loads((ws / TIMING).read_text()).get(name, {}) if (ws / TIMING).exists() else {}
     folder = out / domain
     staging = folder.with_name(f".{domain}.carrying")
     shutil.rmtree(staging, ignore_errors=True)
     for rel, text in t["files"].items():
         write_text(staging / rel, text)
-    write_json(staging / "overrides.json", recorded.get("overrides") or overrides(domain, without_sweeps(ws)))
-    write_json(staging / SITTINGS, {"experiment": name, "sittings": recorded.get("sittings", [])})
+    write_record(staging, name, domain, recorded(ws).get(name, {}), without_sweeps(ws))
     if folder.exists():
         shutil.rmtree(folder)
     staging.rename(folder)
     print(f"domains: {name}: carried to {shown(folder)}")
+
+
+def recorded(ws: Path) -> dict[str, dict]:
+    """experiment -> what `run` recorded of it in the workspace's timing file: its -S overrides and sittings."""
+    path = ws / TIMING
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_record(folder: Path, name: str, domain: str, entry: dict, dropped: list[str]) -> None:
+    """A target's overrides.json and sittings.json, from its record; a target run elsewhere
+    (Slurm) has none, and had the plain overrides."""
+    write_json(folder / "overrides.json", entry.get("overrides") or overrides(domain, dropped))
+    write_json(folder / SITTINGS, {"experiment": name, "sittings": entry.get("sittings", [])})
 
 
 def carried(out: Path, domain: str) -> bool:
@@ -530,17 +542,12 @@ def plot(numbers: dict):
 # --- the publication ---------------------------------------------------------------------------------
 
 
-def timing(ws: Path, offline: Path, refs: dict[str, str], names: dict[str, str], baseline: str,
-           kept: dict[str, Path] | None = None) -> dict:  # fmt: skip
-    """timing.json: per target CPU and wall seconds and the sittings; the baseline's from the
-    offline publication's own record (wall time only); a carried target's from its folder."""
+def timing(ws: Path, offline: Path, ran: list[str], names: dict[str, str], baseline: str, entries: dict) -> dict:
+    """timing.json: per target CPU and wall seconds and the sittings (`entries`: the records of
+    `recorded`, a carried target's from its folder); the baseline's from the offline
+    publication's own record (wall time only)."""
     from tlstudy.tools.machine import machine, summary
 
-    path = ws / TIMING
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    for name, folder in (kept or {}).items():
-        recorded[name] = json.loads((folder / SITTINGS).read_text())
-    refs = {**refs, **{n: None for n in kept or {}}}
     targets = {}
     pub = json.loads((offline / "timing.json").read_text()) if (offline / "timing.json").is_file() else {}
     invocations = pub.get("invocations", [])
@@ -549,27 +556,20 @@ def timing(ws: Path, offline: Path, refs: dict[str, str], names: dict[str, str],
         "wall_s": round(sum(i["wall_s"] for i in invocations), 1), "cpu_s": None,
         "note": "the offline profile records wall time only; its stages include the two augmentation sweeps",
     }  # fmt: skip
-    for name in refs:
-        if name in recorded:
-            targets[names[name]] = {"from": f"experiment {name}", **totals(recorded[name]),
-                                    "by_sitting": recorded[name]["sittings"]}  # fmt: skip
+    for name in ran:
+        if name in entries:
+            targets[names[name]] = {"from": f"experiment {name}", **totals(entries[name]),
+                                    "by_sitting": entries[name]["sittings"]}  # fmt: skip
         else:
             targets[names[name]] = {"from": f"experiment {name}", "sittings": 0, "wall_s": None, "cpu_s": None,
-                                    "note": f"not run by this script ({shown(path)} has no entry)"}  # fmt: skip
-    ran = [t for d, t in targets.items() if d != baseline and t["cpu_s"] is not None]
+                                    "note": f"not run by this script ({shown(ws / TIMING)} has no entry)"}  # fmt: skip
+    timed = [t for d, t in targets.items() if d != baseline and t["cpu_s"] is not None]
     details = machine()
     return {
         "machine": summary(details), "machine_details": details,
-        "experiments_total": {k: round(sum(t[k] for t in ran), 1) for k in ("wall_s", "cpu_s")},
+        "experiments_total": {k: round(sum(t[k] for t in timed), 1) for k in ("wall_s", "cpu_s")},
         "targets": {d: targets[d] for d in P.DOMAINS if d in targets},
     }  # fmt: skip
-
-
-def spent_overrides(ws: Path) -> dict[str, list[str]]:
-    """experiment -> the -S overrides `run` gave it, from the workspace's timing file."""
-    path = ws / TIMING
-    entries = json.loads(path.read_text()) if path.exists() else {}
-    return {name: e["overrides"] for name, e in entries.items() if "overrides" in e}
 
 
 def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> None:
@@ -598,9 +598,11 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
         loaded[names[name]] = load(names[name], folder_text(folder), f"experiment {name}", again, name)
     loaded = {d: loaded[d] for d in P.DOMAINS if d in loaded}
     result = numbers(loaded)
-    spent = timing(ws, offline, refs, names, baseline["domain"], kept)
-    said = {n: json.loads((f / "overrides.json").read_text()) for n, f in kept.items()}
-    sittings = {n: json.loads((f / SITTINGS).read_text()) for n, f in kept.items()}
+    entries = recorded(ws)
+    for name, folder in kept.items():
+        entries[name] = {**json.loads((folder / SITTINGS).read_text()),
+                         "overrides": json.loads((folder / "overrides.json").read_text())}  # fmt: skip
+    spent = timing(ws, offline, [*refs, *kept], names, baseline["domain"], entries)
     figure = plot(result)
     # Everything is computed before the first file is written, into a folder beside `out` that
     # replaces it whole: a refusal or a kill leaves the last publication as it was, and no file of
@@ -611,15 +613,8 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
     for domain, t in loaded.items():
         for rel, text in t["files"].items():
             write_text(staging / domain / rel, text)
-        name = t["experiment"]
-        if name is not None:
-            # As run gave them (the timing file or the carried folder keeps them); a target run
-            # elsewhere (Slurm) had these.
-            given = said.get(name) or spent_overrides(ws).get(name) or overrides(domain, dropped)
-            write_json(staging / domain / "overrides.json", given)
-            recorded = json.loads((ws / TIMING).read_text()).get(name, {}) if (ws / TIMING).exists() else {}
-            write_json(staging / domain / SITTINGS, sittings.get(name) or {
-                "experiment": name, "sittings": recorded.get("sittings", [])})  # fmt: skip
+        if t["experiment"] is not None:
+            write_record(staging / domain, t["experiment"], domain, entries.get(t["experiment"], {}), dropped)
     write_json(staging / "domains.json", result)
     write_text(staging / "summary.md", table(result))
     write_json(staging / "timing.json", spent)
@@ -631,15 +626,8 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", nargs="?", default="run", choices=["run", "publish"])
-    ap.add_argument("--workspace", type=Path, default=WORKSPACE, help="the offline workspace (default: %(default)s)")
+    ap = parser(__doc__, WORKSPACE, OUT, "where run carries each target and publish writes")
     ap.add_argument("--offline", type=Path, default=OFFLINE, help="its publication (default: %(default)s)")
-    ap.add_argument(
-        "--out", type=Path, default=OUT, help="where run carries each target and publish writes (default: %(default)s)"
-    )
     ap.add_argument("--targets", nargs="+", choices=P.DOMAINS, help="default: every domain but the baseline's")
     ap.add_argument("--data", type=Path, help="run: the baseline domain's PACS folder, as `make offline` takes it")
     ap.add_argument(
