@@ -67,7 +67,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 from tlstudy.lib.atomic import replacing, save_figure, write_json, write_text  # noqa: E402
 from tlstudy.stages.report.inputs import seed_correct_text  # noqa: E402
-from tlstudy.tools.experiments import experiments, run_all, sh, totals, without_sweeps  # noqa: E402
+from tlstudy.tools.experiments import experiments, parser, run_all, sh, totals, without_sweeps  # noqa: E402
 from tlstudy.training import optimizers  # noqa: E402
 
 WORKSPACE = PROJECT / "work/profiles/offline"
@@ -380,12 +380,7 @@ def publish(ws: Path, out: Path, plan: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", nargs="?", default="run", choices=["run", "publish"])
-    ap.add_argument("--workspace", type=Path, default=WORKSPACE, help="the offline workspace (default: %(default)s)")
-    ap.add_argument("--out", type=Path, default=OUT, help="where publish writes (default: %(default)s)")
+    ap = parser(__doc__, WORKSPACE, OUT, "where publish writes")
     ap.add_argument("--epochs", type=int, nargs="+", default=DEFAULT_EPOCHS, help="the default recipe's budgets")
     ap.add_argument("--strong", type=int, default=DEFAULT_STRONG, help="the strong recipe's budget; 0: none")
     args = ap.parse_args(argv)

@@ -23,6 +23,17 @@ from tlstudy.lib.atomic import write_json
 from tlstudy.tools import profile
 
 
+def parser(doc: str, workspace: Path, out: Path, out_help: str):
+    """The command line the sweeps share: `run` or `publish`, the workspace and the output folder."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("command", nargs="?", default="run", choices=["run", "publish"])
+    ap.add_argument("--workspace", type=Path, default=workspace, help="the offline workspace (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=out, help=f"{out_help} (default: %(default)s)")
+    return ap
+
+
 def sh(ws: Path, *cmd: str) -> str:
     return subprocess.run(cmd, cwd=ws, check=True, capture_output=True, text=True).stdout
 
