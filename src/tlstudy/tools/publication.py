@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "declare":
         declare(repo, args.name, args.why)
         return 0
-    bad = 0
+    bad, stale = 0, stale_declared(repo)
     for path in locks(repo):
         name = path.parent.relative_to(repo)
         try:
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             bad += 1
             continue
         folders = (name, *name.parents)
-        declared = next((e for f, e in stale_declared(repo).items() if Path("results", f) in folders), None)
+        declared = next((e for f, e in stale.items() if Path("results", f) in folders), None)
         if declared and verdict.changed and verdict.commit.startswith(str(declared["made_by"])):
             print(f"{name}: {summary(verdict)}; declared stale in {STALE}: {declared['rerun']}")
             continue
