@@ -24,8 +24,9 @@ offline:  ## the study on real PACS sized for a CPU (profiles/offline.yaml); pub
 	$(PY) -m tlstudy profile offline $(if $(wildcard $(PACS_CARTOON)),--data $(PACS_CARTOON)) \
 		$(if $(wildcard $(PACS_SOURCES)),--sources $(PACS_SOURCES)) --publish
 
-budget:  ## after `make offline`: the pretraining-budget sweep in its workspace (hours, resumable); publishes results/pretraining-budget/
-	$(PY) scripts/pretraining-budget.py run
+budget:  ## the pretraining-budget sweep in the offline workspace (hours, resumable; each experiment carried into results/carried/ when done); publishes results/pretraining-budget/
+	$(PY) scripts/pretraining-budget.py run $(if $(wildcard $(PACS_CARTOON)),--data $(PACS_CARTOON)) \
+		$(if $(wildcard $(PACS_SOURCES)),--sources $(PACS_SOURCES))
 	$(PY) scripts/pretraining-budget.py publish
 
 .PHONY: domains

@@ -58,7 +58,6 @@ import csv
 import io
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -67,7 +66,8 @@ sys.path.insert(0, str(PROJECT / "src"))
 from tlstudy import params as P  # noqa: E402
 from tlstudy.lib import findings  # noqa: E402
 from tlstudy.lib.atomic import save_figure, write_json, write_text  # noqa: E402
-from tlstudy.tools.experiments import experiments, parser, run_all, sh, totals, without_sweeps  # noqa: E402
+from tlstudy.tools import experiments as X  # noqa: E402
+from tlstudy.tools.experiments import experiments, folder_text, parser, ref_text, run_all, sh, totals  # noqa: E402
 
 WORKSPACE = PROJECT / "work/profiles/offline"
 OFFLINE = PROJECT / "results/offline"
@@ -118,8 +118,6 @@ def plan(baseline: str, targets: list[str] | None, offline: Path) -> dict[str, s
 # Where `run --data/--sources` links the PACS folders a machine already has, in the workspace: one
 # <domain>/ per domain, so that params name them by a path that is the same on every machine.
 LOCAL = "work/pacs-local"
-# In a target's folder under results/domains/: the experiment it came from and its sittings.
-SITTINGS = "sittings.json"
 
 
 def overrides(domain: str, dropped: list[str], local: list[str] | None = None) -> list[str]:
@@ -169,63 +167,30 @@ def head_params(ws: Path) -> dict:
     return yaml.safe_load(sh(ws, "git", "show", "HEAD:params.yaml"))
 
 
-def prepared(ws: Path, data: Path | None, sources: Path | None) -> None:
-    """The offline workspace, made where there is none (a fresh checkout) as `make offline` makes
-    it, without running its baseline: an experiment runs every stage its params change, and a
-    target changes them all but `inspect`."""
-    if (ws / "dvc.yaml").exists():
-        return
-    from tlstudy.tools import profile
-
-    params = profile.profile_params(PROJECT, "offline")
-    links = {where: folder.resolve() for where, folder in profile.linked(params, data, sources).items()}
-    print(f"domains: no workspace at {shown(ws)}; preparing the offline profile's there, its baseline not run")
-    profile.prepare(ws, PROJECT, params, "offline", False, links)
-
-
 def carry(ws: Path, out: Path, name: str, domain: str) -> None:
     """A finished target's files into out/<domain>/, as publish writes them, with its overrides and
-    sittings, replaced at once: what publish needs of it once the workspace is gone (a session that
-    ends, a fresh checkout). Commit them; `run` then skips the target and `publish` reads it there."""
+    sittings (experiments.carry): what publish needs of it once the workspace is gone. Commit
+    them; `run` then skips the target and `publish` reads it there."""
     ref = experiments(ws)[name]
     t = load(domain, ref_text(ws, ref), f"experiment {name}", "run it again (python scripts/domains.py run)", name)
-    folder = out / domain
-    staging = folder.with_name(f".{domain}.carrying")
-    shutil.rmtree(staging, ignore_errors=True)
-    for rel, text in t["files"].items():
-        write_text(staging / rel, text)
-    write_record(staging, name, domain, recorded(ws).get(name, {}), without_sweeps(ws))
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
-    print(f"domains: {name}: carried to {shown(folder)}")
+    X.carry(out / domain, t["files"], name, *record(X.recorded(ws / TIMING).get(name, {}), domain, ws))
+    print(f"domains: {name}: carried to {shown(out / domain)}")
 
 
-def recorded(ws: Path) -> dict[str, dict]:
-    """experiment -> what `run` recorded of it in the workspace's timing file: its -S overrides and sittings."""
-    path = ws / TIMING
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def write_record(folder: Path, name: str, domain: str, entry: dict, dropped: list[str]) -> None:
-    """A target's overrides.json and sittings.json, from its record; a target run elsewhere
-    (Slurm) has none, and had the plain overrides."""
-    write_json(folder / "overrides.json", entry.get("overrides") or overrides(domain, dropped))
-    write_json(folder / SITTINGS, {"experiment": name, "sittings": entry.get("sittings", [])})
-
-
-def carried(out: Path, domain: str) -> bool:
-    return (out / domain / SITTINGS).is_file()
+def record(entry: dict, domain: str, ws: Path) -> tuple[list[str], list[dict]]:
+    """A target's -S overrides and sittings from what `run` recorded of it (`entry`); a target
+    run elsewhere (Slurm) has no record, and had the plain overrides."""
+    return entry.get("overrides") or overrides(domain, X.without_sweeps(ws)), entry.get("sittings", [])
 
 
 def run(ws: Path, offline: Path, out: Path, targets: list[str] | None, data: Path | None = None,
         sources: Path | None = None) -> None:  # fmt: skip
-    prepared(ws, data, sources)
+    X.prepared(ws, PROJECT, data, sources, "domains")
     head = head_params(ws)
     names = plan(P.target_domain(head), targets, offline)
-    dropped, local = without_sweeps(ws), link_local(ws, head, names, data, sources)
+    dropped, local = X.without_sweeps(ws), link_local(ws, head, names, data, sources)
     for name, domain in names.items():
-        if carried(out, domain):
+        if X.carried(out / domain):
             print(f"domains: {name}: carried before, in {shown(out / domain)}; kept (remove it to run it again)")
             continue
         # One experiment at a time, each carried out of the workspace as soon as it is done.
@@ -275,22 +240,6 @@ def needed(cols: dict, backbone: str) -> list[str]:
     for part in cols.values():
         files += [f"metrics/{part}.json", f"details/{part}.json", f"details/predictions/{part}.csv"]
     return files
-
-
-def folder_text(root: Path):
-    def text(rel: str) -> str | None:
-        path = root / rel
-        return path.read_text(encoding="utf-8") if path.is_file() else None
-
-    return text
-
-
-def ref_text(ws: Path, ref: str):
-    def text(rel: str) -> str | None:
-        r = subprocess.run(["git", "show", f"{ref}:{rel}"], cwd=ws, capture_output=True, encoding="utf-8")
-        return r.stdout if r.returncode == 0 else None
-
-    return text
 
 
 def load(domain: str, text, origin: str, missing_hint: str, experiment: str | None = None) -> dict:
@@ -584,7 +533,7 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
         )
     found = experiments(ws)
     refs = {n: found[n] for n in names if n in found}
-    kept = {n: out / d for n, d in names.items() if n not in refs and carried(out, d)}
+    kept = {n: out / d for n, d in names.items() if n not in refs and X.carried(out / d)}
     missing = [n for n in names if n not in refs and n not in kept]
     if missing:
         raise SystemExit(f"domains: not run yet: {', '.join(missing)}; run `python scripts/domains.py run`")
@@ -598,23 +547,19 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
         loaded[names[name]] = load(names[name], folder_text(folder), f"experiment {name}", again, name)
     loaded = {d: loaded[d] for d in P.DOMAINS if d in loaded}
     result = numbers(loaded)
-    entries = recorded(ws)
-    for name, folder in kept.items():
-        entries[name] = {**json.loads((folder / SITTINGS).read_text()),
-                         "overrides": json.loads((folder / "overrides.json").read_text())}  # fmt: skip
+    entries = X.recorded(ws / TIMING) | {name: X.carried(folder) for name, folder in kept.items()}
     spent = timing(ws, offline, [*refs, *kept], names, baseline["domain"], entries)
     figure = plot(result)
     # Everything is computed before the first file is written, into a folder beside `out` that
     # replaces it whole: a refusal or a kill leaves the last publication as it was, and no file of
     # a target published before but not now stays behind.
-    dropped = without_sweeps(ws)
     staging = out.with_name(f".{out.name}.publishing")
     shutil.rmtree(staging, ignore_errors=True)
     for domain, t in loaded.items():
         for rel, text in t["files"].items():
             write_text(staging / domain / rel, text)
         if t["experiment"] is not None:
-            write_record(staging / domain, t["experiment"], domain, entries.get(t["experiment"], {}), dropped)
+            X.write_record(staging / domain, t["experiment"], *record(entries.get(t["experiment"], {}), domain, ws))
     write_json(staging / "domains.json", result)
     write_text(staging / "summary.md", table(result))
     write_json(staging / "timing.json", spent)

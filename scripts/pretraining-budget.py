@@ -5,12 +5,15 @@ several budgets, as DVC experiments in the offline profile's workspace, and thei
     python scripts/pretraining-budget.py run        # the experiments not yet done, one at a time
     python scripts/pretraining-budget.py publish    # results/pretraining-budget/: metrics, timing, figure
 
-Both take `--workspace DIR` (default work/profiles/offline), `--epochs N ...` (the default
-recipe's budgets, default 12 30 60 120) and `--strong N` (the strong recipe's budget, default 60;
-0 for none); `publish` also `--out DIR` (default results/pretraining-budget), so that it can
-run on a small workspace of generated images.
+Both take `--workspace DIR` (default work/profiles/offline), `--carried DIR` (default
+results/carried/pretraining-budget), `--epochs N ...` (the default recipe's budgets, default 12
+30 60 120) and `--strong N` (the strong recipe's budget, default 60; 0 for none); `publish` also
+`--out DIR` (default results/pretraining-budget), so that both can run on a small workspace of
+generated images. `run` also takes `--data`/`--sources`, the PACS folders a machine has, as
+`make offline` takes them.
 
-`run` needs the offline workspace (`make offline` builds it, work/profiles/offline). Each budget
+`run` works in the offline workspace (`make offline` builds it, work/profiles/offline; where
+there is none, `run` prepares it without running its baseline). Each budget
 is one `dvc exp run -n <name>` there with its overrides (`budgets`), on the baseline's params.yaml:
 the pretraining and the four transfer parts that start from it (head-only and fine-tuning, full
 and few-shot, over the profile's seeds) re-run, the rest is restored from DVC's run-cache — but
@@ -22,16 +25,22 @@ would cost 2 x 28 runs per budget. Interrupted, it continues: finished experimen
 are skipped, an unfinished one runs again with its finished stages restored from the run-cache
 and its `train` stage resuming after its last finished run (work/runs/ stays in the workspace).
 Wall and CPU seconds of every experiment and stage, per sitting, go to the workspace's
-work/budget-timing.json.
+work/budget-timing.json. Each finished experiment is carried out of the workspace at once, into
+results/carried/pretraining-budget/<name>/ (`carry`: the files publish reads, its overrides and
+sittings): commit it, and a later `run` in a new workspace skips it. The sweep is hours longer
+than a session, and the workspace does not always outlive one.
 
-`publish` reads each experiment's metrics, details and per-image test predictions from its git
-ref (they are committed with it: cache: false) and writes results/pretraining-budget/: per
+`publish` reads each experiment's metrics, details and per-image test predictions from its
+carried folder, or else from its git ref in the workspace (they are committed with it: cache:
+false), and writes results/pretraining-budget/, replaced whole once everything is computed: per
 experiment its params overrides, params.yaml and dvc.lock, metrics/ and details/ of the
 pretraining and the transfer parts, details/predictions/<part>.csv of the transfer parts and of
 scratch and fewshot_scratch (every seed's selected model on every test image, so that anyone can
 redo the tests), budget.json (the curve's numbers and the tests), summary.md (the tables the
-README quotes), timing.json and budget.png. A reader gets the experiments themselves back by running `run`
-(every stage restores from a shared DVC cache or remote if one holds them; otherwise it recomputes).
+README quotes), timing.json and budget.png; the carried folders it published are then removed (the
+publication holds their files, and timing.json their sittings). A reader gets the experiments
+themselves back by running `run` (every stage restores from a shared DVC cache or remote if one
+holds them; otherwise it recomputes).
 
 The tests (docs/statistics.md): each transfer part's selected model against its subset's scratch
 one, paired by seed and test image, the difference's interval and p from the bootstrap over test
@@ -59,19 +68,22 @@ epochs (30 + 60 + 120 + 60 strong) where a trunk would need about 120 + 4 short 
 from __future__ import annotations
 
 import json
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
-from tlstudy.lib.atomic import replacing, save_figure, write_json, write_text  # noqa: E402
+from tlstudy.lib.atomic import save_figure, write_json, write_text  # noqa: E402
 from tlstudy.stages.report.inputs import seed_correct_text  # noqa: E402
-from tlstudy.tools.experiments import experiments, parser, run_all, sh, totals, without_sweeps  # noqa: E402
+from tlstudy.tools import experiments as X  # noqa: E402
+from tlstudy.tools.experiments import experiments, parser, ref_text, run_all, totals, without_sweeps  # noqa: E402
 from tlstudy.training import optimizers  # noqa: E402
 
 WORKSPACE = PROJECT / "work/profiles/offline"
 OUT = PROJECT / "results/pretraining-budget"
+CARRIED = PROJECT / "results/carried/pretraining-budget"
+TIMING = "work/budget-timing.json"
 STRONG = (
     "+augmentations.strong=[[RandomHorizontalFlip,{p:0.5}],[RandomAffine,{degrees:10}],"
     "[ColorJitter,{brightness:0.4,contrast:0.4,saturation:0.4,hue:0.1}],[RandomGrayscale,{p:0.2}]]"
@@ -95,52 +107,80 @@ PARTS = ["classifier", "finetune", "fewshot_classifier", "fewshot_finetune"]  # 
 SCRATCH = {"full": "scratch", "fewshot": "fewshot_scratch"}
 
 
-def run(ws: Path, plan: dict) -> None:
-    if not (ws / "dvc.yaml").exists():
-        raise SystemExit(f"{ws}: no offline workspace; run `make offline` first")
+def run(ws: Path, plan: dict, carried: Path, data: Path | None = None, sources: Path | None = None) -> None:
+    X.prepared(ws, PROJECT, data, sources, "budget")
     dropped = without_sweeps(ws)
-    runs = {name: overrides + dropped for name, (_, _, overrides) in plan.items()}
-    run_all(ws, runs, ws / "work/budget-timing.json", "budget")
+    for name, (_, _, overrides) in plan.items():
+        if X.carried(carried / name):
+            print(f"budget: {name}: carried before, in {carried / name}; kept (remove it to run it again)")
+            continue
+        # One experiment at a time, each carried out of the workspace as soon as it is done.
+        run_all(ws, {name: overrides + dropped}, ws / TIMING, "budget")
+        carry(ws, carried, name, plan)
     print("budget: every experiment is done; `python scripts/pretraining-budget.py publish` publishes them")
 
 
-def read(ws: Path, ref: str, path: str) -> dict:
-    return json.loads(sh(ws, "git", "show", f"{ref}:{path}"))
+def files(name: str, text) -> dict[str, str]:
+    """Every file of an experiment that publish reads or copies (rel -> text), from `text` (rel
+    -> its text or None: experiments.ref_text or folder_text); refused, naming the file, where
+    one is missing."""
+    wanted = ["params.yaml", "dvc.lock", "headline.json"]
+    for sub in ("metrics", "details"):
+        wanted += [f"{sub}/pretrain/pacs_sources.json", *(f"{sub}/{p}.json" for p in PARTS)]
+    wanted += [f"details/{p}.json" for p in SCRATCH.values()]
+    got = {rel: text(rel) for rel in wanted}
+    missing = [rel for rel, t in got.items() if t is None]
+    if missing:
+        raise SystemExit(f"budget: {name}: {', '.join(missing)} missing; re-run the sweep "
+                         "(`python scripts/pretraining-budget.py run`)")  # fmt: skip
+    for part in PARTS + list(SCRATCH.values()):
+        got[f"details/predictions/{part}.csv"] = predictions(text, name, part)
+    return got
 
 
-def predictions(ws: Path, name: str, ref: str, part: str) -> str:
+def carry(ws: Path, carried: Path, name: str, plan: dict) -> None:
+    """A finished experiment's files into carried/<name>/ with its overrides and sittings
+    (experiments.carry): what publish needs of it once the workspace is gone. Commit them."""
+    entry = X.recorded(ws / TIMING).get(name, {})
+    got = files(name, ref_text(ws, experiments(ws)[name]))
+    X.carry(carried / name, got, name, entry.get("overrides") or plan[name][2], entry.get("sittings", []))
+    print(f"budget: {name}: carried to {carried / name}")
+
+
+def predictions(text, name: str, part: str) -> str:
     """An experiment's details/predictions/<part>.csv as committed with it."""
     path = f"details/predictions/{part}.csv"
-    got = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ws, capture_output=True)
-    if got.returncode:
+    got = text(path)
+    if got is None:
         raise SystemExit(
             f"budget: {name}: {path} is not in the experiment (it ran before evaluate@ kept every seed's per-image "
             "predictions); refresh the workspace with today's code (`make offline`), then re-run the sweep "
             "(`python scripts/pretraining-budget.py run`)"
         )
-    return got.stdout.decode("utf-8")  # as evaluate@ wrote it, whatever this machine's locale
+    return got
 
 
-def curve(ws: Path, refs: dict[str, str], plan: dict) -> dict:
-    """The numbers of the figure: per experiment, pretraining's and each transfer part's, and
-    each transfer part against scratch, judged in its family (`judged`)."""
+def curve(experiment_files: dict[str, dict[str, str]], plan: dict) -> dict:
+    """The numbers of the figure, from each experiment's `files`: per experiment, pretraining's
+    and each transfer part's, and each transfer part against scratch, judged in its family
+    (`judged`)."""
     out, compared = {}, {}
-    for name, ref in refs.items():
+    for name, got in experiment_files.items():
         epochs, recipe, _ = plan[name]
-        pre = read(ws, ref, "details/pretrain/pacs_sources.json")
+        pre = json.loads(got["details/pretrain/pacs_sources.json"])
         # The sweep is on cartoon; pretraining has called its test numbers target_test_* since
         # data.domain, and budget.json keeps the names it was published with.
         pre = {k.replace("target_test", "cartoon_test"): v for k, v in pre.items()}
         entry = {"epochs": epochs, "recipe": recipe, "pretrain": {k: pre[k] for k in (
             "epoch", "val_acc", "val_acc_lo", "val_acc_hi", "cartoon_test_acc", "cartoon_test_acc_lo",
             "cartoon_test_acc_hi", "sec_per_epoch")}}  # fmt: skip
-        details = {part: read(ws, ref, f"details/{part}.json") for part in PARTS + list(SCRATCH.values())}
+        details = {part: json.loads(got[f"details/{part}.json"]) for part in PARTS + list(SCRATCH.values())}
         for part, d in details.items():
             entry[part] = {
                 opt: {k: d[opt][k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "interval", "val_acc")}
                 for opt in d
             }
-        correct = {part: seed_correct_text(predictions(ws, name, ref, part)) for part in details}
+        correct = {part: seed_correct_text(got[f"details/predictions/{part}.csv"]) for part in details}
         compared[name] = {part: versus_scratch(name, details, correct, part) for part in PARTS}
         out[name] = entry
     for name, tests in judged(compared).items():
@@ -197,11 +237,6 @@ def _selected(metrics: dict) -> tuple[dict, str]:
 
     group = headline.selected_group(metrics)
     return metrics[group], optimizers.label(group)
-
-
-def figure(numbers: dict, study: dict, path: Path) -> None:
-    """budget.png, as `plot` draws it."""
-    save_figure(plot(numbers, study), path, dpi=110)
 
 
 def plot(numbers: dict, study: dict):
@@ -342,56 +377,70 @@ def table(numbers: dict, study: dict) -> str:
     return f"{first}\n\n{accuracies}\n\n{second}\n\n{differences}\n"
 
 
-def publish(ws: Path, out: Path, plan: dict) -> None:
+def publish(ws: Path, out: Path, plan: dict, carried: Path) -> None:
     from tlstudy.stages.report import study as S
     from tlstudy.tools.machine import machine, summary
 
-    found = experiments(ws)
-    refs = {n: found[n] for n in plan if n in found}  # the plan's order, not git's
-    missing = [n for n in plan if n not in refs]
+    kept = {n: X.carried(carried / n) for n in plan}
+    kept = {n: record for n, record in kept.items() if record}
+    found = experiments(ws) if (ws / ".git").is_dir() else {}
+    refs = {n: found[n] for n in plan if n in found and n not in kept}
+    missing = [n for n in plan if n not in refs and n not in kept]
     if missing:
         raise SystemExit(f"budget: not run yet: {', '.join(missing)}; run `python scripts/pretraining-budget.py run`")
-    numbers, study = curve(ws, refs, plan), S.numbers()
-    timing = json.loads((ws / "work/budget-timing.json").read_text())
-    dropped = without_sweeps(ws)
-    for name, ref in refs.items():
-        folder = out / name
-        write_json(folder / "overrides.json", plan[name][2] + dropped)
-        # The experiment's params and lock: what it ran, for the check that it ran today's code.
-        for file in ("params.yaml", "dvc.lock", "headline.json"):
-            write_text(folder / file, sh(ws, "git", "show", f"{ref}:{file}"))
-        for sub in ("metrics", "details"):
-            for path in [f"{sub}/pretrain/pacs_sources.json", *(f"{sub}/{p}.json" for p in PARTS)]:
-                write_json(folder / path, read(ws, ref, path))
-        # As committed, byte for byte: what `vs_scratch` was computed from.
-        for part in PARTS + list(SCRATCH.values()):
-            with replacing(folder / f"details/predictions/{part}.csv", "wb") as f:
-                f.write(predictions(ws, name, ref, part).encode("utf-8"))
-    write_json(out / "budget.json", numbers)
-    write_text(out / "summary.md", table(numbers, study))
+    # The plan's order, not git's; each from its carried folder where it has one.
+    got = {n: files(n, X.folder_text(carried / n) if n in kept else ref_text(ws, refs[n])) for n in plan}
+    numbers, study = curve(got, plan), S.numbers()
+    timing = X.recorded(ws / TIMING) | kept
+    dropped = without_sweeps(ws) if refs else []
     details = machine()
-    spent = {n: {**totals(timing[n]), "by_sitting": timing[n]["sittings"]} for n in refs if n in timing}
-    write_json(out / "timing.json", {
+    spent = {n: {**totals(timing[n]), "by_sitting": timing[n]["sittings"]} for n in plan if n in timing}
+    figure = plot(numbers, study)
+    # Everything is computed before the first file is written, into a folder beside `out` that
+    # replaces it whole: a refusal or a kill leaves the last publication as it was.
+    staging = out.with_name(f".{out.name}.publishing")
+    shutil.rmtree(staging, ignore_errors=True)
+    for name, texts in got.items():
+        folder = staging / name
+        write_json(folder / "overrides.json", kept[name]["overrides"] if name in kept else plan[name][2] + dropped)
+        # The experiment's params and lock (what it ran, for the check that it ran today's code),
+        # and the per-image predictions byte for byte: what `vs_scratch` was computed from.
+        for rel, text in texts.items():
+            write_text(folder / rel, text)
+    write_json(staging / "budget.json", numbers)
+    write_text(staging / "summary.md", table(numbers, study))
+    write_json(staging / "timing.json", {
         "machine": summary(details), "machine_details": details,
         "total": {k: round(sum(t[k] for t in spent.values()), 1) for k in ("wall_s", "cpu_s")},
         "experiments": spent})  # fmt: skip
-    figure(numbers, study, out / "budget.png")
-    print(f"budget: published {len(refs)} experiments to {out}")
+    save_figure(figure, staging / "budget.png", dpi=110)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    for name in kept:
+        shutil.rmtree(carried / name)
+    if carried.is_dir() and not any(carried.iterdir()):
+        carried.rmdir()
+    print(f"budget: published {len(got)} experiments to {out}" + (f"; their carried folders removed from {carried}"
+                                                                     if kept else ""))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = parser(__doc__, WORKSPACE, OUT, "where publish writes")
+    ap.add_argument(
+        "--carried", type=Path, default=CARRIED, help="where run carries each experiment (default: %(default)s)"
+    )
+    ap.add_argument("--data", type=Path, help="run: the baseline domain's PACS folder, as `make offline` takes it")
+    ap.add_argument("--sources", type=Path, help="run: a folder of <domain>/<class>/<image> for the other domains")
     ap.add_argument("--epochs", type=int, nargs="+", default=DEFAULT_EPOCHS, help="the default recipe's budgets")
     ap.add_argument("--strong", type=int, default=DEFAULT_STRONG, help="the strong recipe's budget; 0: none")
     args = ap.parse_args(argv)
     plan = budgets(args.epochs, args.strong)
     ws = args.workspace.resolve()
     if args.command == "run":
-        run(ws, plan)
+        run(ws, plan, args.carried.resolve(), args.data, args.sources)
     else:
-        out = args.out.resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        publish(ws, out, plan)
+        publish(ws, args.out.resolve(), plan, args.carried.resolve())
 
 
 if __name__ == "__main__":

@@ -149,26 +149,31 @@ def test_every_budget_is_published_with_its_params_lock_and_metrics():
         assert len({json.dumps(e[part], sort_keys=True) for e in numbers.values()}) == 1, part
 
 
-def test_each_budget_ran_the_offline_profile_with_only_its_overrides():
+def beside_its_overrides(folder, epochs: int, recipe: str) -> list[str]:
+    """The params in which an experiment of the sweep (its folder) differs from the offline
+    profile beyond its budget's overrides and the two augmentation sweeps left out; keys added
+    since with the value the code had built in are declared neutral, as for profiles."""
     offline = profile_params(PROJECT, "offline")
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    source = params["pretrain"]["pacs_sources"]
+    assert source["epochs"] == epochs
+    if recipe == "default recipe":
+        assert source["augment"] == offline["pretrain"]["pacs_sources"]["augment"]
+    else:
+        assert source["augment"] == "strong" and params["augmentations"]["strong"] == STRONG
+    expected = json.loads(json.dumps(offline))
+    for key in ("epochs", "augment"):
+        del expected["pretrain"]["pacs_sources"][key], source[key]
+    params["augmentations"].pop("strong", None)
+    sweeps = {p for p, part in offline["transfer"].items() if part and part.get("augment")}
+    assert sweeps and not sweeps & set(params["transfer"])
+    expected["transfer"] = {p: v for p, v in expected["transfer"].items() if p not in sweeps}
+    return publication.undeclared_params(PROJECT, params, expected)
+
+
+def test_each_budget_ran_the_offline_profile_with_only_its_overrides():
     for name, (epochs, recipe, _) in default_plan().items():
-        params = yaml.safe_load((BUDGET / name / "params.yaml").read_text())
-        source = params["pretrain"]["pacs_sources"]
-        assert source["epochs"] == epochs
-        if recipe == "default recipe":
-            assert source["augment"] == offline["pretrain"]["pacs_sources"]["augment"]
-        else:
-            assert source["augment"] == "strong" and params["augmentations"]["strong"] == STRONG
-        # Everything else is the offline profile's, less the two augmentation sweeps.
-        expected = json.loads(json.dumps(offline))
-        for key in ("epochs", "augment"):
-            del expected["pretrain"]["pacs_sources"][key], source[key]
-        params["augmentations"].pop("strong", None)
-        sweeps = {p for p, part in offline["transfer"].items() if part and part.get("augment")}
-        assert sweeps and not sweeps & set(params["transfer"])
-        expected["transfer"] = {p: v for p, v in expected["transfer"].items() if p not in sweeps}
-        # Keys added since with the value the code had built in are declared neutral, as for profiles.
-        changed = publication.undeclared_params(PROJECT, params, expected)
+        changed = beside_its_overrides(BUDGET / name, epochs, recipe)
         declared = declared_stale().get("params", [])
         assert sorted(changed) == sorted(declared), (
             f"results/pretraining-budget/{name} differs in {changed}, results/stale.yaml declares {declared}: "
@@ -190,6 +195,28 @@ def test_each_budget_computes_what_the_code_computes_now(name):
     made_by = publication.made_by(PROJECT, yaml.safe_load((BUDGET / name / "dvc.lock").read_text())["stages"])
     said = str(declared["made_by"])
     assert made_by.startswith(said), f"made by {made_by[:10]}, results/stale.yaml says {said}"
+
+
+# results/carried/pretraining-budget: the sweep's experiments carried out of the workspace as each
+# finished, before the whole sweep is published (scripts/pretraining-budget.py).
+CARRIED_BUDGETS = RESULTS / "carried/pretraining-budget"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CARRIED_BUDGETS.glob("*/sittings.json")) or [None])
+def test_each_carried_budget_ran_todays_code_with_only_its_overrides_and_finished(name):
+    if name is None:
+        assert not CARRIED_BUDGETS.exists() or not any(CARRIED_BUDGETS.iterdir()), "a carried folder lacks sittings"
+        return
+    folder, plan = CARRIED_BUDGETS / name, default_plan()
+    assert name in plan, f"{folder}: not an experiment of the default plan ({', '.join(plan)})"
+    why = stale(folder / "dvc.lock")
+    assert why is None, f"{folder.relative_to(PROJECT)}: {why}; remove the folder and run it again (make budget)"
+    epochs, recipe, overrides = plan[name]
+    assert beside_its_overrides(folder, epochs, recipe) == []
+    assert json.loads((folder / "overrides.json").read_text())[: len(overrides)] == overrides
+    sittings = json.loads((folder / "sittings.json").read_text())
+    assert sittings["experiment"] == name and sittings["sittings"][-1]["finished"]
+    assert all(s["cpu_s"] > 0 for s in sittings["sittings"])
 
 
 def test_readme_quotes_the_budget_table_the_published_numbers_give():

@@ -177,15 +177,6 @@ def test_local_folders_are_linked_and_a_target_or_source_missing_from_them_is_na
         "pretrain.pacs_sources.source=local", "pretrain.pacs_sources.path=work/pacs-local"]  # fmt: skip
 
 
-def test_run_without_a_workspace_prepares_the_offline_profiles_without_running_it(tmp_path):
-    ws = tmp_path / "ws"
-    domains.prepared(ws, None, tmp_path)
-    assert domains.head_params(ws) == profile.profile_params(PROJECT, "offline")
-    assert not (ws / "dvc.lock").exists(), "its baseline is not run"
-    head = profile.profile_params(PROJECT, "offline")
-    assert (ws / head["pretrain"]["pacs_sources"]["path"]).resolve() == tmp_path
-
-
 def test_a_publication_without_per_image_predictions_is_refused_saying_to_republish(tmp_path):
     """As results/offline was published before evaluate@ kept per-image predictions."""
     pub = tmp_path / "offline"

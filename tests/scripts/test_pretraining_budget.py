@@ -1,12 +1,14 @@
 """scripts/pretraining-budget.py end to end on a tiny workspace of generated images: two budgets
 (the baseline's 1 epoch, 2 epochs of the strong recipe), one seed; real `dvc exp run`s, the
-second killed mid-pretraining and run again, then the publication, then both again. Before it,
+second killed mid-pretraining and run again, each carried out of the workspace once done, then
+the publication, then both again, and a publication from the carried folders alone. Before it,
 its tests against scratch from hand-made per-image results, and a publication from experiments
 that lack them."""
 
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -49,9 +51,9 @@ def script(*args) -> str:
     return r.stdout
 
 
-def killed_once_inside_the_strong_pretraining(ws) -> str:
+def killed_once_inside_the_strong_pretraining(ws, carried) -> str:
     """`run`, killed once the strong experiment's pretraining stage has begun; what it printed."""
-    argv = [sys.executable, str(SCRIPT), "run", "--workspace", str(ws), *PLAN]
+    argv = [sys.executable, str(SCRIPT), "run", "--workspace", str(ws), "--carried", str(carried), *PLAN]
     return killed_once(argv, f"budget: {NAMES[1]}:", "pretrain pacs_sources epoch 1/")
 
 
@@ -166,7 +168,13 @@ def test_publish_names_the_experiment_and_file_when_per_image_predictions_are_mi
     details, _ = hand_made(0)
     pre = {"epoch": 1, "val_acc": 0.5, "val_acc_lo": 0.4, "val_acc_hi": 0.6, "target_test_acc": 0.3,
            "target_test_acc_lo": 0.2, "target_test_acc_hi": 0.4, "sec_per_epoch": 1.0}  # fmt: skip
-    files = {"details/pretrain/pacs_sources.json": json.dumps(pre)}
+    files = {
+        "details/pretrain/pacs_sources.json": json.dumps(pre),
+        "params.yaml": "{}\n",
+        "dvc.lock": "{}\n",
+        "headline.json": "{}",
+        **{f"metrics/{p}.json": "{}" for p in ["pretrain/pacs_sources", *TRANSFER]},
+    }
     for part, d in details.items():
         files[f"details/{part}.json"] = json.dumps({g: {**m, "interval": "95 % CI"} for g, m in d.items()})
         if part != "fewshot_scratch":
@@ -184,16 +192,20 @@ def test_publish_names_the_experiment_and_file_when_per_image_predictions_are_mi
     message = str(e.value)
     assert message.startswith("budget: pretrain-001ep: details/predictions/fewshot_scratch.csv is not in the")
     assert message.endswith("re-run the sweep (`python scripts/pretraining-budget.py run`)") and "\n" not in message
-    assert not list(out.iterdir())
+    assert not out.exists(), "a refused publish writes nothing"
 
 
 @pytest.mark.slow
 def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
     ws = tiny_workspace(tmp_path / "ws", OVERLAY)
-    out = tmp_path / "published"
+    out, carried = tmp_path / "published", tmp_path / "carried"
+    where = ["--workspace", str(ws), "--carried", str(carried), *PLAN]
 
-    killed = killed_once_inside_the_strong_pretraining(ws)
-    log = script("run", "--workspace", str(ws), *PLAN)
+    killed = killed_once_inside_the_strong_pretraining(ws, carried)
+    # The first experiment was carried out as soon as it finished; the killed one was not.
+    assert f"budget: {NAMES[0]}: carried to {carried / NAMES[0]}" in killed
+    assert [p.name for p in carried.iterdir()] == [NAMES[0]]
+    log = script("run", *where)
     # refs/exps/<2 chars>/<38 chars of the baseline>/<name>; DVC's own refs/exps/exec/… aside.
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], cwd=ws,
                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
@@ -204,7 +216,13 @@ def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
     first_budget, strong = killed.split(f"budget: {NAMES[1]}:", 1)
     assert "Running stage 'pretrain@pacs_sources'" not in first_budget
     assert "Running stage 'pretrain@pacs_sources'" in strong
-    assert f"budget: {NAMES[0]}: done before; kept" in log and f"budget: {NAMES[1]}: exp run" in log
+    assert f"budget: {NAMES[0]}: carried before, in {carried / NAMES[0]}; kept" in log
+    assert f"budget: {NAMES[1]}: exp run" in log and f"budget: {NAMES[1]}: carried to" in log
+    record = json.loads((carried / NAMES[1] / "sittings.json").read_text())
+    assert record["experiment"] == NAMES[1] and [s["finished"] for s in record["sittings"]] == [False, True]
+    for name in NAMES:  # as committed with the experiment, byte for byte
+        for rel in ("params.yaml", "dvc.lock", "details/predictions/finetune.csv"):
+            assert (carried / name / rel).read_text() == show(ws, exps[name], rel)
     for name, epochs, variant in [(NAMES[0], 1, "hflip_rot10"), (NAMES[1], 2, "strong")]:
         params = yaml.safe_load(show(ws, exps[name], "params.yaml"))
         assert (
@@ -216,7 +234,8 @@ def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
         "run leaves the workspace on the baseline's params"
     )
 
-    script("publish", "--workspace", str(ws), "--out", str(out), *PLAN)
+    script("publish", "--out", str(out), *where)
+    assert not carried.exists(), "publish removes the carried folders it published"
     numbers = json.loads((out / "budget.json").read_text())
     assert list(numbers) == NAMES and [numbers[n]["epochs"] for n in NAMES] == [1, 2]
     for name in NAMES:
@@ -284,8 +303,15 @@ def test_budgets_run_as_experiments_and_publish_the_same_files_twice(tmp_path):
     assert (out / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = files(out)
 
-    # Again: nothing re-runs, and the publication is the same bytes.
-    again = script("run", "--workspace", str(ws), *PLAN)
+    # Again: nothing re-runs (each experiment is carried once more), and the publication is the
+    # same bytes; then with the workspace's experiments gone, from the carried folders alone.
+    again = script("run", *where)
     assert again.count("done before; kept") == 2 and "Running stage" not in again
-    script("publish", "--workspace", str(ws), "--out", str(out), *PLAN)
+    script("publish", "--out", str(out), *where)
     assert files(out) == first
+    script("run", *where)
+    for ref in exps.values():
+        git(ws, "update-ref", "-d", ref)
+    shutil.rmtree(ws / "work")  # the timing file too: the sittings come from the carried folders
+    script("publish", "--out", str(out), *where)
+    assert files(out) == first and not carried.exists()

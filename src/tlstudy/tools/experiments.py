@@ -6,6 +6,11 @@ params.yaml. A finished experiment (its ref under refs/exps/ for the workspace's
 an unfinished one runs again, its finished stages restored from DVC's run-cache. Each sitting's
 wall and CPU seconds, and each stage's wall seconds, are saved as they go into a timing file, so
 a sitting that a session's end kills keeps its time.
+
+A finished experiment can be carried out of the workspace into a folder of results/ (`carry`):
+its files, its -S overrides and its sittings, which is all its publication needs once the
+workspace is gone (a session that ends, a fresh checkout). `prepared` makes a missing workspace
+as `make offline` does, without running its baseline, so that the next sitting can go on.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ def parser(doc: str, workspace: Path, out: Path, out_help: str):
     ap.add_argument("--workspace", type=Path, default=workspace, help="the offline workspace (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=out, help=f"{out_help} (default: %(default)s)")
     return ap
+
+
+# In a carried experiment's folder, beside its files: {"experiment": its name, "sittings": [...]}.
+SITTINGS = "sittings.json"
 
 
 def sh(ws: Path, *cmd: str) -> str:
@@ -145,3 +154,75 @@ def run_all(ws: Path, plan: dict[str, list[str]], timing_path: Path, who: str) -
         if code:
             raise SystemExit(f"{who}: {name}: dvc exp run failed ({code}); run again to continue")
     sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
+
+
+def prepared(ws: Path, project: Path, data: Path | None, sources: Path | None, who: str) -> None:
+    """The offline workspace, made where there is none (a fresh checkout) as `make offline` makes
+    it, its baseline not run: an experiment runs every stage its params change, and a stage whose
+    params it leaves alone runs once, in the first experiment, and is restored from the run-cache
+    after."""
+    if (ws / "dvc.yaml").exists():
+        return
+    params = profile.profile_params(project, "offline")
+    links = {where: folder.resolve() for where, folder in profile.linked(params, data, sources).items()}
+    print(f"{who}: no workspace at {ws}; preparing the offline profile's there, its baseline not run")
+    profile.prepare(ws, project, params, "offline", False, links)
+
+
+def folder_text(root: Path):
+    """rel -> the text of root/rel, None where there is no such file."""
+
+    def text(rel: str) -> str | None:
+        path = root / rel
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    return text
+
+
+def ref_text(ws: Path, ref: str):
+    """rel -> the text of rel as committed with the experiment `ref`, None where it is not."""
+
+    def text(rel: str) -> str | None:
+        r = subprocess.run(["git", "show", f"{ref}:{rel}"], cwd=ws, capture_output=True, encoding="utf-8")
+        return r.stdout if r.returncode == 0 else None
+
+    return text
+
+
+def recorded(timing_path: Path) -> dict[str, dict]:
+    """experiment -> what `run_all` recorded of it in a timing file: its -S overrides and sittings."""
+    return json.loads(timing_path.read_text()) if timing_path.exists() else {}
+
+
+def write_record(folder: Path, name: str, overrides: list[str], sittings: list[dict]) -> None:
+    """An experiment's overrides.json and sittings.json in `folder`."""
+    write_json(folder / "overrides.json", list(overrides))
+    write_json(folder / SITTINGS, {"experiment": name, "sittings": sittings})
+
+
+def carry(folder: Path, files: dict[str, str], name: str, overrides: list[str], sittings: list[dict]) -> None:
+    """An experiment's files (rel -> text, as committed with it) and its record into `folder`,
+    replacing it at once: a kill leaves the folder as it was or whole, never half-written."""
+    import shutil
+
+    from tlstudy.lib.atomic import write_text
+
+    staging = folder.with_name(f".{folder.name}.carrying")
+    shutil.rmtree(staging, ignore_errors=True)
+    for rel, text in files.items():
+        write_text(staging / rel, text)
+    write_record(staging, name, overrides, sittings)
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+
+
+def carried(folder: Path) -> dict | None:
+    """A carried experiment's record ({experiment, sittings, overrides}), None where `folder`
+    holds none."""
+    if not (folder / SITTINGS).is_file():
+        return None
+    return {
+        **json.loads((folder / SITTINGS).read_text()),
+        "overrides": json.loads((folder / "overrides.json").read_text()),
+    }

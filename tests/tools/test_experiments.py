@@ -1,0 +1,54 @@
+"""tlstudy.tools.experiments, what both sweeps share beyond running experiments (their end-to-end
+tests in tests/scripts run those): a workspace prepared without its baseline, and an experiment
+carried out of it into a folder that a failed write leaves as it was."""
+
+import json
+
+import pytest
+import yaml
+from conftest import PROJECT
+
+from tlstudy.tools import experiments as X
+from tlstudy.tools import profile
+
+
+def test_a_missing_workspace_is_prepared_as_the_offline_profiles_without_running_it(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    X.prepared(ws, PROJECT, None, tmp_path, "sweep")
+    assert f"sweep: no workspace at {ws}; preparing" in capsys.readouterr().out
+    head = profile.profile_params(PROJECT, "offline")
+    assert yaml.safe_load(X.sh(ws, "git", "show", "HEAD:params.yaml")) == head
+    assert not (ws / "dvc.lock").exists(), "its baseline is not run"
+    assert (ws / head["pretrain"]["pacs_sources"]["path"]).resolve() == tmp_path
+    # A workspace that is there is left alone.
+    (ws / "params.yaml").write_text("touched\n")
+    X.prepared(ws, PROJECT, None, None, "sweep")
+    assert (ws / "params.yaml").read_text() == "touched\n" and capsys.readouterr().out == ""
+
+
+def test_carry_writes_files_and_record_and_a_failed_carry_leaves_the_folder_as_it_was(tmp_path):
+    folder = tmp_path / "carried" / "exp-1"
+    sittings = [{"wall_s": 3.0, "cpu_s": 5.5, "stages_run_s": {"train@scratch": 3.0}, "finished": True}]
+    X.carry(folder, {"params.yaml": "lr: 0.1\n", "details/predictions/a.csv": "path,label\n"}, "exp-1",
+            ["lr=0.1"], sittings)  # fmt: skip
+    first = {p.relative_to(folder).as_posix(): p.read_text() for p in folder.rglob("*") if p.is_file()}
+    assert set(first) == {"params.yaml", "details/predictions/a.csv", "overrides.json", X.SITTINGS}
+    assert X.carried(folder) == {"experiment": "exp-1", "sittings": sittings, "overrides": ["lr=0.1"]}
+    assert X.carried(tmp_path / "carried" / "exp-2") is None
+
+    # A file that cannot be written (a text that is not one) fails the carry midway: the folder
+    # carried before stays whole, and the next carry replaces it.
+    with pytest.raises(TypeError):
+        X.carry(folder, {"params.yaml": "lr: 0.01\n", "dvc.lock": None}, "exp-1", ["lr=0.01"], [])
+    assert {p.relative_to(folder).as_posix(): p.read_text() for p in folder.rglob("*") if p.is_file()} == first
+    X.carry(folder, {"params.yaml": "lr: 0.01\n"}, "exp-1", ["lr=0.01"], [])
+    assert sorted(p.name for p in folder.iterdir()) == ["overrides.json", "params.yaml", X.SITTINGS]
+    assert json.loads((folder / "overrides.json").read_text()) == ["lr=0.01"]
+    assert [p.name for p in folder.parent.iterdir()] == ["exp-1"], "no staging folder stays behind"
+
+
+def test_recorded_is_empty_without_a_timing_file_and_reads_it_otherwise(tmp_path):
+    assert X.recorded(tmp_path / "timing.json") == {}
+    (tmp_path / "timing.json").write_text(json.dumps({"exp-1": {"sittings": [], "overrides": ["a=1"]}}))
+    assert X.recorded(tmp_path / "timing.json") == {"exp-1": {"sittings": [], "overrides": ["a=1"]}}
+    assert X.folder_text(tmp_path)("timing.json").startswith("{") and X.folder_text(tmp_path)("none") is None
