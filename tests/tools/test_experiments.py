@@ -52,3 +52,32 @@ def test_recorded_is_empty_without_a_timing_file_and_reads_it_otherwise(tmp_path
     (tmp_path / "timing.json").write_text(json.dumps({"exp-1": {"sittings": [], "overrides": ["a=1"]}}))
     assert X.recorded(tmp_path / "timing.json") == {"exp-1": {"sittings": [], "overrides": ["a=1"]}}
     assert X.folder_text(tmp_path)("timing.json").startswith("{") and X.folder_text(tmp_path)("none") is None
+
+
+# A stage as DVC runs it: a child of a child, busy for 0.6 s of CPU, then still alive.
+BUSY = """import time
+t = time.process_time()
+while time.process_time() - t < 0.6:
+    pass
+print("busy", flush=True)
+time.sleep(60)
+"""
+
+
+def test_tree_cpu_counts_a_running_grandchild_that_nobody_has_reaped_yet():
+    """The stage DVC is running is a grandchild of the sweep: its CPU counts before it ends, so
+    that a sitting killed mid-stage keeps it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    middle = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {BUSY!r}])"
+    dvc = subprocess.Popen([sys.executable, "-c", middle], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert dvc.stdout.readline() == "busy\n"
+        assert X.tree_cpu_s(dvc.pid) >= 0.5, "the grandchild's CPU, reaped by nobody yet"
+    finally:
+        os.killpg(dvc.pid, signal.SIGKILL)
+        dvc.wait()
+    assert X.tree_cpu_s(dvc.pid) == 0.0, "a process that is gone has none"

@@ -61,13 +61,27 @@ def experiments(ws: Path) -> dict[str, str]:
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a running process and of the children it has waited for (each stage that
-    DVC ran and reaped), from /proc; 0 where there is no /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return round(sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK"), 1)
+    """CPU seconds of a running process tree, from /proc: the process, the children it has waited
+    for (each stage that DVC ran and reaped), and every descendant still running with what it has
+    reaped (the stage running now), so that a sitting killed mid-stage keeps that stage's CPU up to
+    its last measure; 0 where there is no /proc."""
+    ticks, children = {}, {}
+    for entry in Path("/proc").iterdir() if Path("/proc/self").exists() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            # After the command's ")": state, ppid, …; utime, stime, cutime, cstime at 11:15.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile: its time is in its parent's cutime once reaped
+        ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0, [pid] if pid in ticks else []
+    while todo:
+        p = todo.pop()
+        total += ticks.get(p, 0)
+        todo += children.get(p, [])
+    return round(total / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def totals(entry: dict) -> dict:
@@ -143,9 +157,9 @@ def run_all(ws: Path, plan: dict[str, list[str]], timing_path: Path, who: str) -
         for o in overrides:
             argv += ["-S", o]
         print(f"{who}: {name}: {' '.join(argv[len(dvc) :])}", flush=True)
-        # One entry per sitting, written at every stage's end and every half minute: a sitting the
-        # session's end kills keeps its wall time (the CPU of the stage it interrupted is lost with
-        # the process), and the next sitting adds its own.
+        # One entry per sitting, written at every stage's start and, while it prints, every half
+        # minute: a sitting the session's end kills keeps its wall and CPU time up to then (the
+        # running stage's too: tree_cpu_s), and the next sitting adds its own.
         sitting = {"wall_s": 0.0, "cpu_s": 0.0, "stages_run_s": {}, "finished": False}
         entry = timing.setdefault(name, {"sittings": []})
         entry["overrides"] = list(overrides)
