@@ -30,7 +30,7 @@ budget:  ## the pretraining-budget sweep in the offline workspace (hours, resuma
 	$(PY) scripts/pretraining-budget.py publish
 
 .PHONY: domains
-domains:  ## after `make offline` (republished with per-image predictions): each other PACS domain as the target, as experiments in its workspace (hours, resumable); publishes results/domains/ (docs/domains.md)
+domains:  ## each other PACS domain as the target, as experiments in the offline workspace (hours, resumable; each target carried into results/domains/ when done); publishes results/domains/ (docs/domains.md)
 	$(PY) scripts/domains.py run $(if $(wildcard $(PACS_CARTOON)),--data $(PACS_CARTOON)) \
 		$(if $(wildcard $(PACS_SOURCES)),--sources $(PACS_SOURCES))
 	$(PY) scripts/domains.py publish
