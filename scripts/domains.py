@@ -20,8 +20,8 @@ other three domains and measures it on T's test images with no training on T, an
 (scratch, head-only and fine-tuning, on the full and the few-shot subset) train on T with the
 profile's optimizers, grid and seeds. The two augmentation sweeps are left out, as the budget
 script leaves them out (`without_sweeps`). Interrupted, it continues: finished experiments are
-skipped, an unfinished one runs again with the stages it finished kept and its `train` stage
-resuming after its last finished run. Each finished target is carried out of the workspace at
+skipped, an unfinished one runs again before any other, with the stages it finished kept and its
+`train` stage resuming after its last finished run. Each finished target is carried out of the workspace at
 once, into results/domains/<T>/ (`carry`): commit it, and a later `run` (in a new workspace,
 prepared without its baseline where there is none) skips it and `publish` reads it there. Wall and
 CPU seconds of every experiment and stage, per sitting, go to the workspace's
@@ -189,7 +189,8 @@ def run(ws: Path, offline: Path, out: Path, targets: list[str] | None, data: Pat
     head = head_params(ws)
     names = plan(P.target_domain(head), targets, offline)
     dropped, local = X.without_sweeps(ws), link_local(ws, head, names, data, sources)
-    for name, domain in names.items():
+    for name in X.unfinished_first(list(names), ws / TIMING):
+        domain = names[name]
         if X.carried(out / domain):
             print(f"domains: {name}: carried before, in {shown(out / domain)}; kept (remove it to run it again)")
             continue

@@ -16,14 +16,15 @@ generated images. `run` also takes `--data`/`--sources`, the PACS folders a mach
 there is none, `run` prepares it without running its baseline). Each budget
 is one `dvc exp run -n <name>` there with its overrides (`budgets`), on the baseline's params.yaml:
 the pretraining and the four transfer parts that start from it (head-only and fine-tuning, full
-and few-shot, over the profile's seeds) re-run, the rest is restored from DVC's run-cache — but
-for the strong recipe, whose new `augmentations.strong` is a param every training stage reads:
+and few-shot, over the profile's seeds) re-run, the rest is unchanged since the experiment before
+and skipped — but for the strong recipe, whose new `augmentations.strong` is a param every training stage reads:
 there `scratch` and `fewshot_scratch` re-run too (in the published sweep, to the same accuracies). The two
 augmentation sweeps (every transfer part with an `augment` list) are left out of these
 experiments (`~transfer.augment`, `~transfer.augment_study`): they answer another question and
 would cost 2 x 28 runs per budget. Interrupted, it continues: finished experiments
-are skipped, an unfinished one runs again with its finished stages restored from the run-cache
-and its `train` stage resuming after its last finished run (work/runs/ stays in the workspace).
+are skipped, an unfinished one runs again before any other, with its finished stages kept
+(tools.experiments.unfinished_first says why first) and its `train` stage resuming after its
+last finished run (work/runs/ stays in the workspace).
 Wall and CPU seconds of every experiment and stage, per sitting, go to the workspace's
 work/budget-timing.json. Each finished experiment is carried out of the workspace at once, into
 results/carried/pretraining-budget/<name>/ (`carry`: the files publish reads, its overrides and
@@ -60,7 +61,7 @@ colour is what a backbone needs to carry across PACS's domains.
 
 Independent cosine runs, not one warmup-stable-decay trunk with a decay branched off at each
 budget: each budget is then exactly today's recipe at another length (the 12-epoch one is the
-published backbone, restored from the run-cache), and the engine needs no new schedule, which
+published backbone, unchanged, so DVC skips it), and the engine needs no new schedule, which
 would be new stage code and a republication of results/offline. The price: 270 new pretraining
 epochs (30 + 60 + 120 + 60 strong) where a trunk would need about 120 + 4 short decays + 60.
 """
@@ -110,7 +111,8 @@ SCRATCH = {"full": "scratch", "fewshot": "fewshot_scratch"}
 def run(ws: Path, plan: dict, carried: Path, data: Path | None = None, sources: Path | None = None) -> None:
     X.prepared(ws, PROJECT, data, sources, "budget")
     dropped = without_sweeps(ws)
-    for name, (_, _, overrides) in plan.items():
+    for name in X.unfinished_first(list(plan), ws / TIMING):
+        overrides = plan[name][2]
         if X.carried(carried / name):
             print(f"budget: {name}: carried before, in {carried / name}; kept (remove it to run it again)")
             continue

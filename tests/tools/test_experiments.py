@@ -81,3 +81,16 @@ def test_tree_cpu_counts_a_running_grandchild_that_nobody_has_reaped_yet():
         os.killpg(dvc.pid, signal.SIGKILL)
         dvc.wait()
     assert X.tree_cpu_s(dvc.pid) == 0.0, "a process that is gone has none"
+
+
+def test_an_experiment_stopped_midway_runs_before_the_others(tmp_path):
+    """Its finished stages live only in the workspace's dvc.lock (no run-cache entry), so it goes first."""
+    timing = tmp_path / "timing.json"
+    assert X.unfinished_first(["a", "b", "c"], timing) == ["a", "b", "c"], "no record: the plan's order"
+    sitting = {"wall_s": 1.0, "cpu_s": 1.0, "stages_run_s": {}}
+    timing.write_text(json.dumps({
+        "a": {"sittings": [{**sitting, "finished": True}]},
+        "c": {"sittings": [{**sitting, "finished": False}]},
+        "b": {"sittings": [{**sitting, "finished": False}, {**sitting, "finished": True}]},
+    }))  # fmt: skip
+    assert X.unfinished_first(["a", "b", "c"], timing) == ["c", "a", "b"]

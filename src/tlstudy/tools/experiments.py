@@ -3,7 +3,8 @@ sweeps over the offline workspace share (scripts/pretraining-budget.py, scripts/
 
 Each experiment is one `dvc exp run -n <name>` with its `-S` overrides on the baseline's
 params.yaml. A finished experiment (its ref under refs/exps/ for the workspace's HEAD) is kept;
-an unfinished one runs again, its finished stages restored from DVC's run-cache. Each sitting's
+an unfinished one runs again, first (`unfinished_first`), so that the stages it finished are still
+the workspace's and DVC skips them. Each sitting's
 wall and CPU seconds, and each stage's wall seconds, are saved as they go into a timing file, so
 a sitting that a session's end kills keeps its time.
 
@@ -173,8 +174,7 @@ def run_all(ws: Path, plan: dict[str, list[str]], timing_path: Path, who: str) -
 def prepared(ws: Path, project: Path, data: Path | None, sources: Path | None, who: str) -> None:
     """The offline workspace, made where there is none (a fresh checkout) as `make offline` makes
     it, its baseline not run: an experiment runs every stage its params change, and a stage whose
-    params it leaves alone runs once, in the first experiment, and is restored from the run-cache
-    after."""
+    params it leaves alone runs once, in the first experiment, and is skipped after as unchanged."""
     if (ws / "dvc.yaml").exists():
         return
     params = profile.profile_params(project, "offline")
@@ -201,6 +201,17 @@ def ref_text(ws: Path, ref: str):
         return r.stdout if r.returncode == 0 else None
 
     return text
+
+
+def unfinished_first(names: list[str], timing_path: Path) -> list[str]:
+    """`names`, those whose last sitting stopped before the end first, the others after, each in
+    their order. The stages a stopped experiment finished are kept only as the workspace's own
+    (dvc.lock): DVC saves no run-cache entry for a stage with an uncached output that is not a
+    metric or plot, which every stage here has (details/*.json), so an experiment run before it
+    would replace them and it would run them again."""
+    timing = recorded(timing_path)
+    stopped = [n for n in names if (timing.get(n, {}).get("sittings") or [{}])[-1].get("finished") is False]
+    return stopped + [n for n in names if n not in stopped]
 
 
 def recorded(timing_path: Path) -> dict[str, dict]:
