@@ -178,9 +178,8 @@ def carry(ws: Path, out: Path, name: str, domain: str) -> None:
 
 
 def record(entry: dict, domain: str, ws: Path) -> tuple[list[str], list[dict]]:
-    """A target's -S overrides and sittings from what `run` recorded of it (`entry`); a target
-    run elsewhere (Slurm) has no record, and had the plain overrides."""
-    return entry.get("overrides") or overrides(domain, X.without_sweeps(ws)), entry.get("sittings", [])
+    """A target's -S overrides and sittings; a target run elsewhere (Slurm) had the plain overrides."""
+    return X.record(entry, lambda: overrides(domain, X.without_sweeps(ws)))
 
 
 def run(ws: Path, offline: Path, out: Path, targets: list[str] | None, data: Path | None = None,
@@ -189,14 +188,9 @@ def run(ws: Path, offline: Path, out: Path, targets: list[str] | None, data: Pat
     head = head_params(ws)
     names = plan(P.target_domain(head), targets, offline)
     dropped, local = X.without_sweeps(ws), link_local(ws, head, names, data, sources)
-    for name in X.unfinished_first(list(names), ws / TIMING):
-        domain = names[name]
-        if X.carried(out / domain):
-            print(f"domains: {name}: carried before, in {shown(out / domain)}; kept (remove it to run it again)")
-            continue
-        # One experiment at a time, each carried out of the workspace as soon as it is done.
-        run_all(ws, {name: overrides(domain, dropped, local)}, ws / TIMING, "domains")
-        carry(ws, out, name, domain)
+    run_all(ws, {name: overrides(domain, dropped, local) for name, domain in names.items()}, ws / TIMING, "domains",
+            folder=lambda name: out / names[name], carry=lambda name: carry(ws, out, name, names[name]),
+            shown=shown)  # fmt: skip
     print("domains: every experiment is done; `python scripts/domains.py publish` publishes them")
 
 

@@ -111,14 +111,8 @@ SCRATCH = {"full": "scratch", "fewshot": "fewshot_scratch"}
 def run(ws: Path, plan: dict, carried: Path, data: Path | None = None, sources: Path | None = None) -> None:
     X.prepared(ws, PROJECT, data, sources, "budget")
     dropped = without_sweeps(ws)
-    for name in X.unfinished_first(list(plan), ws / TIMING):
-        overrides = plan[name][2]
-        if X.carried(carried / name):
-            print(f"budget: {name}: carried before, in {carried / name}; kept (remove it to run it again)")
-            continue
-        # One experiment at a time, each carried out of the workspace as soon as it is done.
-        run_all(ws, {name: overrides + dropped}, ws / TIMING, "budget")
-        carry(ws, carried, name, plan)
+    run_all(ws, {name: overrides + dropped for name, (_, _, overrides) in plan.items()}, ws / TIMING, "budget",
+            folder=lambda name: carried / name, carry=lambda name: carry(ws, carried, name, plan))  # fmt: skip
     print("budget: every experiment is done; `python scripts/pretraining-budget.py publish` publishes them")
 
 
@@ -143,10 +137,14 @@ def files(name: str, text) -> dict[str, str]:
 def carry(ws: Path, carried: Path, name: str, plan: dict) -> None:
     """A finished experiment's files into carried/<name>/ with its overrides and sittings
     (experiments.carry): what publish needs of it once the workspace is gone. Commit them."""
-    entry = X.recorded(ws / TIMING).get(name, {})
     got = files(name, ref_text(ws, experiments(ws)[name]))
-    X.carry(carried / name, got, name, entry.get("overrides") or plan[name][2], entry.get("sittings", []))
+    X.carry(carried / name, got, name, *record(ws, X.recorded(ws / TIMING), plan, name))
     print(f"budget: {name}: carried to {carried / name}")
+
+
+def record(ws: Path, timing: dict, plan: dict, name: str) -> tuple[list[str], list[dict]]:
+    """An experiment's -S overrides and sittings; one with no record had the plan's, as `run` gives them."""
+    return X.record(timing.get(name, {}), lambda: plan[name][2] + without_sweeps(ws))
 
 
 def predictions(text, name: str, part: str) -> str:
@@ -384,7 +382,7 @@ def publish(ws: Path, out: Path, plan: dict, carried: Path) -> None:
     from tlstudy.tools.machine import machine, summary
 
     kept = {n: X.carried(carried / n) for n in plan}
-    kept = {n: record for n, record in kept.items() if record}
+    kept = {n: r for n, r in kept.items() if r}
     found = experiments(ws) if (ws / ".git").is_dir() else {}
     refs = {n: found[n] for n in plan if n in found and n not in kept}
     missing = [n for n in plan if n not in refs and n not in kept]
@@ -394,7 +392,6 @@ def publish(ws: Path, out: Path, plan: dict, carried: Path) -> None:
     got = {n: files(n, X.folder_text(carried / n) if n in kept else ref_text(ws, refs[n])) for n in plan}
     numbers, study = curve(got, plan), S.numbers()
     timing = X.recorded(ws / TIMING) | kept
-    dropped = without_sweeps(ws) if refs else []
     details = machine()
     spent = {n: {**totals(timing[n]), "by_sitting": timing[n]["sittings"]} for n in plan if n in timing}
     figure = plot(numbers, study)
@@ -404,7 +401,7 @@ def publish(ws: Path, out: Path, plan: dict, carried: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     for name, texts in got.items():
         folder = staging / name
-        write_json(folder / "overrides.json", kept[name]["overrides"] if name in kept else plan[name][2] + dropped)
+        write_json(folder / "overrides.json", record(ws, timing, plan, name)[0])
         # The experiment's params and lock (what it ran, for the check that it ran today's code),
         # and the per-image predictions byte for byte: what `vs_scratch` was computed from.
         for rel, text in texts.items():

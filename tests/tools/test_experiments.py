@@ -54,6 +54,19 @@ def test_recorded_is_empty_without_a_timing_file_and_reads_it_otherwise(tmp_path
     assert X.folder_text(tmp_path)("timing.json").startswith("{") and X.folder_text(tmp_path)("none") is None
 
 
+def test_a_record_gives_its_overrides_and_only_a_run_without_one_reads_the_default():
+    asked = []
+
+    def default():
+        asked.append(1)
+        return ["data.domain=photo"]
+
+    sittings = [{"wall_s": 1.0, "cpu_s": 2.0, "stages_run_s": {}, "finished": True}]
+    assert X.record({"overrides": ["lr=0.1"], "sittings": sittings}, default) == (["lr=0.1"], sittings)
+    assert asked == [], "the default is a `git show`: not read where the record has the overrides"
+    assert X.record({}, default) == (["data.domain=photo"], []) and asked == [1]
+
+
 # A stage as DVC runs it: a child of a child, busy for 0.6 s of CPU, then still alive.
 BUSY = """import time
 t = time.process_time()
@@ -86,11 +99,11 @@ def test_tree_cpu_counts_a_running_grandchild_that_nobody_has_reaped_yet():
 def test_an_experiment_stopped_midway_runs_before_the_others(tmp_path):
     """Its finished stages live only in the workspace's dvc.lock (no run-cache entry), so it goes first."""
     timing = tmp_path / "timing.json"
-    assert X.unfinished_first(["a", "b", "c"], timing) == ["a", "b", "c"], "no record: the plan's order"
+    assert X.unfinished_first(["a", "b", "c"], X.recorded(timing)) == ["a", "b", "c"], "no record: the plan's order"
     sitting = {"wall_s": 1.0, "cpu_s": 1.0, "stages_run_s": {}}
     timing.write_text(json.dumps({
         "a": {"sittings": [{**sitting, "finished": True}]},
         "c": {"sittings": [{**sitting, "finished": False}]},
         "b": {"sittings": [{**sitting, "finished": False}, {**sitting, "finished": True}]},
     }))  # fmt: skip
-    assert X.unfinished_first(["a", "b", "c"], timing) == ["c", "a", "b"]
+    assert X.unfinished_first(["a", "b", "c"], X.recorded(timing)) == ["c", "a", "b"]

@@ -138,37 +138,52 @@ def exp_run(argv: list[str], ws: Path, env: dict, sitting: dict, save) -> int:
     return code
 
 
-def run_all(ws: Path, plan: dict[str, list[str]], timing_path: Path, who: str) -> None:
-    """Runs each experiment of `plan` (name -> its -S overrides) not yet finished, in order;
-    `who` names the sweep in what it prints."""
-    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+def run_all(
+    ws: Path, plan: dict[str, list[str]], timing_path: Path, who: str, folder=None, carry=None, shown=str
+) -> None:
+    """Runs each experiment of `plan` (name -> its -S overrides) not yet finished, a stopped one
+    first (`unfinished_first`), then the plan's order; `who` names the sweep in what it prints.
+    Where the sweep carries (`folder`: name -> the folder it is carried to, `carry`: name ->
+    carries it), one carried before is skipped and each is carried as soon as it is done, before
+    the next one runs."""
+    timing = recorded(timing_path)
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         PYTHONPATH=str(ws / "src"),
     )
     done, dvc = experiments(ws), profile.tool_argv("dvc")
-    for name, overrides in plan.items():
+    for name in unfinished_first(list(plan), timing):
+        if folder is not None and carried(folder(name)):
+            print(f"{who}: {name}: carried before, in {shown(folder(name))}; kept (remove it to run it again)")
+            continue
         if name in done:
             print(f"{who}: {name}: done before; kept")
-            continue
-        # Every experiment starts from the baseline's params, not from the last experiment's.
-        sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
-        argv = [*dvc, "exp", "run", "-n", name]
-        for o in overrides:
-            argv += ["-S", o]
-        print(f"{who}: {name}: {' '.join(argv[len(dvc) :])}", flush=True)
-        # One entry per sitting, written at every stage's start and, while it prints, every half
-        # minute: a sitting the session's end kills keeps its wall and CPU time up to then (the
-        # running stage's too: tree_cpu_s), and the next sitting adds its own.
-        sitting = {"wall_s": 0.0, "cpu_s": 0.0, "stages_run_s": {}, "finished": False}
-        entry = timing.setdefault(name, {"sittings": []})
-        entry["overrides"] = list(overrides)
-        entry["sittings"].append(sitting)
-        code = exp_run(argv, ws, env, sitting, lambda: write_json(timing_path, timing))
-        if code:
-            raise SystemExit(f"{who}: {name}: dvc exp run failed ({code}); run again to continue")
+        else:
+            run_one(ws, name, plan[name], timing, timing_path, who, env, dvc)
+        if carry is not None:
+            carry(name)
     sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
+
+
+def run_one(ws: Path, name: str, overrides: list[str], timing: dict, timing_path: Path, who: str, env: dict,
+            dvc: list[str]) -> None:  # fmt: skip
+    # Every experiment starts from the baseline's params, not from the last experiment's.
+    sh(ws, "git", "checkout", "HEAD", "--", "params.yaml")
+    argv = [*dvc, "exp", "run", "-n", name]
+    for o in overrides:
+        argv += ["-S", o]
+    print(f"{who}: {name}: {' '.join(argv[len(dvc) :])}", flush=True)
+    # One entry per sitting, written at every stage's start and, while it prints, every half
+    # minute: a sitting the session's end kills keeps its wall and CPU time up to then (the
+    # running stage's too: tree_cpu_s), and the next sitting adds its own.
+    sitting = {"wall_s": 0.0, "cpu_s": 0.0, "stages_run_s": {}, "finished": False}
+    entry = timing.setdefault(name, {"sittings": []})
+    entry["overrides"] = list(overrides)
+    entry["sittings"].append(sitting)
+    code = exp_run(argv, ws, env, sitting, lambda: write_json(timing_path, timing))
+    if code:
+        raise SystemExit(f"{who}: {name}: dvc exp run failed ({code}); run again to continue")
 
 
 def prepared(ws: Path, project: Path, data: Path | None, sources: Path | None, who: str) -> None:
@@ -203,13 +218,12 @@ def ref_text(ws: Path, ref: str):
     return text
 
 
-def unfinished_first(names: list[str], timing_path: Path) -> list[str]:
+def unfinished_first(names: list[str], timing: dict[str, dict]) -> list[str]:
     """`names`, those whose last sitting stopped before the end first, the others after, each in
     their order. The stages a stopped experiment finished are kept only as the workspace's own
     (dvc.lock): DVC saves no run-cache entry for a stage with an uncached output that is not a
     metric or plot, which every stage here has (details/*.json), so an experiment run before it
-    would replace them and it would run them again."""
-    timing = recorded(timing_path)
+    would replace them and it would run them again. `timing`: what `recorded` reads."""
     stopped = [n for n in names if (timing.get(n, {}).get("sittings") or [{}])[-1].get("finished") is False]
     return stopped + [n for n in names if n not in stopped]
 
@@ -217,6 +231,12 @@ def unfinished_first(names: list[str], timing_path: Path) -> list[str]:
 def recorded(timing_path: Path) -> dict[str, dict]:
     """experiment -> what `run_all` recorded of it in a timing file: its -S overrides and sittings."""
     return json.loads(timing_path.read_text()) if timing_path.exists() else {}
+
+
+def record(entry: dict, default) -> tuple[list[str], list[dict]]:
+    """An experiment's -S overrides and sittings from what `run_all` recorded of it (`entry`); one
+    run elsewhere (Slurm) has no record and had `default()`, called only then: it may read git."""
+    return entry.get("overrides") or default(), entry.get("sittings", [])
 
 
 def write_record(folder: Path, name: str, overrides: list[str], sittings: list[dict]) -> None:
