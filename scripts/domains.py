@@ -41,15 +41,19 @@ part, the selected model minus the same target's scratch model on the same subse
 per-image predictions (report.verdicts.difference: a paired bootstrap over test images and
 seeds), Holm-corrected together (findings.judge; docs/statistics.md).
 
-Ceilings, not comparisons: DomainBed's ERM on PACS (Gulrajani & Lopez-Paz, "In Search of Lost
-Domain Generalization", ICLR 2021), from facebookresearch/DomainBed,
+Ceilings, not comparisons, two of them. DomainBed's ERM on PACS (Gulrajani & Lopez-Paz, "In Search
+of Lost Domain Generalization", ICLR 2021), from facebookresearch/DomainBed,
 domainbed/results/2020_10_06_7df6f06/results.tex (the results of its commit 7df6f06, which its
 README links), section "Model selection: training-domain validation set", table PACS, row ERM:
 A 84.7 ± 0.4, C 80.8 ± 0.6, P 97.2 ± 0.3, S 79.3 ± 1.0 (mean ± standard error over trials). That
 is an ImageNet-pretrained ResNet-50 (hparams_registry: resnet18 False) at 224 px (datasets.py),
 trained on the three other domains with no label of the target seen, its model selected on
-validation images of those training domains. No per-domain ResNet-18 ImageNet number with a
-source we could read in full was found, so there is no such column.
+validation images of those training domains. And DeepDG's ERM with our architecture, ResNet-18
+(jindongwang/transferlearning, code/DeepDG/readme.md at commit 05be54c, "Results on PACS
+(ResNet-18)", row ERM): A 81.1, C 77.94, P 95.03, S 76.94, one number each, no spread given.
+Its code: torchvision's resnet18(pretrained=True) (network/img_network.py), 224 px crops of
+256 (datautil/imgdata/util.py), the target's accuracy at the best validation accuracy of the
+training domains (train.py), the same leave-one-domain-out task.
 """
 
 from __future__ import annotations
@@ -91,9 +95,24 @@ DOMAINBED = {
     "paper": "Gulrajani & Lopez-Paz, In Search of Lost Domain Generalization, ICLR 2021",
     "setting": "ResNet-50 from ImageNet weights, 224 px, trained on the three other domains (no label of the target "
     "seen), model selected on validation images of the training domains; mean ± standard error over trials",
+    "backbone": "ResNet-50",
     # Test accuracy in %, (mean, standard error), by held-out domain.
     "acc": {"art_painting": [84.7, 0.4], "cartoon": [80.8, 0.6], "photo": [97.2, 0.3], "sketch": [79.3, 1.0]},
 }
+DEEPDG = {
+    "name": "DeepDG ERM",
+    "source": "jindongwang/transferlearning, code/DeepDG/readme.md (commit 05be54c), 'Results on PACS (ResNet-18)', "
+    "row ERM",
+    "url": "https://github.com/jindongwang/transferlearning/tree/master/code/DeepDG",
+    "paper": "Wang & Lu, DeepDG: Deep Domain Generalization Toolkit",
+    "setting": "ResNet-18 from ImageNet weights, 224 px, trained on the three other domains (no label of the target "
+    "seen), model selected on validation images of the training domains; one number, no spread given",
+    "backbone": "ResNet-18",
+    # One figure per held-out domain: the readme gives no spread (None).
+    "acc": {"art_painting": [81.1, None], "cartoon": [77.94, None], "photo": [95.03, None], "sketch": [76.94, None]},
+}
+CEILINGS = [DOMAINBED, DEEPDG]
+CEILING_STYLES = [{"color": "tab:red", "ls": "-"}, {"color": "tab:purple", "ls": "--"}]  # the figure's lines
 
 
 def shown(path: Path) -> str:
@@ -306,7 +325,7 @@ def pick(details: dict) -> tuple[str, dict]:
 
 def numbers(targets: dict[str, dict]) -> dict:
     """domains.json: per target its parts' selected models, the backbone on the target with no
-    training on it, the majority class's rate and the DomainBed ceiling; the family of tests."""
+    training on it, the majority class's rate and the ceilings; the family of tests."""
     from tlstudy.stages.report.figures import majority_rate
     from tlstudy.stages.report.inputs import target_test
     from tlstudy.stages.report.verdicts import difference, seed_picks
@@ -339,13 +358,13 @@ def numbers(targets: dict[str, dict]) -> dict:
             "no_target_training": {**{k: no_training[k] for k in ("acc", "lo", "hi", "n")},
                                    "interval": "95 % Wilson interval over test images (one pretraining run)"},
             "majority_class": round(majority_rate(labels), 6), "parts": parts,
-            "ceiling": dict(zip(("acc", "se"), DOMAINBED["acc"][domain])),
+            "ceilings": {c["name"]: dict(zip(("acc", "se"), c["acc"][domain])) for c in CEILINGS},
         }  # fmt: skip
     family = findings.judge(FAMILY, tests) if tests else None
     for name, test in (family or {}).get("tests", {}).items():
         out[test["target"]]["parts"][test["part"]]["vs_scratch"] = name
-    ceiling = {k: DOMAINBED[k] for k in ("name", "source", "url", "paper", "setting")}
-    return {"targets": out, "family": family, "ceiling": ceiling}
+    ceilings = [{k: c[k] for k in ("name", "source", "url", "paper", "setting")} for c in CEILINGS]
+    return {"targets": out, "family": family, "ceilings": ceilings}
 
 
 # --- the table and the figure ------------------------------------------------------------------------
@@ -390,18 +409,23 @@ def caption(numbers: dict) -> str:
             f'{", ".join(str(s) for s in sizes)} px. "no training on the target": that backbone\'s 7-way head on the '
             "target's test images [Wilson 95 % interval]. "
             + origin
-            + f"Ceiling ({DOMAINBED['name']}, {DOMAINBED['paper']}; {DOMAINBED['source']}): mean ± standard error, "
-            "and not a comparison any test here makes — it differs in the backbone (ResNet-50, not ResNet-18), its "
-            "weights (ImageNet), the image size (224 px), the model-selection rule (validation images of the training "
-            "domains) and the task: leave-one-domain-out training on all three other domains with no label of the "
-            "target seen, where ours trains on labelled images of the target after pretraining on the other three."
+            + f"Ceilings ({DOMAINBED['name']}, {DOMAINBED['paper']}; {DOMAINBED['source']}: mean ± standard error; "
+            f"{DEEPDG['name']}, {DEEPDG['paper']}; {DEEPDG['source']}: one number), not comparisons any test here "
+            "makes. They differ in the weights (ImageNet), the image size (224 px), DomainBed's also in the backbone "
+            "(ResNet-50), the model-selection rule (validation images of the training domains) and the task: "
+            "leave-one-domain-out training on all three other domains with no label of the target seen, where ours "
+            "trains on labelled images of the target after pretraining on the other three."
         )
         + "\n"
     )
 
 
+def _ceiling(c: dict) -> str:
+    return f"{c['acc']:g}" + (f" ± {c['se']:.1f}" if c["se"] is not None else "")
+
+
 def table(numbers: dict) -> str:
-    """summary.md: a row per target, a column per strategy, the no-training and ceiling columns."""
+    """summary.md: a row per target, a column per strategy, the no-training column and one per ceiling."""
     from tlstudy.stages.report.tables import DASH, md_table
 
     family = numbers["family"]
@@ -414,16 +438,22 @@ def table(numbers: dict) -> str:
             f"{domain}{source}", t["split"] or DASH,
             f"{100 * nt['acc']:.1f} [{100 * nt['lo']:.1f}, {100 * nt['hi']:.1f}]",
             *(_cell(by_column[c]) + _versus(by_column[c], family) for c in COLUMNS.values()),
-            "{:.1f} ± {:.1f}".format(t["ceiling"]["acc"], t["ceiling"]["se"]),
+            *(_ceiling(t["ceilings"][c["name"]]) for c in CEILINGS),
         ])  # fmt: skip
-    head = ["target", "split", "no training on the target", *COLUMNS.values(), f"ceiling: {DOMAINBED['name']}"]
+    head = [
+        "target",
+        "split",
+        "no training on the target",
+        *COLUMNS.values(),
+        *(f"ceiling: {c['name']}" for c in CEILINGS),
+    ]
     return caption(numbers) + "\n" + md_table(head, rows) + "\n"
 
 
 def plot(numbers: dict):
     """Per target a panel: each strategy's selected model with its interval, the backbone with
-    no training on the target, the DomainBed ceiling as a red band and line, chance and the
-    majority class as lines."""
+    no training on the target, the ceilings as lines (DomainBed's with its standard error as a
+    band), chance and the majority class as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -452,9 +482,11 @@ def plot(numbers: dict):
             bars = ax.errorbar([x], [y], xerr=err, fmt=marker, color=colour, ms=5, capsize=2, lw=1.2)
             for collection in bars.lines[2]:
                 collection.set_linestyle(style)
-        acc, se = t["ceiling"]["acc"], t["ceiling"]["se"]
-        ax.axvspan(acc - se, acc + se, color="tab:red", alpha=0.15, lw=0)
-        ax.axvline(acc, color="tab:red", lw=1.2)
+        for c, style in zip(CEILINGS, CEILING_STYLES):
+            acc, se = t["ceilings"][c["name"]]["acc"], t["ceilings"][c["name"]]["se"]
+            if se is not None:
+                ax.axvspan(acc - se, acc + se, color=style["color"], alpha=0.15, lw=0)
+            ax.axvline(acc, lw=1.2, **style)
         ax.axvline(CHANCE, color="0.5", ls=":", lw=1)
         ax.axvline(100 * t["majority_class"], color="0.15", ls="-.", lw=1)
         ax.set_xlim(0, 100)
@@ -468,7 +500,8 @@ def plot(numbers: dict):
         Line2D([], [], color="tab:blue", marker="o", ls="none", label="full subset"),
         Line2D([], [], color="tab:orange", marker="o", ls="none", label="few-shot subset (squares: scratch)"),
         Line2D([], [], color="0.35", marker="D", ls="none", label="backbone alone, no training on the target"),
-        Line2D([], [], color="tab:red", lw=1.2, label=f"ceiling: {DOMAINBED['name']} (ResNet-50, ImageNet, 224 px)"),
+        *(Line2D([], [], lw=1.2, label=f"ceiling: {c['name']} ({c['backbone']}, ImageNet, 224 px)", **style)
+          for c, style in zip(CEILINGS, CEILING_STYLES)),
         Line2D([], [], color="0.5", ls=":", lw=1, label="chance (1 in 7)"),
         Line2D([], [], color="0.15", ls="-.", lw=1, label="majority class of the target's test images"),
         *(Line2D([], [], color="0.3", ls=style, lw=1.2, label=kind) for kind, style in kinds.items()),
