@@ -34,8 +34,9 @@ wrote per-image predictions cannot be compared image by image, and `publish` say
 `publish` writes results/domains/, replaced whole once everything is computed: per target its
 params.yaml, dvc.lock, data details, the backbone's metrics and details, and per part its
 metrics, details and per-image predictions (experiments: overrides.json too); domains.json (the
-numbers, the family of tests and the ceilings); summary.md (the table); domains.png; timing.json
-(CPU time and sittings per target).
+numbers, the family of tests and the ceilings); summary.md (the table); findings.md (the family's
+verdicts in a line, which the README quotes); domains.png; timing.json (CPU time and sittings per
+target).
 The family "each transfer part vs scratch across target domains" holds, per target and transfer
 part, the selected model minus the same target's scratch model on the same subset, from the
 per-image predictions (report.verdicts.difference: a paired bootstrap over test images and
@@ -450,6 +451,14 @@ def table(numbers: dict) -> str:
     return caption(numbers) + "\n" + md_table(head, rows) + "\n"
 
 
+def finding(numbers: dict) -> str:
+    """findings.md: the family's verdicts in one line, every word from the rule, as the offline
+    report's findings.md gives its families (report.document.findings_text); the README quotes it."""
+    from tlstudy.stages.report.document import findings_text
+
+    return findings_text({FAMILY: numbers["family"]} if numbers["family"] else {})
+
+
 def plot(numbers: dict):
     """Per target a panel: each strategy's selected model with its interval, the backbone with
     no training on the target, the ceilings as lines (DomainBed's with its standard error as a
@@ -590,6 +599,7 @@ def publish(ws: Path, out: Path, offline: Path, targets: list[str] | None) -> No
             X.write_record(staging / domain, t["experiment"], *record(entries.get(t["experiment"], {}), domain, ws))
     write_json(staging / "domains.json", result)
     write_text(staging / "summary.md", table(result))
+    write_text(staging / "findings.md", finding(result))
     write_json(staging / "timing.json", spent)
     save_figure(figure, staging / "domains.png", dpi=110)
     if out.exists():

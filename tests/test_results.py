@@ -256,3 +256,20 @@ def test_each_carried_target_ran_todays_code_on_the_offline_profile_with_its_dom
     sittings = json.loads((folder / "sittings.json").read_text())
     assert sittings["experiment"] == f"target-{target}" and sittings["sittings"][-1]["finished"]
     assert all(s["cpu_s"] > 0 for s in sittings["sittings"])
+
+
+def test_the_domains_publication_is_what_its_numbers_give_and_the_readme_quotes_its_finding():
+    readme = (PROJECT / "README.md").read_text()
+    if not (DOMAINS / "domains.json").is_file():
+        assert "not yet published" in readme, "README gives a domains finding with no publication"
+        return
+    script = load_script("domains")
+    numbers = json.loads((DOMAINS / "domains.json").read_text())
+    assert (DOMAINS / "summary.md").read_text() == script.table(numbers)
+    finding = (DOMAINS / "findings.md").read_text()
+    assert finding == script.finding(numbers) and as_quoted(finding) in readme, "README's domains finding differs"
+    # Every target published, each from its carried experiment or the offline publication.
+    assert list(numbers["targets"]) == ["art_painting", "cartoon", "photo", "sketch"]
+    assert {d for d, t in numbers["targets"].items() if t["experiment"]} == set(CARRIED)
+    timing = json.loads((DOMAINS / "timing.json").read_text())
+    assert all(timing["targets"][d]["sittings"] >= 1 for d in numbers["targets"])

@@ -143,6 +143,11 @@ def test_table_caption_and_verdicts_from_hand_made_targets(tmp_path):
     )
     assert cells["sketch"][7].endswith(findings.BELOW) and cells["sketch"][4].endswith(findings.NO_DIFFERENCE)
     assert cells["cartoon (offline publication)"][-2:] == ["80.8 ± 0.6", "77.94"]  # as each source gives it
+    # The finding the README quotes: the verdicts, grouped as the rule gives them.
+    said = domains.finding(got)
+    assert said.startswith(f"- **{domains.FAMILY}** (Holm-adjusted, 8 tests): ") and said.count("\n") == 1
+    assert f"{findings.PASSES}: `sketch: finetune`, `sketch: fewshot_finetune`;" in said
+    assert f"{findings.BELOW}: `sketch: fewshot_classifier`" in said
 
 
 def test_files_of_another_target_are_refused_naming_what_each_says(tmp_path):
@@ -377,6 +382,7 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(tmp
     assert sketch["cpu_s"] > 0 and spent["experiments_total"]["cpu_s"] == sketch["cpu_s"]
     assert (spent["targets"]["cartoon"]["wall_s"], spent["targets"]["cartoon"]["sittings"]) == (12.5, 1)
     assert (out / "domains.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "findings.md").read_text() == domains.finding(numbers)
     first = files(out)
 
     # Again: nothing re-runs, and the publication is the same bytes.
