@@ -236,12 +236,11 @@ def tiny_workspace(dest: Path, overlay: dict | None = None, run: bool = True) ->
 # at the end. A file not listed runs after these, in its usual place.
 LONGEST_FIRST = [
     "test_dvc_pipeline.py",  # 767 s
+    "test_sweeps_end_to_end.py",  # the two sweep scripts' tests, 291 + 289 s apart on 2026-12-07
     "test_kill_mid_run.py",  # 727 s, 5 loaded
     "test_gpu_check.py",  # 634 s, 6 loaded
     "test_slurm.py",  # 364 s
     "test_packaging.py",  # installs torch into a fresh venv
-    "test_pretraining_budget.py",  # 258 s
-    "test_domains.py",  # ~320 s with one thread
     "test_slurm_faults.py",  # 231 s
     "test_queue.py",
     "test_bench.py",  # 231 s, 7 loaded
