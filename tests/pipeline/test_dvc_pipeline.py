@@ -27,6 +27,7 @@ OVERLAY = tiny_overlay(
     transfer={"fewshot_finetune_pacs": None},
 )
 TRANSFER = ["finetune_pacs"]
+FEWSHOT = [p for p in PARTS if p.startswith("fewshot_")]
 
 
 # headline.json's columns: the study's six parts (report/headline.py), all in the demo.
@@ -181,12 +182,16 @@ def test_changing_pretraining_reruns_only_the_parts_that_start_from_it(workspace
 
 def test_exp_run_with_three_seeds_gives_intervals_over_seeds_and_a_paired_test(workspace):
     # Three seeds: the fewest with a spread over seeds (two give a t interval on one degree of
-    # freedom), and every seed-dependent path (per-seed picks, seed columns, the paired test).
-    out = dvc(workspace, "exp", "run", "-S", "seeds=[0,1,2]")
+    # freedom), and every seed-dependent path (per-seed picks, seed columns, the paired test, both
+    # sweeps' placements). The few-shot parts are left out (hydra's ~): they differ from the full
+    # ones in their subset only, so they add stages, not seed-dependent paths.
+    out = dvc(workspace, "exp", "run", "-S", "seeds=[0,1,2]", *(a for p in FEWSHOT for a in ("-S", f"~parts.{p}")))
     assert "Running stage 'train@scratch'" in out and "Running stage 'transfer@finetune_pacs'" in out
+    assert not any(f"Running stage 'train@{p}'" in out for p in FEWSHOT)
     for stage in ("fetch", "stats", "pretrain@pacs_sources"):
         assert f"Stage '{stage}' didn't change, skipping" in out
-    m = metrics(workspace, "details")
+    seeded = [p for p in PARTS if p not in FEWSHOT] + TRANSFER
+    m = {p: json.loads((workspace / "details" / f"{p}.json").read_text()) for p in seeded}
     for part in m.values():
         for v in part.values():
             assert sorted(v["seeds"]) == ["0", "1", "2"] and "test images and 3 seeds" in v["interval"]
@@ -194,8 +199,8 @@ def test_exp_run_with_three_seeds_gives_intervals_over_seeds_and_a_paired_test(w
     report = (workspace / "report/README.md").read_text()
     # SGD vs Adam in every part that is not a sweep, each on every seed's per-image results.
     tested = report.split("### SGD vs Adam across parts")[1].split("\n\n")[1]
-    assert len(tested.splitlines()) - 2 == len(PARTS) - len(SWEEPS) + len(TRANSFER)
-    assert f"p adjusted (Holm, m = {len(PARTS) - len(SWEEPS) + len(TRANSFER)})" in tested
+    assert len(tested.splitlines()) - 2 == len(seeded) - len(SWEEPS)
+    assert f"p adjusted (Holm, m = {len(seeded) - len(SWEEPS)})" in tested
     per_image = (workspace / "details/predictions/scratch.csv").read_text().splitlines()[0]
     assert per_image == "path,label," + ",".join(f"{o}:seed{s}" for o in ("sgd", "adam") for s in range(3))
     changed = json.loads(dvc(workspace, "metrics", "diff", "--json", "--targets", "metrics", "-R"))
