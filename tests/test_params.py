@@ -1,5 +1,7 @@
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -144,6 +146,48 @@ def test_the_cli_reports_a_bad_param_in_one_line_before_doing_any_work(in_tmp, s
     err = capsys.readouterr().err
     assert err == "error: params: 'parts.finetune.trainable' is 'backbone'; accepted: all, head\n"
     assert list(in_tmp.iterdir()) == [in_tmp / "params.yaml"]  # nothing written
+
+
+def test_a_variant_torchvision_refuses_stops_the_stages_that_build_variants_and_no_other(in_tmp, study_params, capsys):
+    """Every stage checks each variant's steps by name; torchvision judges their arguments in the
+    stages that build variants (stage.BUILDS_TRANSFORMS), before they do any work. The others
+    build none, and so do without importing torchvision for it."""
+    from tlstudy.stage import BUILDS_TRANSFORMS, main
+
+    p = copy.deepcopy(study_params)
+    p["augmentations"]["x"] = [["GaussianBlur", {"kernel_size": 4}]]  # torchvision: kernel sizes are odd
+    P.validate(p, transforms=False)
+    with pytest.raises(P.ParamsError, match=r"'augmentations.x\[0\]' GaussianBlur"):
+        P.validate(p)
+    p["augmentations"]["x"] = [["Rotate", {}]]
+    with pytest.raises(P.ParamsError, match=r"'augmentations.x\[0\]' names unknown transform 'Rotate'"):
+        P.validate(p, transforms=False)
+
+    p["augmentations"]["x"] = [["GaussianBlur", {"kernel_size": 4}]]
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(p))
+    assert BUILDS_TRANSFORMS == {"variants", "pretrain", "train"}
+    assert main(["variants"]) == 2
+    assert capsys.readouterr().err.startswith("error: params: 'augmentations.x[0]' GaussianBlur({'kernel_size': 4}):")
+    assert list(in_tmp.iterdir()) == [in_tmp / "params.yaml"]  # nothing written
+
+
+def test_the_stages_that_build_no_variant_import_no_torchvision():
+    """stats and report, their params read as stage.py reads them: torchvision's import (about
+    1.5 s, most of it torch._dynamo) is not theirs to pay."""
+    code = (
+        "import sys; from tlstudy import params as P; from tlstudy.stages import stats, report; "
+        "P.load('params.yaml', transforms=False); print(sorted(m for m in sys.modules if m.startswith('torchvision')))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
+    assert r.stdout == "[]\n"
+
+
+def test_image_suffixes_are_torchvisions():
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from tlstudy.data import images
+
+    assert images.IMAGE_SUFFIXES == IMG_EXTENSIONS
 
 
 def test_the_cli_names_a_missing_params_file(in_tmp, capsys):

@@ -77,7 +77,8 @@ SCHEDULES = ("constant", "cosine")
 BACKBONES = Path("backbones")  # pretrain@<name> writes backbones/<name>.pt
 
 
-def load(path: str | Path = "params.yaml") -> dict[str, Any]:
+def load(path: str | Path = "params.yaml", transforms: bool = True) -> dict[str, Any]:
+    """params.yaml, validated (`validate`; `transforms`: every augmentation variant built)."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the project root, where params.yaml is)")
@@ -87,7 +88,7 @@ def load(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
-    validate(params, source=str(path))
+    validate(params, source=str(path), transforms=transforms)
     return params
 
 
@@ -247,7 +248,10 @@ def _optimizer_list(value, key: str) -> None:
         raise ParamsError(f"params: '{key}' repeats an optimizer ({values}); each must be listed once")
 
 
-def validate(params: dict, source: str = "params.yaml") -> None:
+def validate(params: dict, source: str = "params.yaml", transforms: bool = True) -> None:
+    """Refuse what the study cannot run, naming the key and what it accepts. Every augmentation
+    variant's steps are checked by name; with `transforms`, each is also built by torchvision,
+    whose own checks then judge its arguments (the stages that build none skip its import)."""
     missing = sorted(TOP_KEYS - set(params))
     if missing:
         raise ParamsError(f"{source}: missing section(s): {', '.join(missing)}")
@@ -299,10 +303,10 @@ def validate(params: dict, source: str = "params.yaml") -> None:
     augmentations = params["augmentations"]
     if not isinstance(augmentations, dict) or not augmentations:
         raise ParamsError("params: 'augmentations' must map variant names to transform lists")
-    from tlstudy.training.transforms import build  # late: keeps torchvision off the import path of params
+    from tlstudy.training import transforms as T  # late: keeps torchvision off the import path of params
 
     for name, spec in augmentations.items():
-        build(spec, where=f"augmentations.{name}")
+        (T.build if transforms else T.check)(spec, where=f"augmentations.{name}")
 
     parts = params["parts"]
     if not isinstance(parts, dict) or not parts:

@@ -2,15 +2,20 @@
 
 A variant is a list of `[ClassName, {kwargs}]` naming torchvision.transforms.v2 classes; `build`
 makes the transform objects with torchvision itself (so its argument checks and defaults hold).
-Params validation builds every variant, so every stage imports this module; the batched kernels
-that apply a variant to images (augment.py) stay off the stages that train nothing.
+Params validation checks every variant's shape and names (`check`) in every stage, and builds every
+variant in the stages that use them (stage.py); torchvision is imported by `build` alone, so the
+stages that build none (fetch, stats, report) do without its import. The batched kernels that apply
+a variant to images (augment.py) stay off the stages that train nothing.
 """
 
 from __future__ import annotations
 
-from torchvision.transforms import v2
+from typing import TYPE_CHECKING
 
 from tlstudy.lib.errors import ParamsError
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 # The transforms a variant may use: photometric and geometric ones that keep the image size.
 ALLOWED = (
@@ -50,8 +55,9 @@ def family(spec: list) -> str:
     return "grayscale / invert"
 
 
-def build(spec, where: str = "augmentation") -> v2.Compose | None:
-    """The composed transform of one variant, or None for the empty (identity) variant."""
+def check(spec, where: str = "augmentation") -> list[tuple[str, dict]]:
+    """A variant's steps as (transform name, kwargs), refused where it is not a list of
+    [Transform, {kwargs}] pairs naming ALLOWED transforms; their arguments are `build`'s to check."""
     if not isinstance(spec, list):
         raise ParamsError(f"params: '{where}' must be a list of [Transform, {{kwargs}}] pairs")
     steps = []
@@ -68,6 +74,16 @@ def build(spec, where: str = "augmentation") -> v2.Compose | None:
             raise ParamsError(
                 f"params: '{where}[{i}]' names unknown transform {name!r}; accepted: {', '.join(ALLOWED)}"
             )
+        steps.append((name, kwargs))
+    return steps
+
+
+def build(spec, where: str = "augmentation") -> v2.Compose | None:
+    """The composed transform of one variant, or None for the empty (identity) variant."""
+    from torchvision.transforms import v2
+
+    steps = []
+    for i, (name, kwargs) in enumerate(check(spec, where)):
         try:
             steps.append(getattr(v2, name)(**kwargs))
         except (TypeError, ValueError) as exc:
