@@ -202,7 +202,7 @@ def test_each_budget_computes_what_the_code_computes_now(name):
 CARRIED_BUDGETS = RESULTS / "carried/pretraining-budget"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CARRIED_BUDGETS.glob("*/sittings.json")) or [None])
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in CARRIED_BUDGETS.glob("*/sittings.json")) or [None])
 def test_each_carried_budget_ran_todays_code_with_only_its_overrides_and_finished(name):
     if name is None:
         assert not CARRIED_BUDGETS.exists() or not any(CARRIED_BUDGETS.iterdir()), "a carried folder lacks sittings"
