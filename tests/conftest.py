@@ -40,11 +40,21 @@ def without_timing(tree):
 SHARED_PACS = PROJECT.parent / "shared" / "data" / "pacs_cartoon"
 
 
+def git(repo: Path, *args: str) -> str:
+    """A git command in `repo` (an identity given, for commits), its output."""
+    argv = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
+    return subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def show(repo: Path, rev: str, path: str) -> str:
+    """A file's text as an experiment or commit holds it (`git show <rev>:<path>`)."""
+    return git(repo, "show", f"{rev}:{path}")
+
+
 def at_rev(repo: Path, rev: str, path: str) -> dict:
-    """A JSON file as an experiment or commit holds it (`git show <rev>:<path>`): how a per-part
-    metrics file, which `dvc exp show` does not list, is read at a revision."""
-    out = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    """A JSON file as an experiment or commit holds it: how a per-part metrics file, which `dvc exp
+    show` does not list, is read at a revision."""
+    return json.loads(show(repo, rev, path))
 
 
 @functools.cache

@@ -42,9 +42,9 @@ def dvc(ws, *args, env: dict | None = None) -> str:
     return r.stdout + r.stderr
 
 
-def metrics(ws, folder: str = "metrics") -> dict:
+def metrics(ws, folder: str = "metrics", parts=PARTS + TRANSFER) -> dict:
     """Each part's headline metrics (`metrics/`) or, with folder="details", everything evaluate wrote."""
-    return {p: json.loads((ws / folder / f"{p}.json").read_text()) for p in PARTS + TRANSFER}
+    return {p: json.loads((ws / folder / f"{p}.json").read_text()) for p in parts}
 
 
 def metric_values(tree) -> int:
@@ -191,7 +191,7 @@ def test_exp_run_with_three_seeds_gives_intervals_over_seeds_and_a_paired_test(w
     for stage in ("fetch", "stats", "pretrain@pacs_sources"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     seeded = [p for p in PARTS if p not in FEWSHOT] + TRANSFER
-    m = {p: json.loads((workspace / "details" / f"{p}.json").read_text()) for p in seeded}
+    m = metrics(workspace, "details", seeded)
     for part in m.values():
         for v in part.values():
             assert sorted(v["seeds"]) == ["0", "1", "2"] and "test images and 3 seeds" in v["interval"]

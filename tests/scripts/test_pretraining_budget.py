@@ -3,10 +3,9 @@ publication from experiments that lack them, refused. End to end, on the baselin
 script's test shares: test_sweeps_end_to_end.py."""
 
 import json
-import subprocess
 
 import pytest
-from conftest import PROJECT, load_script
+from conftest import PROJECT, git, load_script
 
 from tlstudy.lib import findings
 
@@ -103,11 +102,6 @@ def test_each_transfer_part_is_one_family_against_scratch_across_budgets_holm_ad
     for row, name in zip(rows, BUDGETS):
         for cell, part in zip(row[1:], script.COLUMNS):
             assert cell.rsplit("; ", 1)[1] == out[name][part]["verdict"], (name, part, cell)
-
-
-def git(ws, *args) -> str:
-    argv = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
-    return subprocess.run(argv, cwd=ws, capture_output=True, text=True, check=True).stdout
 
 
 def test_publish_names_the_experiment_and_file_when_per_image_predictions_are_missing(tmp_path):

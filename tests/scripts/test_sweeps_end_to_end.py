@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-from conftest import PROJECT, at_rev, killed_once, load_script, tiny_overlay, tiny_workspace
+from conftest import PROJECT, at_rev, git, killed_once, load_script, show, tiny_overlay, tiny_workspace
 from http_fixture import Server
 from PIL import Image
 
@@ -154,8 +154,7 @@ def baseline(tmp_path_factory):
 def experiments(ws) -> dict[str, str]:
     """name -> ref of the workspace's experiments (refs/exps/<2>/<38 of the baseline>/<name>; DVC's
     own refs/exps/exec/… aside)."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], cwd=ws,
-                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    refs = git(ws, "for-each-ref", "--format=%(refname)", "refs/exps/").split()
     return {r.split("/")[4]: r for r in refs if len(r.split("/")) == 5 and "exec" not in r.split("/")}
 
 
@@ -173,15 +172,6 @@ def killed_once_inside_the_strong_pretraining(ws, carried) -> str:
     """`run`, killed once the strong experiment's pretraining stage has begun; what it printed."""
     argv = [sys.executable, str(BUDGET_SCRIPT), "run", "--workspace", str(ws), "--carried", str(carried), *PLAN]
     return killed_once(argv, f"budget: {NAMES[1]}:", "pretrain pacs_sources epoch 1/")
-
-
-def show(repo, rev: str, path: str) -> str:
-    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True).stdout
-
-
-def git(ws, *args) -> str:
-    argv = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args]
-    return subprocess.run(argv, cwd=ws, capture_output=True, text=True, check=True).stdout
 
 
 def test_budgets_run_as_experiments_and_publish_the_same_files_twice(baseline, tmp_path):
@@ -326,8 +316,7 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(bas
             "pretrain.pacs_sources.source=local", "pretrain.pacs_sources.path=work/pacs-local",
             "~transfer.augment"]  # fmt: skip
     assert f"domains: {NAME}: exp run -n {NAME} {' '.join(f'-S {o}' for o in said)}" in log
-    params = yaml.safe_load(subprocess.run(["git", "show", f"{ref}:params.yaml"], cwd=ws, capture_output=True,
-                                           text=True, check=True).stdout)  # fmt: skip
+    params = yaml.safe_load(show(ws, ref, "params.yaml"))
     assert params["data"]["domain"] == "sketch" and sorted(params["transfer"]) == sorted(TRANSFER)
     assert (params["data"]["source"], params["pretrain"]["pacs_sources"]["source"]) == ("local", "local")
     assert yaml.safe_load((ws / "params.yaml").read_text())["data"]["domain"] == "cartoon", "back to the baseline's"
@@ -388,6 +377,6 @@ def test_a_target_runs_as_an_experiment_and_publishes_beside_the_offline_row(bas
     run_script(DOMAINS_SCRIPT, "publish", "--workspace", ws, "--offline", pub, "--out", out, "--targets", "sketch")
     assert files(out) == first
     # The workspace's experiment gone (a session ended, a fresh checkout): publish reads the carried folder.
-    subprocess.run(["git", "update-ref", "-d", ref], cwd=ws, check=True)
+    git(ws, "update-ref", "-d", ref)
     run_script(DOMAINS_SCRIPT, "publish", "--workspace", ws, "--offline", pub, "--out", out, "--targets", "sketch")
     assert files(out) == first
