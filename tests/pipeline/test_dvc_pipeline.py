@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PARTS, SWEEPS, tiny_overlay, tiny_workspace
+from conftest import PARTS, SWEEPS, at_rev, tiny_overlay, tiny_workspace
 
 from tlstudy.tools import profile
 
@@ -206,8 +206,7 @@ def test_exp_run_with_three_seeds_gives_intervals_over_seeds_and_a_paired_test(w
     changed = json.loads(dvc(workspace, "metrics", "diff", "--json", "--targets", "metrics", "-R"))
     # The interval's bounds are new keys, so always in the diff; the mean and the validation
     # accuracy are there exactly when they differ from the one seed's values (they may not).
-    old = json.loads(subprocess.run(["git", "show", "HEAD:metrics/scratch.json"], cwd=workspace, text=True,
-                                    capture_output=True, check=True).stdout)["sgd"]  # fmt: skip
+    old = at_rev(workspace, "HEAD", "metrics/scratch.json")["sgd"]
     new = json.loads((workspace / "metrics/scratch.json").read_text())["sgd"]
     expected = {f"sgd.{k}" for k in set(old) | set(new) if old.get(k) != new.get(k)}
     assert {"sgd.test_acc_lo", "sgd.test_acc_hi"} <= expected

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT, tiny_overlay, tiny_workspace
+from conftest import PROJECT, git, show, tiny_overlay, tiny_workspace
 
 from tlstudy.tools import profile
 
@@ -30,10 +30,9 @@ def test_outputs_of_a_stage_dvc_never_recorded_stay_out_of_the_profiles_commit(t
     overlay = tmp_path / "ws.overlay.yaml"
     overlay.write_text(yaml.safe_dump(tiny_overlay(data={"synthetic_per_class": 9})))
     profile.prepare(ws, PROJECT, profile.profile_params(PROJECT, str(overlay)), "tiny", fresh=False, links={})
-    tracked = subprocess.run(["git", "ls-files"], cwd=ws, capture_output=True, text=True, check=True).stdout.split()
+    tracked = git(ws, "ls-files").split()
     assert "params.yaml" in tracked and "manifest.csv" not in tracked
-    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ws, capture_output=True, text=True, check=True)
-    assert "synthetic_per_class: 9" in committed.stdout
+    assert "synthetic_per_class: 9" in show(ws, "HEAD", "params.yaml")
 
     r = subprocess.run([profile.tool("dvc"), "repro", "fetch"], cwd=ws, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -3,11 +3,11 @@ whose code made it; comments, docstrings and moves leave it current; a changed c
 it, naming the stage and the definition, until it is re-run or the change is declared neutral."""
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import git
 
 from tlstudy.tools import publication
 
@@ -33,14 +33,10 @@ def run(params):
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
 def commit(repo: Path, message: str) -> str:
     git(repo, "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", message)
-    return git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD").strip()
 
 
 def lock_of(repo: Path, files: list[str]) -> dict:
