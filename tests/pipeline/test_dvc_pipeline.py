@@ -28,6 +28,9 @@ OVERLAY = tiny_overlay(
 )
 TRANSFER = ["finetune_pacs"]
 FEWSHOT = [p for p in PARTS if p.startswith("fewshot_")]
+# The parts with one model per optimizer (the sweeps have one per variant): each is a row of the
+# SGD-vs-Adam tests and of `compare`.
+SINGLE = [p for p in PARTS if p not in SWEEPS] + TRANSFER
 
 
 # headline.json's columns: the study's six parts (report/headline.py), all in the demo.
@@ -67,7 +70,7 @@ def workspace(module_tmp):
 
 def test_repro_computes_every_part_and_leaves_a_clean_pipeline(workspace):
     m, d = metrics(workspace), metrics(workspace, "details")
-    for part in [p for p in PARTS if p not in SWEEPS] + TRANSFER:
+    for part in SINGLE:
         assert set(m[part]) == set(d[part]) == {"sgd", "adam"}
         assert all(set(v) == {"test_acc", "val_acc", "lr", "epoch"} for v in m[part].values())
         assert {v["lr"] for v in m[part].values()} <= {0.03, 0.003}
@@ -114,10 +117,9 @@ def test_exp_run_with_one_lr_and_three_seeds_reruns_only_training_and_is_compara
             assert v["test_acc_lo"] <= v["test_acc"] <= v["test_acc_hi"]
     report = (workspace / "report/README.md").read_text()
     # SGD vs Adam in every part that is not a sweep, each on every seed's per-image results.
-    compared_parts = [p for p in PARTS if p not in SWEEPS] + TRANSFER
     tested = report.split("### SGD vs Adam across parts")[1].split("\n\n")[1]
-    assert len(tested.splitlines()) - 2 == len(compared_parts)
-    assert f"p adjusted (Holm, m = {len(compared_parts)})" in tested
+    assert len(tested.splitlines()) - 2 == len(SINGLE)
+    assert f"p adjusted (Holm, m = {len(SINGLE)})" in tested
     per_image = (workspace / "details/predictions/scratch.csv").read_text().splitlines()[0]
     assert per_image == "path,label," + ",".join(f"{o}:seed{s}" for o in ("sgd", "adam") for s in range(3))
 
@@ -181,7 +183,7 @@ def test_exp_run_with_one_lr_and_three_seeds_reruns_only_training_and_is_compara
     out = subprocess.run([sys.executable, "-m", "tlstudy", "compare"], cwd=workspace, env=env, capture_output=True,
                          text=True, check=True).stdout.splitlines()  # fmt: skip
     assert max(len(line) for line in out) <= 200 and len(out[0].split()) == 2 + len(revs)
-    for part in [p for p in PARTS if p not in SWEEPS] + TRANSFER:
+    for part in SINGLE:
         for opt in ("sgd", "adam"):
             row = next(line for line in out if line.split()[:2] == [part, opt])
             assert row.split()[2] == f"{100 * d[part][opt]['test_acc']:.2f}"  # the workspace's
