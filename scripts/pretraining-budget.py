@@ -37,9 +37,10 @@ false), and writes results/pretraining-budget/, replaced whole once everything i
 experiment its params overrides, params.yaml and dvc.lock, metrics/ and details/ of the
 pretraining and the transfer parts, details/predictions/<part>.csv of the transfer parts and of
 scratch and fewshot_scratch (every seed's selected model on every test image, so that anyone can
-redo the tests), budget.json (the curve's numbers and the tests), summary.md (the tables the
-README quotes), timing.json and budget.png; the carried folders it published are then removed (the
-publication holds their files, and timing.json their sittings). A reader gets the experiments
+redo the tests), budget.json (the curve's numbers and the tests), summary.md (the tables
+docs/results.md quotes), findings.md (each family's verdicts in a line, which the README quotes),
+timing.json and budget.png; the carried folders it published are then removed (the publication
+holds their files, and timing.json their sittings). A reader gets the experiments
 themselves back by running `run` (every stage restores from a shared DVC cache or remote if one
 holds them; otherwise it recomputes).
 
@@ -377,6 +378,20 @@ def table(numbers: dict, study: dict) -> str:
     return f"{first}\n\n{accuracies}\n\n{second}\n\n{differences}\n"
 
 
+def finding(numbers: dict) -> str:
+    """findings.md: each part's family in one line, every word from the rule, as the offline
+    report's findings.md gives its families (report.document.findings_text); the README quotes it,
+    and docs/results.md the whole of summary.md."""
+    from tlstudy.stages.report.document import findings_text
+
+    families = {}
+    for part in PARTS:
+        tests = {name: e["vs_scratch"][part] for name, e in numbers.items()}
+        first = next(iter(tests.values()))
+        families[first["family"]] = {"tests": tests, "m": first["m"], "method_name": first["correction"]}
+    return findings_text(families)
+
+
 def publish(ws: Path, out: Path, plan: dict, carried: Path) -> None:
     from tlstudy.stages.report import study as S
     from tlstudy.tools.machine import machine, summary
@@ -408,6 +423,7 @@ def publish(ws: Path, out: Path, plan: dict, carried: Path) -> None:
             write_text(folder / rel, text)
     write_json(staging / "budget.json", numbers)
     write_text(staging / "summary.md", table(numbers, study))
+    write_text(staging / "findings.md", finding(numbers))
     write_json(staging / "timing.json", {
         "machine": summary(details), "machine_details": details,
         "total": {k: round(sum(t[k] for t in spent.values()), 1) for k in ("wall_s", "cpu_s")},

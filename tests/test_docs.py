@@ -24,11 +24,11 @@ LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"(?ms)^```[^\n]*\n(.*?)^```")
 README = PROJECT / "README.md"
 # The summaries the README quotes verbatim (tests/test_results.py checks they are the published ones,
-# and the findings it quotes wrapped); a publication declared stale (results/stale.yaml) is quoted by
-# docs/results.md instead.
+# and the findings it quotes wrapped); the budget sweep's findings once it is current (results/stale.yaml).
 QUOTED = [PROJECT / "results/offline/report/summary.md"]
+FINDINGS = [PROJECT / "results/offline/report/findings.md"]
 if "pretraining-budget" not in publication.stale_declared(PROJECT):
-    QUOTED.append(PROJECT / "results/pretraining-budget/summary.md")
+    FINDINGS.append(PROJECT / "results/pretraining-budget/findings.md")
 PROFILES = sorted(p.stem for p in (PROJECT / "profiles").glob("*.yaml"))
 
 
@@ -504,7 +504,7 @@ def test_readme_defines_its_terms_before_the_results_use_them():
     terms = readme.index("## Terms")
     for term in ("pretrained here", "head-only", "placement", "`headline.json`", "pp", "variant"):
         assert readme.index(f"**{term}**") > terms, term
-    for quoted in [*QUOTED, PROJECT / "results/offline/report/findings.md"]:
+    for quoted in [*QUOTED, *FINDINGS]:
         assert readme.index(quoted.read_text()[:40]) > terms
 
 

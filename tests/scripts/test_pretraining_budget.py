@@ -103,6 +103,18 @@ def test_each_transfer_part_is_one_family_against_scratch_across_budgets_holm_ad
         for cell, part in zip(row[1:], script.COLUMNS):
             assert cell.rsplit("; ", 1)[1] == out[name][part]["verdict"], (name, part, cell)
 
+    # findings.md: a line per family, each budget named under the verdict the rule gave it.
+    said = script.finding(numbers).splitlines()
+    assert [line.split("**")[1] for line in said] == [f"{p} vs {out[BUDGETS[0]][p]['scratch']} across budgets"
+                                                      for p in script.PARTS]  # fmt: skip
+    by_part, every = dict(zip(script.PARTS, said)), ", ".join(f"`{n}`" for n in BUDGETS)
+    assert by_part["classifier"].endswith(f"(Holm-adjusted, 3 tests): {findings.NO_DIFFERENCE}: {every}.")
+    assert (
+        f"{findings.PASSES}: `pretrain-030ep`, `pretrain-060ep`; {findings.NO_DIFFERENCE}: `pretrain-012ep`."
+        in by_part["finetune"]
+    )
+    assert by_part["fewshot_classifier"].endswith(f"{findings.BELOW}: {every}.")
+
 
 def test_publish_names_the_experiment_and_file_when_per_image_predictions_are_missing(tmp_path):
     """An experiment committed before evaluate@ kept per-image predictions: one line saying which

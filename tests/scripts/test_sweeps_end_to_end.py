@@ -38,6 +38,7 @@ pytestmark = pytest.mark.slow
 DOMAINS_SCRIPT = PROJECT / "scripts/domains.py"
 BUDGET_SCRIPT = PROJECT / "scripts/pretraining-budget.py"
 domains = load_script("domains")
+budget_script = load_script("pretraining-budget")
 
 PARTS = ["scratch", "classifier", "finetune", "fewshot_scratch", "fewshot_classifier", "fewshot_finetune"]
 
@@ -269,6 +270,7 @@ def test_budgets_run_as_experiments_and_publish_the_same_files_twice(baseline, t
         words = [cell.rsplit("; ", 1)[1] for cell in row[1:]]
         t = numbers[name]["vs_scratch"]
         assert words == [findings.verdict(t[p]["diff"], t[p]["lo"], t[p]["hi"], t[p]["p_adjusted"]) for p in TRANSFER]
+    assert (out / "findings.md").read_text() == budget_script.finding(numbers)
     timing = json.loads((out / "timing.json").read_text())
     assert set(timing["experiments"]) == set(NAMES) and all(t["wall_s"] > 0 for t in timing["experiments"].values())
     # The killed sitting kept what it measured; the second finished the experiment.
