@@ -17,8 +17,10 @@ there is none, `run` prepares it without running its baseline). Each budget
 is one `dvc exp run -n <name>` there with its overrides (`budgets`), on the baseline's params.yaml:
 the pretraining and the four transfer parts that start from it (head-only and fine-tuning, full
 and few-shot, over the profile's seeds) re-run, the rest is unchanged since the experiment before
-and skipped — but for the strong recipe, whose new `augmentations.strong` is a param every training stage reads:
-there `scratch` and `fewshot_scratch` re-run too (in the published sweep, to the same accuracies). The two
+and skipped, the strong recipe's too: its new `augmentations.strong` re-runs `variants`, and each
+training stage depends only on its own part's variants file, which it leaves the same (the
+2026-12-03 sweep's code made every training stage read `augmentations`, and re-ran `scratch` and
+`fewshot_scratch` there, to the same accuracies). The two
 augmentation sweeps (every transfer part with an `augment` list) are left out of these
 experiments (`~transfer.augment`, `~transfer.augment_study`): they answer another question and
 would cost 2 x 28 runs per budget. Interrupted, it continues: finished experiments
