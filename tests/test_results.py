@@ -51,11 +51,13 @@ def test_published_lock_ran_every_stage_on_those_params(name):
 
 
 def as_quoted(findings: str) -> str:
-    """report/findings.md as the README quotes it: each list item wrapped at 120 characters, its
-    continuation lines indented, which Markdown renders as the same item."""
+    """report/findings.md as the README quotes it: each list item wrapped to lines of at most 120
+    bytes, its continuation lines indented, which Markdown renders as the same item. A line holds
+    at most one ▲ and one ▼ (a verdict's tests are listed once), three bytes each in UTF-8: 116
+    characters leave room for both."""
     import textwrap
 
-    wrap = {"width": 120, "subsequent_indent": "  ", "break_long_words": False, "break_on_hyphens": False}
+    wrap = {"width": 116, "subsequent_indent": "  ", "break_long_words": False, "break_on_hyphens": False}
     return "".join(textwrap.fill(line, **wrap) + "\n" for line in findings.splitlines())
 
 
